@@ -1,0 +1,1 @@
+"""medsage.data_pipeline"""

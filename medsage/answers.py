@@ -1,0 +1,161 @@
+"""Answer extraction and matching: the one module that both evaluation and the accuracy reward use.
+
+Rules, so a score can be explained item by item:
+- extraction: ``<ANSWER>`` through the scaffold's lenient parser; fallbacks, in order, are a final
+  ``Answer: ...`` line and then the whole text when it is short (<= 8 words). Each says which it used.
+- closed (yes/no): decided on whole words, never substrings ("not", "normal", "know", "nothing" are
+  not "no"); a text with both yes and no words, or neither, is unparseable.
+- choice: a standalone option letter (``B``, ``(B)``, ``B.``, ``option B``) or the full text of an
+  option; naming two different options is wrong, never "first one wins".
+- open: normalised exact match (headline) and token recall of the reference (reported beside it).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Literal
+
+from medsage.scaffold import parse_lenient, strip_emphasis
+
+QuestionType = Literal["closed", "open", "choice"]
+
+_YES = {"yes", "yeah", "yep", "true", "present", "positive", "correct"}
+_NO = {"no", "nope", "false", "absent", "negative", "incorrect"}
+_ARTICLES = {"a", "an", "the"}
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[.'\-][a-z0-9]+)*")
+_ANSWER_LINE_RE = re.compile(r"(?:^|\n)\s*(?:final\s+)?answer\s*[:\-]\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+
+
+@dataclass(frozen=True)
+class Extraction:
+    answer: str | None
+    how: Literal["answer_tag", "answer_line", "short_text", "none"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a prediction is right, why, and the open-answer scores."""
+
+    correct: bool
+    reason: str
+    extracted: str | None
+    parsed: bool  # False when no answer could be read at all (counted and shown separately)
+    exact: bool = False
+    recall: float = 0.0
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation to spaces, articles dropped, whitespace collapsed."""
+    words = text.lower().translate(_PUNCT).split()
+    return " ".join(w for w in words if w not in _ARTICLES)
+
+
+def words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def extract_answer(output: str) -> Extraction:
+    """The answer a model gave, and how it was found (see module docstring for the order)."""
+    traj = parse_lenient(output or "")
+    if traj.answer:
+        return Extraction(traj.answer, "answer_tag")
+    if m := _ANSWER_LINE_RE.search(output or ""):
+        line = m.group(1).strip().splitlines()[0] if m.group(1).strip() else ""
+        if line := strip_emphasis(line):
+            return Extraction(line, "answer_line")
+    text = strip_emphasis(output or "")
+    if text and "<" not in text and len(text.split()) <= 8:
+        return Extraction(text, "short_text")
+    return Extraction(None, "none")
+
+
+def decide_yes_no(text: str) -> tuple[Literal["yes", "no"] | None, str]:
+    ws = set(words(text))
+    yes, no = bool(ws & _YES), bool(ws & _NO)
+    if yes and no:
+        return None, "says both yes and no"
+    if yes:
+        return "yes", f"yes-word {sorted(ws & _YES)[0]!r}"
+    if no:
+        return "no", f"no-word {sorted(ws & _NO)[0]!r}"
+    return None, "no yes/no word"
+
+
+# A standalone capital letter ("B", "(B)", "B.", "option B", "A or C"). "A" followed by a lower-case
+# word is the article ("A bright focus"), unless that word joins options ("A or B", "A and C").
+_LETTER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9'])")
+_ARTICLE_RE = re.compile(r"A\s+(?!or\b|and\b)[a-z]")
+
+
+def match_choice(text: str, options: dict[str, str]) -> tuple[str | None, str]:
+    """The option letter a text names, or None with the reason (none named, or several)."""
+    letters = {k.strip().upper(): v for k, v in options.items()}
+    s = text.strip()
+    named = {m.group(1) for m in _LETTER_RE.finditer(s)
+             if m.group(1) in letters and not (m.group(1) == "A" and _ARTICLE_RE.match(s, m.start()))}
+    norm = f" {normalize(s)} "
+    by_text = {k for k, v in letters.items() if normalize(v) and f" {normalize(v)} " in norm}
+    # An option text that is contained in a longer named option ("lung" in "lung nodule") is not a second pick.
+    by_text = {k for k in by_text if not any(k != o and normalize(letters[k]) in normalize(letters[o]) for o in by_text)}
+    if named and by_text and not by_text <= named:
+        named |= by_text
+    elif not named:
+        named = by_text
+    if len(named) > 1:
+        return None, f"names several options {sorted(named)}"
+    if not named:
+        return None, "names no option"
+    (letter,) = named
+    return letter, f"names option {letter}"
+
+
+def match_answer(predicted: str | None, answer: str, question_type: QuestionType,
+                 options: dict[str, str] | None = None) -> Verdict:
+    """Judge an extracted answer against the ground truth for one question type."""
+    if predicted is None or not predicted.strip():
+        return Verdict(False, "no answer could be extracted", None, parsed=False)
+    if question_type == "closed":
+        gold, _ = decide_yes_no(answer)
+        if gold is None:  # a "closed" item whose reference is not yes/no is judged as open text
+            return match_answer(predicted, answer, "open")
+        said, why = decide_yes_no(predicted)
+        if said is None:
+            return Verdict(False, f"unparseable yes/no: {why}", predicted, parsed=False)
+        ok = said == gold
+        return Verdict(ok, f"{why}; reference is {gold!r}", predicted, parsed=True, exact=ok, recall=float(ok))
+    if question_type == "choice":
+        if not options:
+            raise ValueError("a choice question needs its options")
+        gold_letter = answer.strip().upper()
+        if gold_letter not in {k.upper() for k in options}:
+            gold_letter, _ = match_choice(answer, options)
+            if gold_letter is None:
+                raise ValueError(f"reference {answer!r} is neither an option letter nor an option text")
+        said, why = match_choice(predicted, options)
+        if said is None:
+            return Verdict(False, f"choice not resolved: {why}", predicted, parsed=why != "names no option")
+        ok = said == gold_letter
+        return Verdict(ok, f"{why}; reference is {gold_letter}", predicted, parsed=True, exact=ok, recall=float(ok))
+    if question_type == "open":
+        ref, pred = normalize(answer), normalize(predicted)
+        ref_words = ref.split()
+        pred_words = set(pred.split())
+        recall = sum(w in pred_words for w in ref_words) / len(ref_words) if ref_words else 0.0
+        exact = bool(ref) and ref == pred
+        reason = "exact match after normalisation" if exact else f"not an exact match; token recall {recall:.2f}"
+        return Verdict(exact, reason, predicted, parsed=True, exact=exact, recall=recall)
+    raise ValueError(f"unknown question type {question_type!r}; expected closed, open or choice")
+
+
+def score_output(output: str, answer: str, question_type: QuestionType,
+                 options: dict[str, str] | None = None) -> Verdict:
+    """Extract the answer from a full model output and judge it; the reason says how it was read."""
+    ex = extract_answer(output)
+    v = match_answer(ex.answer, answer, question_type, options)
+    if ex.how not in ("answer_tag", "none"):
+        return Verdict(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
+                       v.parsed, v.exact, v.recall)
+    return v

@@ -1,0 +1,156 @@
+"""The sample record that flows through the pipeline (DESIGN.md, "Data records"), with JSON round-trip.
+
+Every stage reads and writes records as JSON lines; a bad line is reported with its file and line
+number (``read_records``), and writes are atomic (``medsage.io``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator, Literal, get_args
+
+from medsage.io import atomic_write_text
+from medsage.scaffold import Trajectory
+
+QuestionType = Literal["closed", "open", "choice"]
+RoIKind = Literal["box", "text", "global"]
+QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
+
+
+class RecordError(ValueError):
+    """A record that does not fit the schema; ``where`` names the file and line when known."""
+
+    def __init__(self, reason: str, where: str | None = None):
+        self.reason, self.where = reason, where
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+@dataclass
+class RoI:
+    """A region of interest: a pixel box ``(x1, y1, x2, y2)``, a text description, or the whole image."""
+
+    kind: RoIKind
+    box: tuple[float, float, float, float] | None = None
+    text: str | None = None
+    label: str | None = None
+    origin: str = "annotation"  # annotation | perturb | expand | subregion | global | text-cue
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(RoIKind):
+            raise RecordError(f"RoI kind must be one of {get_args(RoIKind)}, got {self.kind!r}")
+        if self.kind == "box":
+            if self.box is None or len(self.box) != 4:
+                raise RecordError(f"box RoI needs 4 pixel coordinates (x1, y1, x2, y2), got {self.box!r}")
+            self.box = tuple(float(v) for v in self.box)
+            x1, y1, x2, y2 = self.box
+            if x2 <= x1 or y2 <= y1:
+                raise RecordError(f"box RoI {self.box} is degenerate (needs x2 > x1 and y2 > y1)")
+        if self.kind == "text" and not (self.text or "").strip():
+            raise RecordError("text RoI needs a non-empty text")
+
+
+@dataclass
+class Provenance:
+    """Which model or template wrote each trajectory stage."""
+
+    stage: str
+    made_by: str
+    detail: str | None = None
+
+
+@dataclass
+class Sample:
+    """One question about one or more images, and everything the pipeline learns about it."""
+
+    id: str
+    source: str
+    images: list[str]
+    question: str
+    answer: str
+    question_type: QuestionType
+    options: dict[str, str] | None = None  # letter -> text, for choice questions
+    modality: str | None = None
+    rois: list[RoI] = field(default_factory=list)
+    trajectory: Trajectory | None = None
+    provenance: list[Provenance] = field(default_factory=list)
+    rejection: str | None = None  # why the record was dropped; None while kept
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not str(self.id).strip():
+            raise RecordError("id is empty")
+        if self.question_type not in QUESTION_TYPES:
+            raise RecordError(f"question_type must be one of {QUESTION_TYPES}, got {self.question_type!r}")
+        if not isinstance(self.images, list) or not all(isinstance(p, str) for p in self.images):
+            raise RecordError(f"images must be a list of paths, got {self.images!r}")
+        if self.question_type == "choice":
+            if not self.options:
+                raise RecordError("a choice question needs options (letter -> text)")
+            if self.answer not in self.options:
+                raise RecordError(f"answer {self.answer!r} is not one of the option letters {sorted(self.options)}")
+
+    @property
+    def kept(self) -> bool:
+        return self.rejection is None
+
+    def prompt_text(self) -> str:
+        """The question as the model sees it (without image placeholders): options listed A., B., ..."""
+        if not self.options:
+            return self.question
+        listed = "\n".join(f"{k}. {v}" for k, v in sorted(self.options.items()))
+        return f"{self.question}\nOptions:\n{listed}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["trajectory"] = self.trajectory.to_dict() if self.trajectory else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sample":
+        if not isinstance(d, dict):
+            raise RecordError(f"expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise RecordError(f"unknown field(s) {sorted(unknown)}")
+        missing = [n for n in ("id", "source", "images", "question", "answer", "question_type") if n not in d]
+        if missing:
+            raise RecordError(f"missing field(s) {missing}")
+        d = dict(d)
+        try:
+            d["rois"] = [RoI(**r) for r in d.get("rois") or []]
+            d["provenance"] = [Provenance(**p) for p in d.get("provenance") or []]
+            d["trajectory"] = Trajectory.from_dict(d["trajectory"]) if d.get("trajectory") else None
+        except TypeError as err:  # unexpected keyword in a nested object
+            raise RecordError(str(err)) from None
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Sample":
+        try:
+            return cls.from_dict(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise RecordError(f"not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def read_records(path: str | Path) -> Iterator[Sample]:
+    """Yield the samples of a JSON-lines file; a bad line raises ``RecordError`` naming file and line."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Sample.from_json(line)
+            except RecordError as err:
+                raise RecordError(err.reason, f"{path}:{lineno}") from None
+
+
+def write_records(path: str | Path, samples: list[Sample]) -> Path:
+    """Write samples as JSON lines, atomically."""
+    return atomic_write_text(path, "".join(s.to_json() + "\n" for s in samples))

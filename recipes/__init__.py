@@ -1,1 +1,34 @@
-"""medsage.recipes"""
+"""medsage's Hydra recipes (this folder, installed as ``medsage.recipes``) and how to compose them.
+
+Every stage command (``medsage sft|rl|eval ...``) takes Hydra overrides after its own flags and
+calls ``compose(<stage root>, overrides)``; ``extra_dirs`` lets a lab add its own config groups
+without touching medsage (Hydra's search path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+
+def recipes_dir() -> Path:
+    """The folder holding the root configs and the groups model/ sft/ rl/ reward/ eval/ cluster/ ..."""
+    return Path(__file__).resolve().parent
+
+
+def compose(config_name: str, overrides: list[str] | None = None, extra_dirs: list[str | Path] = ()):
+    """Compose ``<recipes>/<config_name>.yaml`` with ``overrides``; returns an OmegaConf DictConfig.
+
+    Unknown keys and groups fail here with Hydra's own message.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = list(overrides or [])
+    if extra_dirs:
+        searchpath = ",".join(f"file://{Path(d).resolve()}" for d in extra_dirs)
+        overrides.append(f"hydra.searchpath=[{searchpath}]")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3", job_name=f"medsage_{config_name}"):
+        return hydra_compose(config_name=config_name, overrides=overrides)

@@ -1,0 +1,111 @@
+"""``medsage env check``: per stage, the interpreter, the engine versions found and any conflict.
+
+Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/transformers versions
+(DESIGN.md), so a GPU node runs each stage in its own environment, named by
+``cluster.envs.<stage>`` and handed to Ray as the job's runtime_env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from dataclasses import dataclass, field
+
+# What each stage imports, with the versions medsage was tested against (pyproject extras).
+REQUIREMENTS: dict[str, dict[str, str]] = {
+    "data": {"medsage": "", "imagehash": ">=4.3", "pyarrow": ">=15", "openai": ">=1.40"},
+    "sft": {"medsage": "", "llamafactory": "==0.9.5", "transformers": ">=4.49,<=5.6.0", "torch": ">=2.4"},
+    "rl": {"medsage": "", "verl": "==0.9.1", "transformers": ">=5.5.3,<5.11,!=5.6.0", "cachetools": ">=5",
+           "torch": ">=2.4"},
+    "eval": {"medsage": "", "transformers": ">=4.49", "torch": ">=2.4"},
+}
+EXTRA_FOR_STAGE = {"data": "", "sft": "[sft]", "rl": "[rl]", "eval": "[torch]"}
+OPTIONAL = {"rl": ["vllm"], "eval": ["vllm"]}  # reported, not required: GPU-only engines
+
+_PROBE = """
+import json, sys
+from importlib.metadata import version, PackageNotFoundError
+out = {"python": sys.executable, "python_version": sys.version.split()[0], "packages": {}}
+for name in sys.argv[1:]:
+    try:
+        out["packages"][name] = version(name)
+    except PackageNotFoundError:
+        out["packages"][name] = None
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class StageReport:
+    stage: str
+    python: str
+    python_version: str = ""
+    packages: dict[str, str | None] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_stage(stage: str, env: str | None) -> StageReport:
+    """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
+    from packaging.specifiers import SpecifierSet
+
+    from medsage.launch.ray_jobs import python_for
+
+    try:
+        python = python_for(env)
+    except FileNotFoundError as err:
+        return StageReport(stage, str(env), problems=[str(err)],
+                           fix=f"python -m venv {env} && {env}/bin/pip install 'medsage{EXTRA_FOR_STAGE[stage]}'")
+    names = [*REQUIREMENTS[stage], *OPTIONAL.get(stage, [])]
+    # cwd="/": a checkout's own metadata (medsage.egg-info) must not stand in for an install.
+    proc = subprocess.run([python, "-c", _PROBE, *names], capture_output=True, text=True, timeout=120, cwd="/")
+    if proc.returncode != 0:
+        return StageReport(stage, python, problems=[f"interpreter failed: {proc.stderr.strip()[-300:]}"])
+    probe = json.loads(proc.stdout)
+    report = StageReport(stage, probe["python"], probe["python_version"], probe["packages"])
+    for name, spec in REQUIREMENTS[stage].items():
+        found = probe["packages"].get(name)
+        if found is None:
+            report.problems.append(f"{name} is not installed")
+        elif spec and found.split("+")[0] not in SpecifierSet(spec):
+            report.problems.append(f"{name} {found} does not satisfy {spec}")
+    if report.problems:
+        report.fix = f"uv pip install --python {python} -e '.{EXTRA_FOR_STAGE[stage]}'" if EXTRA_FOR_STAGE[stage] \
+            else f"uv pip install --python {python} -e ."
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medsage env",
+        description="Check the per-stage Python environments named by the cluster recipe "
+                    "(cluster.envs.<stage>; null means this interpreter).",
+    )
+    parser.add_argument("action", choices=["check"], help="what to do")
+    parser.add_argument("--stage", action="append", choices=list(REQUIREMENTS),
+                        help="check only this stage (repeatable; default: all)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. cluster=a100_4x cluster.envs.rl=/opt/rl")
+    args = parser.parse_intermixed_args(argv)
+
+    from medsage.recipes import compose
+
+    cfg = compose("env", args.overrides)
+    envs = cfg.cluster.envs
+    failed = 0
+    for stage in args.stage or list(REQUIREMENTS):
+        report = check_stage(stage, envs.get(stage))
+        mark = "ok" if report.ok else "CONFLICT"
+        print(f"[{mark}] {stage}: {report.python} (Python {report.python_version or '?'})")
+        for name, ver in report.packages.items():
+            print(f"        {name:<13} {ver or '-'}")
+        for problem in report.problems:
+            print(f"        problem: {problem}")
+        if report.fix:
+            print(f"        fix:     {report.fix}")
+        failed += not report.ok
+    return 1 if failed else 0

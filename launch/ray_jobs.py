@@ -1,0 +1,141 @@
+"""Run stage commands as Ray jobs (Ray Jobs API) on the configured cluster.
+
+``ray_cluster(address)`` yields a Jobs API client. With no address it uses a Ray cluster already
+running on this machine (``RAY_ADDRESS`` or the dashboard on 127.0.0.1:8265); when none is running it
+starts an embedded one bound to 127.0.0.1 only and stops exactly what it started on exit.
+
+Why ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for the embedded cluster: Ray resolves 127.0.0.1 to the
+machine's interface address (``resolve_ip_for_localhost``) unless cluster mode is off, and then its
+dashboard agent and runtime-env agent listen on that interface. With it off, every component binds to
+loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_LOCAL_DASHBOARD = "http://127.0.0.1:8265"
+
+
+@dataclass
+class JobResult:
+    submission_id: str
+    status: str  # SUCCEEDED | FAILED | STOPPED
+    exit_code: int | None
+    message: str
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _loopback_only() -> None:
+    """Keep an embedded cluster on 127.0.0.1 (see module docstring).
+
+    The variable reaches the processes Ray spawns; the constant is patched as well because this
+    process may have imported ray (which reads the variable once) before we got here.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, *, num_cpus: int | None = None,
+                temp_dir: str | Path | None = None) -> Iterator["JobSubmissionClient"]:  # noqa: F821
+    """A Jobs API client for ``address``, an already running local cluster, or an embedded one."""
+    address = address or (os.environ.get("RAY_ADDRESS", "") if os.environ.get("RAY_ADDRESS", "").startswith("http")
+                          else None)
+    if not address and _reachable(DEFAULT_LOCAL_DASHBOARD):
+        address = DEFAULT_LOCAL_DASHBOARD
+    if address:
+        from ray.job_submission import JobSubmissionClient
+
+        yield JobSubmissionClient(address)
+        return
+
+    _loopback_only()
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    ctx = ray.init(
+        _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=None,
+        num_cpus=num_cpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
+        log_to_driver=False, namespace="medsage",
+    )
+    try:
+        yield JobSubmissionClient(f"http://{ctx.dashboard_url}")
+    finally:
+        ray.shutdown()
+
+
+def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict | None = None,
+            submission_id: str | None = None, poll_s: float = 0.5, echo: bool = False) -> JobResult:
+    """Submit ``entrypoint`` (a shell command), wait for it, save its whole log to ``log_path``."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sid = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
+    printed = 0
+    while True:
+        status = client.get_job_status(sid)
+        if echo:
+            logs = client.get_job_logs(sid)
+            print(logs[printed:], end="", flush=True)
+            printed = len(logs)
+        if status.is_terminal():
+            break
+        time.sleep(poll_s)
+    from medsage.io import atomic_write_text
+
+    atomic_write_text(log_path, client.get_job_logs(sid))
+    info = client.get_job_info(sid)
+    return JobResult(sid, str(status.value if hasattr(status, "value") else status),
+                     getattr(info, "driver_exit_code", None), info.message or "", log_path)
+
+
+def runtime_env_for(env: str | None, env_vars: dict[str, str] | None = None) -> dict:
+    """Ray runtime_env for a stage environment: a virtualenv folder or ``uv:pkg1,pkg2``; None: this one.
+
+    The entrypoint itself is run with the environment's python (``python_for``); ``py_executable``
+    makes the job's Ray workers (verl's actors) use it too.
+    """
+    out: dict = {"env_vars": dict(env_vars or {})}
+    if env is None:
+        return out
+    if env.startswith("uv:"):
+        out["uv"] = [p for p in env[3:].split(",") if p]
+        return out
+    out["py_executable"] = str(python_for(env))
+    return out
+
+
+def python_for(env: str | None) -> str:
+    """The interpreter of a stage environment (a virtualenv folder), or this one."""
+    import sys
+
+    if env is None or env.startswith("uv:"):
+        return sys.executable
+    py = Path(env).expanduser() / "bin" / "python"
+    if not py.exists():
+        raise FileNotFoundError(f"stage environment {env!r} has no {py}; create it, then run `medsage env check`")
+    return str(py)

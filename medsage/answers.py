@@ -1,10 +1,11 @@
 """Answer extraction and matching: the one module that both evaluation and the accuracy reward use.
 
 Rules, so a score can be explained item by item:
-- extraction: ``<ANSWER>`` through the scaffold's lenient parser; fallbacks, in order, are a final
+- extraction: ``<ANSWER>`` through the scaffold's lenient parser; fallbacks, in order, are the last
   ``Answer: ...`` line and then the whole text when it is short (<= 8 words). Each says which it used.
 - closed (yes/no): decided on whole words, never substrings ("not", "normal", "know", "nothing" are
-  not "no"); a text with both yes and no words, or neither, is unparseable.
+  not "no"); a negated yes-word counts as no ("not present") and a negated no-word as yes ("not
+  absent"); a text with both yes and no words, or neither, is unparseable.
 - choice: a standalone option letter (``B``, ``(B)``, ``B.``, ``option B``) or the full text of an
   option; naming two different options is wrong, never "first one wins".
 - open: normalised exact match (headline) and token recall of the reference (reported beside it).
@@ -25,7 +26,10 @@ _YES = {"yes", "yeah", "yep", "true", "present", "positive", "correct"}
 _NO = {"no", "nope", "false", "absent", "negative", "incorrect"}
 _ARTICLES = {"a", "an", "the"}
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.'\-][a-z0-9]+)*")
-_ANSWER_LINE_RE = re.compile(r"(?:^|\n)\s*(?:final\s+)?answer\s*[:\-]\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
+_ANSWER_LINE_RE = re.compile(r"^[ \t*_#]*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?[*_]*\s*[:\-][*_]*[ \t]*(\S.*?)[ \t]*$",
+                             re.IGNORECASE | re.MULTILINE)
+_NEGATORS = {"not", "isn't", "aren't", "wasn't", "weren't", "non"}
+_NOT_AN_ANSWER = {"idea", "clue"}
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 
@@ -62,9 +66,9 @@ def extract_answer(output: str) -> Extraction:
     traj = parse_lenient(output or "")
     if traj.answer:
         return Extraction(traj.answer, "answer_tag")
-    if m := _ANSWER_LINE_RE.search(output or ""):
-        line = m.group(1).strip().splitlines()[0] if m.group(1).strip() else ""
-        if line := strip_emphasis(line):
+    # The last "Answer: ..." line wins: models restate a draft answer before the final one.
+    for found in reversed(_ANSWER_LINE_RE.findall(output or "")):
+        if line := strip_emphasis(found):
             return Extraction(line, "answer_line")
     text = strip_emphasis(output or "")
     if text and "<" not in text and len(text.split()) <= 8:
@@ -73,21 +77,33 @@ def extract_answer(output: str) -> Extraction:
 
 
 def decide_yes_no(text: str) -> tuple[Literal["yes", "no"] | None, str]:
-    ws = set(words(text))
-    yes, no = bool(ws & _YES), bool(ws & _NO)
-    if yes and no:
-        return None, "says both yes and no"
-    if yes:
-        return "yes", f"yes-word {sorted(ws & _YES)[0]!r}"
-    if no:
-        return "no", f"no-word {sorted(ws & _NO)[0]!r}"
+    """``yes`` / ``no`` from whole words, or None with the reason; a negator flips the next word."""
+    found: dict[str, list[str]] = {"yes": [], "no": []}
+    ws = words(text)
+    for i, w in enumerate(ws):
+        side = "yes" if w in _YES else "no" if w in _NO else None
+        if side is None:
+            continue
+        if w == "no" and i + 1 < len(ws) and ws[i + 1] in _NOT_AN_ANSWER:  # "no idea" says nothing
+            continue
+        if i and ws[i - 1] in _NEGATORS:
+            side = "no" if side == "yes" else "yes"
+            w = f"{ws[i - 1]} {w}"
+        found[side].append(w)
+    if found["yes"] and found["no"]:
+        return None, f"says both yes ({found['yes'][0]!r}) and no ({found['no'][0]!r})"
+    if found["yes"]:
+        return "yes", f"yes-word {found['yes'][0]!r}"
+    if found["no"]:
+        return "no", f"no-word {found['no'][0]!r}"
     return None, "no yes/no word"
 
 
 # A standalone capital letter ("B", "(B)", "B.", "option B", "A or C"). "A" followed by a lower-case
-# word is the article ("A bright focus"), unless that word joins options ("A or B", "A and C").
+# word is the article ("A bright focus"), unless that word joins options ("A or B") or is a verb
+# about the option ("A is correct").
 _LETTER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9'])")
-_ARTICLE_RE = re.compile(r"A\s+(?!or\b|and\b)[a-z]")
+_ARTICLE_RE = re.compile(r"A\s+(?!(?:or|and|is|was|would|seems|appears|fits|matches)\b)[a-z]")
 
 
 def match_choice(text: str, options: dict[str, str]) -> tuple[str | None, str]:
@@ -153,9 +169,22 @@ def match_answer(predicted: str | None, answer: str, question_type: QuestionType
 def score_output(output: str, answer: str, question_type: QuestionType,
                  options: dict[str, str] | None = None) -> Verdict:
     """Extract the answer from a full model output and judge it; the reason says how it was read."""
+    return score_output_explained(output, answer, question_type, options)[0]
+
+
+def score_output_explained(output: str, answer: str | list[str], question_type: QuestionType,
+                           options: dict[str, str] | None = None) -> tuple[Verdict, Extraction]:
+    """``score_output`` plus the extraction (for per-item verdict files).
+
+    ``answer`` may list several accepted references (MMMU open items); the best verdict wins.
+    """
     ex = extract_answer(output)
-    v = match_answer(ex.answer, answer, question_type, options)
+    refs = [answer] if isinstance(answer, str) else list(answer)
+    if not refs:
+        raise ValueError("no reference answer given")
+    verdicts = [match_answer(ex.answer, ref, question_type, options) for ref in refs]
+    v = max(verdicts, key=lambda x: (x.correct, x.recall))
     if ex.how not in ("answer_tag", "none"):
-        return Verdict(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
-                       v.parsed, v.exact, v.recall)
-    return v
+        v = Verdict(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
+                    v.parsed, v.exact, v.recall)
+    return v, ex

@@ -1,0 +1,111 @@
+"""``medsage eval run``: load benchmarks -> prompt -> backend, batched with a progress bar -> score.
+
+Reads top to bottom: ``evaluate(cfg)`` takes the composed recipe (``recipes/eval.yaml``) and, per
+benchmark, loads the items, skips the ids already in its predictions file (an interrupted run
+resumes), generates the rest batch by batch (each batch appended and fsynced before the next
+starts), then scores everything into per-item verdicts and a summary. ``run.json`` records what was
+run, for ``medsage report``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from medsage.eval.backend import Backend, GenerationConfig, make_backend
+from medsage.eval.prompting import PromptConfig, build_request
+from medsage.eval.scoring import item_fields, read_predictions, score_predictions
+from medsage.io import atomic_write_json
+from medsage.records import Sample
+
+
+def generate_predictions(samples: list[Sample], backend: Backend, prompt: PromptConfig, predictions: Path,
+                         benchmark: str, batch_size: int, group_by: str | None = None,
+                         model: str | None = None, fingerprint: dict | None = None) -> int:
+    """Append predictions for the samples not yet in ``predictions``; return how many were generated."""
+    from tqdm import tqdm
+
+    _check_same_setup(predictions, fingerprint)
+    done = {str(r.get("id")) for r in read_predictions(predictions, repair=True)}
+    todo = [s for s in samples if s.id not in done]
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{benchmark}", unit="item")
+    with predictions.open("a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), max(1, batch_size)):
+            batch = todo[start:start + batch_size]
+            began = time.time()
+            outputs = backend.generate([build_request(s, prompt) for s in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"backend {backend.name} returned {len(outputs)} outputs for {len(batch)} requests")
+            seconds = round((time.time() - began) / len(batch), 3)
+            fh.write("".join(json.dumps({**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
+                                         "seconds": seconds}, ensure_ascii=False) + "\n"
+                             for s, out in zip(batch, outputs)))
+            fh.flush()
+            os.fsync(fh.fileno())  # a batch on disk survives a kill before the next one starts
+            bar.update(len(batch))
+    bar.close()
+    return len(todo)
+
+
+def _check_same_setup(predictions: Path, fingerprint: dict | None) -> None:
+    """Resuming is only sound with the same model, prompt and decoding; otherwise refuse, loudly."""
+    if fingerprint is None:
+        return
+    meta = predictions.with_name(predictions.stem + ".setup.json")
+    if meta.exists() and predictions.exists():
+        before = json.loads(meta.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
+        if changed:
+            raise RuntimeError(f"{predictions} was made with a different {', '.join(changed)}; resuming would mix "
+                               f"two setups in one score. Use another eval.output_dir or delete the file.")
+    else:
+        atomic_write_json(meta, fingerprint)
+
+
+def _benchmark_options(spec) -> dict:
+    return {k: v for k, v in dict(spec).items() if k not in ("path", "limit")}
+
+
+def evaluate(cfg, backend: Backend | None = None) -> dict:
+    """Run every benchmark of ``cfg.eval.benchmarks``; return ``{benchmark: summary}``."""
+    from omegaconf import OmegaConf
+
+    from medsage.registry import BENCHMARKS
+
+    ev = cfg.eval
+    out_dir = Path(ev.output_dir)
+    prompt = PromptConfig.from_cfg(ev.prompt)
+    generation = GenerationConfig(**OmegaConf.to_container(ev.generation, resolve=True))
+    benchmarks = OmegaConf.to_container(ev.benchmarks, resolve=True)
+    if not benchmarks:
+        raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
+    # Load every benchmark first: a missing dataset fails before any model is loaded.
+    loaded: dict[str, tuple[list[Sample], str | None]] = {}
+    for name, spec in benchmarks.items():
+        bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.get("image_cache"), **_benchmark_options(spec))
+        samples = bench.load()
+        limit = spec.get("limit", ev.get("limit"))
+        loaded[name] = (samples[:limit] if limit else samples, bench.info.group_by)
+    if backend is None:
+        backend = make_backend(ev.backend, str(cfg.model.path), generation)
+    summaries = {}
+    for name, (samples, group_by) in loaded.items():
+        predictions = out_dir / name / "predictions.jsonl"
+        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
+                       "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
+                       "generation": OmegaConf.to_container(ev.generation, resolve=True),
+                       "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
+        generate_predictions(samples, backend, prompt, predictions, name, int(ev.batch_size), group_by,
+                             model=str(cfg.model.name), fingerprint=fingerprint)
+        _, _, summary = score_predictions(predictions)
+        summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
+    atomic_write_json(out_dir / "run.json", {
+        "label": str(ev.label), "model": str(cfg.model.name), "model_path": str(cfg.model.path),
+        "backend": str(ev.backend.name), "tags": OmegaConf.to_container(ev.tags, resolve=True) if ev.get("tags") else {},
+        "generation": OmegaConf.to_container(ev.generation, resolve=True),
+        "summaries": summaries,
+    })
+    return summaries

@@ -1,0 +1,172 @@
+"""Scoring predictions, item by item, with the reason for every verdict (``medsage.answers`` decides).
+
+A predictions file is JSON lines; each line has ``prediction`` (the model's output text) and either
+the item itself (``question``, ``answer``, ``answer_type`` closed/open/choice, ``options`` as a
+letter -> text map for choice items) or a reference (``benchmark``, ``id``) resolved against the
+loaded benchmark. ``medsage eval run`` writes both, so its files score without the data.
+
+Metrics per benchmark (the headline is named in every summary and report):
+- ``accuracy`` (headline): correct / all items; closed and choice by their verdict, open answers by
+  normalised exact match; unparseable outputs count as wrong;
+- ``open_recall``: mean token recall of the reference over open items (reported beside it);
+- per question type, per group (modality, organ, subject), the unparseable count with examples, and
+  the self-check rate (outputs holding a ``<CHECK>`` retry; Figure 5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from medsage.answers import score_output_explained
+from medsage.scaffold import split_retry
+
+HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
+ITEM_FIELDS = ("question", "answer", "answer_type")
+
+
+class PredictionError(ValueError):
+    """A predictions line that cannot be scored; names the file and line."""
+
+
+def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
+    """The lines of a predictions file. A torn last line (an interrupted append) is dropped, and with
+    ``repair`` removed from the file; a bad line anywhere else is an error naming file and line."""
+    from medsage.io import atomic_write_text
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_text(encoding="utf-8")
+    lines = raw.split("\n")
+    rows, torn = [], False
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        except (json.JSONDecodeError, ValueError) as err:
+            is_tail = n == len(lines) and not raw.endswith("\n")
+            if is_tail:
+                torn = True
+                continue
+            raise PredictionError(f"{path}:{n}: not a JSON object ({err})") from None
+        rows.append(obj)
+    if torn and repair:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows
+
+
+def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | None = None) -> dict:
+    """The item a prediction line is about: its own fields, or the benchmark item it names."""
+    if "prediction" not in row or not isinstance(row["prediction"], (str, type(None))):
+        raise PredictionError(f"{where}: needs a string field 'prediction'")
+    if all(k in row for k in ITEM_FIELDS):
+        item = row
+    elif "benchmark" in row and "id" in row:
+        key = (str(row["benchmark"]), str(row["id"]))
+        if lookup is None or key not in lookup:
+            raise PredictionError(f"{where}: names {key[0]} item {key[1]!r}, which is not in the loaded benchmark "
+                                  f"data (pass --data {key[0]}=PATH, or include question/answer/answer_type)")
+        item = {**lookup[key], **{k: v for k, v in row.items() if k not in ITEM_FIELDS}}
+    else:
+        raise PredictionError(f"{where}: needs either the item (question, answer, answer_type) or (benchmark, id)")
+    if item["answer_type"] not in ("closed", "open", "choice"):
+        raise PredictionError(f"{where}: answer_type {item['answer_type']!r} is not closed, open or choice")
+    if item["answer_type"] == "choice" and not isinstance(item.get("options"), dict):
+        raise PredictionError(f"{where}: a choice item needs 'options' as a letter -> text map")
+    return item
+
+
+def score_item(item: dict) -> dict:
+    """One verdict record: correct or not, why, what was extracted and how."""
+    prediction = item.get("prediction") or ""
+    refs = item.get("accepted_answers") or item["answer"]
+    try:
+        v, ex = score_output_explained(prediction, refs, item["answer_type"], item.get("options"))
+    except ValueError as err:  # a malformed reference: the item is reported, not silently dropped
+        return _verdict(item, correct=False, parsed=False, reason=f"cannot score: {err}", extracted=None, how="none")
+    return _verdict(item, correct=v.correct, parsed=v.parsed, reason=v.reason, extracted=v.extracted, how=ex.how,
+                    exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None)
+
+
+def _verdict(item: dict, *, correct: bool, parsed: bool, reason: str, extracted, how: str, exact: bool = False,
+             recall: float = 0.0, self_check: bool = False) -> dict:
+    return {
+        "benchmark": item.get("benchmark", "custom"), "id": str(item.get("id", "")),
+        "answer_type": item["answer_type"], "group": item.get("group"), "reference": item["answer"],
+        "extracted": extracted, "extracted_how": how, "correct": bool(correct), "parsed": bool(parsed),
+        "exact": bool(exact), "recall": round(float(recall), 4), "self_check": bool(self_check), "reason": reason,
+    }
+
+
+def summarize(verdicts: Iterable[dict], examples: int = 10) -> dict[str, dict]:
+    """Per-benchmark summary of verdict records (see the module docstring for the metrics)."""
+    by_bench: dict[str, list[dict]] = defaultdict(list)
+    for v in verdicts:
+        by_bench[v["benchmark"]].append(v)
+    return {name: _summary(name, vs, examples) for name, vs in sorted(by_bench.items())}
+
+
+def _rate(num: float, den: int) -> float | None:
+    return round(100.0 * num / den, 2) if den else None
+
+
+def _summary(name: str, vs: list[dict], examples: int) -> dict:
+    by_type: dict[str, dict] = {}
+    for t in ("closed", "open", "choice"):
+        tv = [v for v in vs if v["answer_type"] == t]
+        if not tv:
+            continue
+        entry = {"n": len(tv), "correct": sum(v["correct"] for v in tv), "unparsed": sum(not v["parsed"] for v in tv)}
+        entry["accuracy"] = _rate(entry["correct"], len(tv))
+        if t == "open":
+            entry["exact"] = _rate(sum(v["exact"] for v in tv), len(tv))
+            entry["recall"] = _rate(sum(v["recall"] for v in tv), len(tv))
+        by_type[t] = entry
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for v in vs:
+        if v.get("group") is not None:
+            groups[str(v["group"])].append(v)
+    unparsed = [v for v in vs if not v["parsed"]]
+    return {
+        "benchmark": name, "n": len(vs), "correct": sum(v["correct"] for v in vs),
+        "accuracy": _rate(sum(v["correct"] for v in vs), len(vs)), "headline": HEADLINE,
+        "open_recall": by_type.get("open", {}).get("recall"),
+        "unparsed": len(unparsed),
+        "unparsed_examples": [{"id": v["id"], "reason": v["reason"]} for v in unparsed[:examples]],
+        "self_check_rate": _rate(sum(v["self_check"] for v in vs), len(vs)),
+        "by_type": by_type,
+        "by_group": {g: {"n": len(gv), "accuracy": _rate(sum(v["correct"] for v in gv), len(gv))}
+                     for g, gv in sorted(groups.items())},
+    }
+
+
+def score_predictions(path: str | Path, out_dir: str | Path | None = None,
+                      lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
+    """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
+    from medsage.io import atomic_write_json, atomic_write_text
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"predictions file {path} does not exist")
+    out_dir = Path(out_dir) if out_dir else path.parent
+    rows = read_predictions(path)
+    verdicts = [score_item(resolve_item(r, f"{path} line {n}", lookup)) for n, r in enumerate(rows, 1)]
+    summary = summarize(verdicts)
+    verdicts_path = atomic_write_text(out_dir / f"{path.stem}.verdicts.jsonl",
+                                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
+    summary_path = atomic_write_json(out_dir / f"{path.stem}.summary.json", summary)
+    return verdicts_path, summary_path, summary
+
+
+def item_fields(sample, benchmark: str, group_by: str | None) -> dict:
+    """The item fields a predictions line carries, so the file scores on its own."""
+    return {"benchmark": benchmark, "id": sample.id, "question": sample.question, "answer": sample.answer,
+            "answer_type": sample.question_type, "options": sample.options,
+            "accepted_answers": sample.metadata.get("accepted_answers"),
+            "group": sample.metadata.get(group_by) if group_by else None}

@@ -2,14 +2,18 @@
 
 - SFT: LLaVA/ShareGPT JSON (``conversations`` with ``from: human|gpt``, ``images``, one ``<image>``
   per image) plus the ``dataset_info.json`` entry that LLaMA-Factory 0.9.5 reads.
+- RL for verl: parquet rows that verl 0.9.1's ``RLHFDataset`` reads (schema in ``verl_row``).
+- RL for EasyR1: jsonl or parquet with configurable prompt/answer/images keys (``easyr1_row``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from typing import Literal
 
-from medsage.io import atomic_write_json
+from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from medsage.records import Sample
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -54,3 +58,105 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
     }
     atomic_write_json(info_path, info)
     return data_file
+
+
+# --------------------------------------------------------------------------------------------
+# RL rows
+# --------------------------------------------------------------------------------------------
+
+
+def _rl_question(sample: Sample) -> str:
+    if IMAGE_PLACEHOLDER in sample.prompt_text():
+        raise ValueError(f"sample {sample.id}: question already contains {IMAGE_PLACEHOLDER!r}")
+    if not sample.images:
+        raise ValueError(f"sample {sample.id}: has no image")
+    return IMAGE_PLACEHOLDER * len(sample.images) + sample.prompt_text()
+
+
+def _image_entry(path: str, embed: bool) -> dict:
+    return {"bytes": Path(path).read_bytes()} if embed else {"image": path}
+
+
+def verl_row(sample: Sample, index: int, *, system_prompt: str | None = None, embed_images: bool = False) -> dict:
+    """One verl RL row. Schema (what the RL stage's reward reads back):
+
+    - ``data_source``: the record's source (deeplesion, roboflow_coco, ...);
+    - ``prompt``: chat list ``[{"role": "system", ...}?, {"role": "user", "content": "<image>...question"}]``,
+      one ``<image>`` per image, choice options listed as ``A. text`` lines (``Sample.prompt_text``);
+    - ``images``: ``[{"image": absolute path}]`` or, with ``embed_images``, ``[{"bytes": ...}]``
+      (verl's ``RLHFDataset._build_messages`` accepts both);
+    - ``ability``: ``"medical_vqa"``;
+    - ``reward_model``: ``{"style": "rule", "ground_truth": answer}``; the answer string exactly as the
+      record holds it (``yes``/``no``; an option letter; the open answer text);
+    - ``extra_info``: ``{"id", "index", "question_type" (closed|choice|open), "options", "modality"}``.
+      ``options`` is letter -> text for choice questions and null otherwise; parquet stores it as a
+      struct over every letter used in the file, so letters a row does not have read back as None:
+      use ``rl_options(extra_info)`` to get the plain dict back.
+    """
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": _rl_question(sample)})
+    return {
+        "data_source": sample.source,
+        "prompt": messages,
+        "images": [_image_entry(p, embed_images) for p in sample.images],
+        "ability": "medical_vqa",
+        "reward_model": {"style": "rule", "ground_truth": sample.answer},
+        "extra_info": {"id": sample.id, "index": index, "question_type": sample.question_type,
+                       "options": dict(sample.options) if sample.options else None, "modality": sample.modality},
+    }
+
+
+def rl_options(extra_info: dict) -> dict[str, str] | None:
+    """The options of an RL row as written: drops the None letters parquet adds, accepts JSON text."""
+    options = (extra_info or {}).get("options")
+    if isinstance(options, str):
+        options = json.loads(options) if options.strip() else None
+    if not options:
+        return None
+    return {k: v for k, v in sorted(options.items()) if v is not None}
+
+
+def easyr1_row(sample: Sample, *, prompt_key: str = "problem", answer_key: str = "answer",
+               image_key: str = "images", embed_images: bool = False) -> dict:
+    """One EasyR1 row: ``{prompt_key: "<image>question", answer_key: answer, image_key: [paths]}``.
+
+    EasyR1's dataset splits the prompt on ``<image>`` and pairs each with the next image (a path or
+    ``{"bytes": ...}``). ``id``, ``question_type`` and ``options`` ride along for traceability.
+    """
+    images = [_image_entry(p, True) for p in sample.images] if embed_images else list(sample.images)
+    return {prompt_key: _rl_question(sample), answer_key: sample.answer, image_key: images, "id": sample.id,
+            "question_type": sample.question_type, "options": dict(sample.options) if sample.options else None}
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not rows:
+        raise ValueError(f"{path}: no rows to write (no kept record)")
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_verl_parquet(samples: list[Sample], path: str | Path, *, system_prompt: str | None = None,
+                       embed_images: bool = False) -> Path:
+    """Kept samples as one verl parquet file (schema in ``verl_row``)."""
+    rows = [verl_row(s, i, system_prompt=system_prompt, embed_images=embed_images)
+            for i, s in enumerate(s for s in samples if s.kept)]
+    return _write_parquet(Path(path), rows)
+
+
+def write_easyr1(samples: list[Sample], path: str | Path, *, fmt: Literal["jsonl", "parquet"] = "jsonl",
+                 prompt_key: str = "problem", answer_key: str = "answer", image_key: str = "images",
+                 embed_images: bool = False) -> Path:
+    """Kept samples as one EasyR1 file, jsonl or parquet (keys configurable, see ``easyr1_row``)."""
+    if fmt == "jsonl" and embed_images:
+        raise ValueError("embed_images needs fmt='parquet' (JSON cannot hold raw bytes)")
+    rows = [easyr1_row(s, prompt_key=prompt_key, answer_key=answer_key, image_key=image_key,
+                       embed_images=embed_images) for s in samples if s.kept]
+    if fmt == "parquet":
+        return _write_parquet(Path(path), rows)
+    if fmt != "jsonl":
+        raise ValueError(f"EasyR1 format must be jsonl or parquet, got {fmt!r}")
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))

@@ -1,0 +1,154 @@
+"""``medsage data``: build SAGE records and training files from raw sources.
+
+    medsage data run [--config sage_pool] [overrides...]     the whole resumable run from a recipe
+    medsage data ingest --source deeplesion --root DIR --out DIR [--option key=value ...]
+    medsage data dedup --train DIR --eval DIR [--eval DIR ...] --out DIR [--threshold 10]
+    medsage data write --records FILE --out DIR [--easyr1-format parquet]
+    medsage data sources                                       the registered source adapters
+    medsage data synth ...                                     trajectory synthesis (data_pipeline/synth_cli.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"medsage data: --option needs key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)  # numbers, lists, booleans
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _cmd_run(args) -> int:
+    from omegaconf import OmegaConf
+
+    from medsage.data_pipeline.run import RunConfig, run
+    from medsage.recipes import compose
+
+    cfg = compose(f"data/{args.config}", args.overrides, extra_dirs=args.recipes_dir or ())
+    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    missing = [f"sources.{i}.root" for i, s in enumerate(cfg.sources) if s.root in (None, "???")]
+    if missing:
+        print(f"medsage data run: set {', '.join(missing)} (or drop those sources with sources=[...])", file=sys.stderr)
+        return 2
+    summary = run(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_ingest(args) -> int:
+    from medsage.data_pipeline.run import RunConfig, SourceSpec, run
+
+    spec = SourceSpec(args.source, str(Path(args.root).resolve()), _parse_options(args.option))
+    cfg = RunConfig.from_dict({"out_dir": args.out, "sources": [vars(spec)], "shard_size": args.shard_size,
+                               "seed": args.seed, "dedup": {"within_train": False}})
+    print(json.dumps(run(cfg), indent=2))
+    return 0
+
+
+def _cmd_dedup(args) -> int:
+    from medsage.data_pipeline.dedup import DedupConfig, dedup_folders
+
+    cfg = DedupConfig(threshold=args.threshold, within_train=not args.no_within_train, workers=args.workers)
+    summary = dedup_folders(args.train, args.eval, args.out, cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_write(args) -> int:
+    from medsage.data_pipeline.run import WriteConfig, write_outputs
+    from medsage.records import read_records
+
+    samples = [s for s in read_records(args.records) if s.kept]
+    cfg = WriteConfig(sft_name=args.sft_name, easyr1_format=args.easyr1_format, system_prompt=args.system_prompt,
+                      embed_images=args.embed_images)
+    print(json.dumps(write_outputs(samples, cfg, Path(args.out).resolve()), indent=2))
+    return 0
+
+
+def _cmd_sources(args) -> int:
+    from medsage.registry import SOURCES
+
+    for name in SOURCES.names():
+        adapter = SOURCES.get(name)
+        doc = (sys.modules[adapter.__module__].__doc__ or "").strip().splitlines()
+        print(f"{name:16s} {doc[0] if doc else ''}")
+    return 0
+
+
+# Sub-verbs that live in their own module with a ``main(argv)``; forwarded whole when the module is present.
+DELEGATED = {"synth": ("medsage.data_pipeline.synth_cli", "trajectory synthesis, verification and SAGE-rl sampling")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import importlib
+    import importlib.util
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = {verb: v for verb, v in DELEGATED.items() if importlib.util.find_spec(v[0]) is not None}
+    if argv and argv[0] in delegated:
+        return int(importlib.import_module(delegated[argv[0]][0]).main(argv[1:]) or 0)
+    epilog = "\n".join(f"  {verb:8s} {help_} (`medsage data {verb} --help`)" for verb, (_, help_) in delegated.items())
+    parser = argparse.ArgumentParser(prog="medsage data", description=__doc__.split("\n\n")[0],
+                                     epilog=f"also:\n{epilog}" if epilog else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the whole resumable run from a recipe in recipes/data/")
+    p.add_argument("--config", default="sage_pool", help="recipe name in recipes/data/ (default: sage_pool)")
+    p.add_argument("--recipes-dir", action="append", help="extra folder with your own data/<name>.yaml recipes")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. out_dir=data_out sources.0.root=/data/DL")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("ingest", help="one source -> records, rejections and RL files (no dedup against eval)")
+    p.add_argument("--source", required=True, help="registered source adapter (see `medsage data sources`)")
+    p.add_argument("--root", required=True, help="the source folder as downloaded")
+    p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
+    p.add_argument("--option", action="append", default=[], help="adapter option key=value (repeatable)")
+    p.add_argument("--shard-size", type=int, default=500, help="inputs per resumable shard (default: 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of RoI variants and distractors (default: 0)")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("dedup", help="pHash dedup of plain image folders: training vs evaluation images")
+    p.add_argument("--train", action="append", required=True, help="training image folder (repeatable)")
+    p.add_argument("--eval", action="append", required=True, help="evaluation image folder (repeatable)")
+    p.add_argument("--out", required=True, help="report folder: kept.txt, removed.jsonl, summary.json")
+    p.add_argument("--threshold", type=int, default=None, help="max Hamming distance in bits (default: 10)")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores)")
+    p.add_argument("--no-within-train", action="store_true", help="keep near-duplicates inside the training set")
+    p.set_defaults(func=_cmd_dedup)
+
+    p = sub.add_parser("write", help="records.jsonl -> LLaVA SFT (records with a trajectory), verl and EasyR1 files")
+    p.add_argument("--records", required=True, help="records JSON lines (medsage.records)")
+    p.add_argument("--out", required=True, help="output folder (sft/ and rl/ are written inside)")
+    p.add_argument("--sft-name", default="sage_sft", help="LLaMA-Factory dataset name (default: sage_sft)")
+    p.add_argument("--easyr1-format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--system-prompt", default=None, help="system turn of the verl prompt")
+    p.add_argument("--embed-images", action="store_true", help="image bytes inside the parquet files")
+    p.set_defaults(func=_cmd_write)
+
+    p = sub.add_parser("sources", help="list the registered source adapters")
+    p.set_defaults(func=_cmd_sources)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "threshold", 0) is None:
+        from medsage.data_pipeline.dedup import DEFAULT_THRESHOLD
+
+        args.threshold = DEFAULT_THRESHOLD
+    from medsage.registry import RegistryError
+
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, RegistryError) as err:  # bad input: the message names file and reason
+        print(f"medsage data {args.command}: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,74 @@
+"""Questions from labels, as the paper builds its initial pool (Appendix A.1): closed, choice, open.
+
+Per input one question; the type cycles over ``QuestionConfig.types`` by the input's position, so
+types are balanced across a source. Closed questions alternate between the true label (yes) and a
+label absent from the image (no); multiple-choice distractors come from the source's own label set
+and the answer's position cycles over the option letters, so no letter is favoured. A source that
+brings its own question (PubMedVision) keeps it as an open question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medsage.data_pipeline.ingest import SourceAdapter, SourceItem, safe_id, seeded_rng
+from medsage.records import Sample
+
+LETTERS = "ABCDEFGH"
+DEFAULT_CLOSED = "Is there evidence of {label} in this image?"
+DEFAULT_WHICH = "Which finding is present in this image?"
+
+
+@dataclass
+class QuestionConfig:
+    """How questions are asked from labels."""
+
+    types: list[str] = field(default_factory=lambda: ["closed", "choice", "open"])  # cycled per input
+    n_options: int = 4  # options of a choice question (fewer when the label set is smaller)
+    # Wording with {label} filled in; None = the source's own ``templates`` (or the defaults below).
+    closed: str | None = None
+    which: str | None = None
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.types if t not in ("closed", "choice", "open")]
+        if bad or not self.types:
+            raise ValueError(f"question types must be a non-empty list of closed/choice/open, got {self.types}")
+        if not 2 <= self.n_options <= len(LETTERS):
+            raise ValueError(f"n_options must be 2..{len(LETTERS)}, got {self.n_options}")
+
+
+def ask(adapter: SourceAdapter, item: SourceItem, index: int, cfg: QuestionConfig) -> Sample:
+    """The record for one item: its question, answer, options and question type."""
+    sample_id = f"{adapter.name}-{safe_id(item.key)}"
+    common = dict(id=sample_id, source=adapter.name, images=item.images, modality=item.modality or adapter.modality)
+    if item.question is not None:  # the source's own question and answer
+        return Sample(question=item.question, answer=item.answer or "", question_type=item.question_type,
+                      **common)
+
+    templates = getattr(adapter, "templates", {}) or {}
+    closed_t = cfg.closed or templates.get("closed", DEFAULT_CLOSED)
+    which_t = cfg.which or templates.get("which", DEFAULT_WHICH)
+    if not item.labels:
+        raise ValueError("item has no label to ask about")
+    present = list(dict.fromkeys(item.labels))
+    absent = [label for label in adapter.labels if label not in present]
+    rng = seeded_rng(adapter.name, item.key, "question")
+    label = present[0] if len(present) == 1 else rng.choice(present)
+    kind = cfg.types[index % len(cfg.types)]
+    if kind == "choice" and not absent:  # a label set of one: nothing to choose between
+        kind = "closed"
+
+    if kind == "closed":
+        ask_true = (index // len(cfg.types)) % 2 == 0 or not absent  # yes/no balanced across the source
+        asked = label if ask_true else rng.choice(absent)
+        return Sample(question=closed_t.format(label=asked), answer="yes" if ask_true else "no",
+                      question_type="closed", **common)
+    if kind == "choice":
+        n = min(cfg.n_options, len(absent) + 1)
+        distractors = rng.sample(absent, n - 1)
+        position = (index // len(cfg.types)) % n  # answer letter cycles A, B, C, D, A, ...
+        ordered = distractors[:position] + [label] + distractors[position:]
+        options = {LETTERS[i]: text for i, text in enumerate(ordered)}
+        return Sample(question=which_t.format(label=label), answer=LETTERS[position], question_type="choice",
+                      options=options, **common)
+    return Sample(question=which_t.format(label=label), answer=label, question_type="open", **common)

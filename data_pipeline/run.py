@@ -1,0 +1,308 @@
+"""``medsage data run``: raw sources -> kept records -> dedup -> SFT / RL files, resumable at any point.
+
+Steps, top to bottom:
+
+1. ingest: each source's inputs in shards of ``shard_size``; a shard writes its records and rejections
+   atomically, then a ``.done`` marker holding a fingerprint of everything that decides its bytes
+   (source, options, filter/question/RoI settings, seed, the shard's input keys). A rerun skips
+   every shard whose marker matches, so killed work is redone only for the shard in flight.
+2. dedup: pHash of every kept training image (hash shards cached the same way) against the
+   evaluation folders and within the pool; records whose image is removed become rejections.
+3. write: ``records.jsonl`` (kept), ``rejected.jsonl`` (every rejection with its reason),
+   LLaVA SFT for records that already carry a trajectory, verl parquet and EasyR1 files for RL, and
+   ``summary.json`` whose counts reconcile: per source, inputs = kept + rejected.
+
+All randomness is seeded from item keys and the merges are in input order, so an interrupted run
+rerun with the same command ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from medsage.data_pipeline.dedup import DedupConfig
+from medsage.data_pipeline.quality import QualityConfig
+from medsage.data_pipeline.questions import QuestionConfig
+from medsage.data_pipeline.rois import RoIConfig
+from medsage.records import Sample, read_records
+
+# Test hook: seconds to sleep after each finished ingest shard, so a test can kill a run mid-way.
+PAUSE_ENV = "MEDSAGE_DATA_PAUSE_AFTER_SHARD"
+
+
+@dataclass
+class SourceSpec:
+    """One source of the run: a registered adapter name, its folder, and adapter options."""
+
+    name: str
+    root: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class WriteConfig:
+    """Which training files the run writes."""
+
+    sft_name: str = "sage_sft"  # LLaMA-Factory dataset name (records with a trajectory only)
+    verl: bool = True  # rl/verl.parquet
+    easyr1: bool = True  # rl/easyr1.<format>
+    easyr1_format: str = "jsonl"  # jsonl | parquet
+    easyr1_prompt_key: str = "problem"
+    easyr1_answer_key: str = "answer"
+    easyr1_image_key: str = "images"
+    system_prompt: str | None = None  # system turn of the verl prompt (the LVKC instruction), if any
+    embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
+
+
+@dataclass
+class RunConfig:
+    """Everything ``medsage data run`` needs; built from the recipe (recipes/data/)."""
+
+    out_dir: str
+    sources: list[SourceSpec]
+    shard_size: int = 500
+    seed: int = 0
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    questions: QuestionConfig = field(default_factory=QuestionConfig)
+    rois: RoIConfig = field(default_factory=RoIConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("a data run needs at least one source")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """From a plain dict (a composed recipe); unknown keys are an error naming them."""
+        def build(kind, value, where):
+            value = dict(value or {})
+            unknown = set(value) - {f.name for f in fields(kind)}
+            if unknown:
+                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+            return kind(**value)
+
+        d = dict(d)
+        sources = [build(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(d.pop("sources", None) or [])]
+        nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
+                  "write": WriteConfig}
+        parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
+        unknown = set(d) - {"out_dir", "shard_size", "seed"}
+        if unknown:
+            raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
+        if not d.get("out_dir") or d["out_dir"] == "???":
+            raise ValueError("data recipe: out_dir is required")
+        return cls(sources=sources, **parts, **d)
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _jsonl(rows: list[str]) -> str:
+    return "".join(r + "\n" for r in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 1: ingest in shards
+# --------------------------------------------------------------------------------------------
+
+
+def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, list[Path], int, int]:
+    """Ingest one source shard by shard; returns (source name, this run's shard stems, computed, reused)."""
+    from tqdm import tqdm
+
+    from medsage.data_pipeline.ingest import build_samples
+    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.registry import SOURCES
+
+    adapter = SOURCES.get(spec.name)(spec.root, out / "images", **spec.options)
+    keys = adapter.inputs()
+    shard_dir = out / "steps" / "ingest" / adapter.name
+    settings = (asdict(spec), asdict(cfg.quality), asdict(cfg.questions), asdict(cfg.rois), cfg.seed)
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    computed = reused = 0
+    stems = []
+    n_shards = (len(keys) + cfg.shard_size - 1) // cfg.shard_size
+    for shard in tqdm(range(n_shards), desc=f"ingest {adapter.name}", unit="shard"):
+        start = shard * cfg.shard_size
+        shard_keys = keys[start:start + cfg.shard_size]
+        stem = shard_dir / f"shard-{shard:05d}"
+        marker = stem.with_suffix(".done")
+        stems.append(stem)
+        fingerprint = _fingerprint(settings, shard_keys)
+        if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+            reused += 1
+            continue
+        records, rejections = [], []
+        for offset, key in enumerate(shard_keys):
+            try:
+                samples, rejection = build_samples(adapter, key, start + offset, quality=cfg.quality,
+                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed)
+            except Exception as err:  # a bug or an unforeseen input: stop, naming the input (finished shards stay)
+                raise RuntimeError(f"{adapter.name} input {key!r} (root {spec.root}): "
+                                   f"{type(err).__name__}: {err}") from err
+            records += [s.to_json() for s in samples]
+            if rejection:
+                rejections.append(json.dumps(rejection.to_dict(), sort_keys=True))
+        atomic_write_text(stem.with_suffix(".records.jsonl"), _jsonl(records))
+        atomic_write_text(stem.with_suffix(".rejected.jsonl"), _jsonl(rejections))
+        atomic_write_json(marker, {"fingerprint": fingerprint, "inputs": len(shard_keys), "records": len(records),
+                                   "rejected": len(rejections)})
+        computed += 1
+        if pause:
+            time.sleep(pause)
+    # Shards left by an earlier run with another shard size are stale: only this run's stems are merged.
+    return adapter.name, stems, computed, reused
+
+
+def _merge_source(stems: list[Path]) -> tuple[list[Sample], list[dict], int]:
+    samples, rejections, inputs = [], [], 0
+    for stem in stems:
+        inputs += json.loads(stem.with_suffix(".done").read_text())["inputs"]
+        samples += list(read_records(stem.with_suffix(".records.jsonl")))
+        text = stem.with_suffix(".rejected.jsonl").read_text()
+        rejections += [json.loads(line) for line in text.splitlines() if line.strip()]
+    return samples, rejections, inputs
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: dedup
+# --------------------------------------------------------------------------------------------
+
+
+def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[list[Sample], list[dict], dict]:
+    """Drop records whose image leaks an eval image or duplicates an earlier training image."""
+    from medsage.data_pipeline.dedup import dedup, hash_in_shards, list_images, write_report
+
+    if not cfg.dedup.eval_dirs and not cfg.dedup.within_train:
+        return samples, [], {"skipped": "no eval_dirs and within_train off"}
+    cache = out / "steps" / "dedup"
+    train_paths = sorted({p for s in samples for p in s.images})
+    eval_paths = list_images(cfg.dedup.eval_dirs)
+    train = hash_in_shards(train_paths, cache, "train", cfg.dedup)
+    evals = hash_in_shards(eval_paths, cache, "eval", cfg.dedup)
+    result = dedup(train, evals, cfg.dedup)
+    summary = write_report(out / "dedup", result, cfg.dedup, n_eval=sum(h is not None for h in evals.values()))
+    removed = {r["image"]: r for r in result.removed}
+    kept, rejected = [], []
+    for s in samples:
+        hit = next((removed[p] for p in s.images if p in removed), None)
+        if hit is None:
+            kept.append(s)
+        else:
+            rejected.append({"source": s.source, "key": s.metadata.get("input_key", s.id),
+                             "reason": f"dedup-{hit['reason']}", "images": s.images,
+                             "detail": f"{hit['image']} ~ {hit['nearest']} ({hit['distance']} bits)"})
+    return kept, rejected, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: write
+# --------------------------------------------------------------------------------------------
+
+
+def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
+    """SFT (records with a trajectory), verl parquet and EasyR1 files; returns what was written."""
+    from medsage.data_pipeline.writers import write_easyr1, write_llava_sft, write_verl_parquet
+
+    written: dict = {}
+    with_trajectory = [s for s in samples if s.trajectory is not None]
+    if with_trajectory:
+        written["sft"] = str(write_llava_sft(with_trajectory, out / "sft", cfg.sft_name))
+    written["sft_examples"] = len(with_trajectory)
+    if samples and cfg.verl:
+        written["verl"] = str(write_verl_parquet(samples, out / "rl" / "verl.parquet",
+                                                 system_prompt=cfg.system_prompt, embed_images=cfg.embed_images))
+    if samples and cfg.easyr1:
+        written["easyr1"] = str(write_easyr1(
+            samples, out / "rl" / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format,
+            prompt_key=cfg.easyr1_prompt_key, answer_key=cfg.easyr1_answer_key, image_key=cfg.easyr1_image_key,
+            embed_images=cfg.embed_images))
+    written["rl_rows"] = len(samples)
+    return written
+
+
+def run(cfg: RunConfig) -> dict:
+    """The whole data run; returns the summary also written to ``<out_dir>/summary.json``."""
+    from medsage.io import atomic_write_json, atomic_write_text
+
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp"):  # a write cut by kill -9 (medsage.io names temp files .<name>.*.tmp)
+        stale.unlink()
+    kept: list[Sample] = []
+    rejected: list[dict] = []
+    per_source: dict[str, dict] = {}
+    shards: dict[str, list[Path]] = {}
+    for spec in cfg.sources:
+        name, stems, computed, reused = ingest_source(spec, cfg, out)
+        if name in shards:
+            raise ValueError(f"two sources are named {name!r}: give one of them options.name")
+        shards[name] = stems
+        print(f"ingest {name}: {computed} shard(s) computed, {reused} reused", flush=True)
+    names = list(shards)
+    for name, stems in shards.items():
+        samples, rejections, inputs = _merge_source(stems)
+        kept += samples
+        rejected += rejections
+        per_source[name] = {"inputs": inputs}
+
+    kept, dedup_rejected, dedup_summary = dedup_records(kept, cfg, out)
+    rejected += dedup_rejected
+
+    for name in names:
+        reasons = Counter(r["reason"] for r in rejected if r["source"] == name)
+        entry = per_source[name]
+        entry.update(kept=sum(s.source == name for s in kept), rejected=sum(reasons.values()),
+                     rejected_by_reason=dict(sorted(reasons.items())))
+        # One record per input: every input is exactly one kept record or one rejection.
+        if entry["kept"] + entry["rejected"] != entry["inputs"]:
+            raise RuntimeError(f"{name}: counts do not reconcile: {entry}")
+
+    atomic_write_text(out / "records.jsonl", _jsonl([s.to_json() for s in kept]))
+    atomic_write_text(out / "rejected.jsonl", _jsonl([json.dumps(r, sort_keys=True) for r in rejected]))
+    written = write_outputs(kept, cfg.write, out)
+    question_types = Counter(s.question_type for s in kept)
+    summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
+               "question_types": dict(sorted(question_types.items())), "dedup": dedup_summary,
+               "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
+    atomic_write_json(out / "summary.json", summary)
+    _plot_counts(out / "summary.png", per_source)
+    return summary
+
+
+def _plot_counts(path: Path, per_source: dict[str, dict]) -> None:
+    """Kept and rejected inputs per source, rejections split by reason (stacked bars)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsage.io import atomic_write_bytes
+
+    names = list(per_source)
+    reasons = sorted({r for e in per_source.values() for r in e["rejected_by_reason"]})
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 3.5))
+    bottom = [0] * len(names)
+    for label in ["kept", *reasons]:
+        heights = [e["kept"] if label == "kept" else e["rejected_by_reason"].get(label, 0) for e in per_source.values()]
+        ax.bar(names, heights, bottom=bottom, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_ylabel("source inputs")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

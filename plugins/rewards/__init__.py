@@ -1,0 +1,82 @@
+"""Reward plugins for the RL stage (paper §3.3, A.4), one file per reward.
+
+A reward is a plain callable ``reward(item: RewardInput) -> float`` (or, for the composite, a dict
+with ``"overall"`` and one entry per component). Built-ins and third-party rewards are found the
+same way, through the entry-point group ``medsage.rewards`` (``medsage.registry.REWARDS``), and
+``build_reward(name, params)`` turns either into the one shape the backends call.
+
+For a self-check retry the decoded response is ``τ1 [request] <CHECK>c</CHECK> τ2``: outcome rewards
+(format, accuracy, consistency) judge the revised trajectory τ2, the one the policy finally gives.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from medsage.scaffold import split_retry
+
+
+@dataclass(frozen=True)
+class RewardInput:
+    """One rollout to score."""
+
+    response: str                       # decoded response; a retry holds τ1, the check span and τ2
+    ground_truth: str                   # reward_model.ground_truth of the RL row
+    question_type: str = "open"         # extra_info.question_type: closed | choice | open
+    options: dict[str, str] | None = None  # extra_info.options for choice questions
+    question: str | None = None         # the question text, for trajectory scorers that read it
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else the backend passed
+
+
+def final_trajectory(response: str) -> str:
+    """The trajectory the policy finally answered with: τ2 after ``</CHECK>``, else the whole text."""
+    parts = split_retry(response)
+    return response if parts is None else parts[2]
+
+
+def first_trajectory(response: str) -> str:
+    """τ1: the text before the check span (the whole text when there was no retry)."""
+    parts = split_retry(response)
+    return response if parts is None else parts[0]
+
+
+def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[RewardInput], dict[str, float]]:
+    """The reward registered as ``name``, called uniformly: ``fn(item) -> {"overall": ..., <parts>}``.
+
+    ``params`` go to a reward factory (a class or a function whose first parameter is not the
+    item, e.g. the composite's weights); a plain reward function takes none.
+    """
+    from medsage.registry import REWARDS
+
+    obj = REWARDS.get(name)
+    params = dict(params or {})
+    if inspect.isclass(obj):
+        obj = obj(**params)
+    elif params:
+        raise TypeError(f"reward {name!r} is a plain function and takes no parameters, got {sorted(params)}")
+
+    def call(item: RewardInput) -> dict[str, float]:
+        out = obj(item)
+        if isinstance(out, dict):
+            if "overall" not in out:
+                raise ValueError(f"reward {name!r} returned a dict without 'overall': {sorted(out)}")
+            return {k: float(v) for k, v in out.items()}
+        return {"overall": float(out), name: float(out)}
+
+    call.__name__ = f"reward_{name}"
+    return call
+
+
+def reward_input_from_row(response: str, ground_truth: Any, extra_info: dict | None) -> RewardInput:
+    """A RewardInput from an RL row's ``reward_model.ground_truth`` and ``extra_info``
+    (``question_type``, ``options``, ``id``; written by the data pipeline). Missing type = open."""
+    extra = dict(extra_info or {})
+    options = extra.get("options")
+    if options is not None and not isinstance(options, dict):  # parquet may hand back a list of pairs
+        options = dict(options)
+    options = {k: v for k, v in options.items() if v is not None} if options else None
+    return RewardInput(response=response or "", ground_truth=str(ground_truth),
+                       question_type=str(extra.get("question_type") or "open"), options=options,
+                       question=extra.get("question"), extra=extra)

@@ -1,0 +1,161 @@
+"""Reward plugins: format, accuracy, consistency, self_check, the composite and its normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsage.plugins.rewards import RewardInput, build_reward, reward_input_from_row
+from medsage.plugins.rewards.composite import CompositeReward
+from medsage.plugins.rewards.consistency import RuleScorer
+from medsage.registry import REWARDS, RegistryError
+from medsage.scaffold import parse_lenient, render, render_check
+
+BOX = '{"box_2d": [300, 420, 520, 610], "label": "bright lesion"}'
+
+
+def traj(answer="yes", loc=BOX, vis="A bright lesion with smooth margins.", know="Bright foci fit a lesion.",
+         con="A lesion is present, so yes."):
+    return render(loc, vis, know, con, answer)
+
+
+def item(response, gt="yes", qtype="closed", options=None):
+    return RewardInput(response=response, ground_truth=gt, question_type=qtype, options=options)
+
+
+def test_builtins_are_entry_points():
+    assert {"format", "accuracy", "consistency", "self_check", "composite"} <= set(REWARDS.names())
+    with pytest.raises(RegistryError, match="Did you mean 'accuracy'"):
+        build_reward("acuracy")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (traj(), 1.0),
+    (traj(loc="the left lobe"), 0.0),                                  # no region: key information missing
+    (traj(loc='{"box_2d": [300, 420]}'), 0.0),                          # invalid region
+    (traj().replace("<VISUAL>", "").replace("</VISUAL>", ""), 0.0),     # missing stage
+    (traj().replace("<CON>A lesion is present, so yes.</CON>", "<CON> </CON>"), 0.0),  # empty stage
+    (traj() + "<ANSWER>no</ANSWER>", 0.0),                              # two answers
+    ("Yes.", 0.0),                                                      # no scaffold at all
+    ("<LOC>" + BOX + "<VISUAL>x</VISUAL>", 0.0),                        # truncated / unclosed
+])
+def test_format(text, expected):
+    assert build_reward("format")(item(text))["overall"] == expected
+
+
+def test_format_judges_the_revised_trajectory():
+    retry = traj("no") + "user\nplease check\nassistant\n" + render_check("The region was misread.") + traj("yes")
+    assert build_reward("format")(item(retry))["overall"] == 1.0
+    broken = traj("no") + render_check("c") + "<LOC>" + BOX + "</LOC>"
+    assert build_reward("format")(item(broken))["overall"] == 0.0
+
+
+@pytest.mark.parametrize("text, gt, qtype, options, expected", [
+    (traj("Yes"), "yes", "closed", None, 1.0),
+    (traj("No"), "yes", "closed", None, 0.0),
+    (traj("not normal"), "no", "closed", None, 0.0),               # "not"/"normal" are not "no"
+    (traj("B"), "B", "choice", {"A": "Lung", "B": "Liver"}, 1.0),
+    (traj("Liver"), "B", "choice", {"A": "Lung", "B": "Liver"}, 1.0),
+    (traj("A or B"), "B", "choice", {"A": "Lung", "B": "Liver"}, 0.0),  # names several options
+    (traj("computed tomography"), "Computed Tomography", "open", None, 1.0),
+    ("<LOC>garbage", "yes", "closed", None, 0.0),                  # malformed: nothing to read
+])
+def test_accuracy(text, gt, qtype, options, expected):
+    assert build_reward("accuracy")(item(text, gt, qtype, options))["overall"] == expected
+
+
+def test_self_check_reward_is_eq10():
+    sc = build_reward("self_check")
+    wrong_then_right = traj("no") + render_check("Re-read the region.") + traj("yes")
+    right_then_right = traj("yes") + render_check("Fine.") + traj("yes")
+    wrong_then_wrong = traj("no") + render_check("Hmm.") + traj("no")
+    assert sc(item(wrong_then_right))["overall"] == 1.0
+    assert sc(item(right_then_right))["overall"] == 0.0
+    assert sc(item(wrong_then_wrong))["overall"] == 0.0
+    assert sc(item(traj("yes")))["overall"] == 0.0  # no retry, no self-check reward
+
+
+def test_rule_scorer_checks():
+    good = RuleScorer().checks(parse_lenient(traj()))
+    assert all(good.values())
+    contradicted = RuleScorer().checks(parse_lenient(traj(con="No lesion is seen, so no.")))
+    assert contradicted["supported"] is False
+    ungrounded = RuleScorer().checks(parse_lenient(traj(vis="Normal parenchyma.")))
+    assert ungrounded["grounded"] is False
+    assert build_reward("consistency")(item(traj()))["overall"] == 1.0
+    assert build_reward("consistency")(item(traj(con="No lesion, so no.")))["overall"] == 0.75
+
+
+def test_consistency_loads_a_scorer_by_path(tmp_path, monkeypatch):
+    (tmp_path / "lab_scorer.py").write_text(
+        "class HalfScorer:\n    def __init__(self, value=0.5):\n        self.value = value\n"
+        "    def score(self, trajectory, item):\n        return self.value\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = build_reward("consistency", {"scorer": "lab_scorer:HalfScorer", "scorer_kwargs": {"value": 0.25}})
+    assert reward(item(traj()))["overall"] == 0.25
+    bad = build_reward("consistency", {"scorer": "lab_scorer:HalfScorer", "scorer_kwargs": {"value": 3.0}})
+    with pytest.raises(ValueError, match="outside"):
+        bad(item(traj()))
+
+
+def test_plain_reward_refuses_parameters():
+    with pytest.raises(TypeError, match="takes no parameters"):
+        build_reward("format", {"weight": 2})
+
+
+def _share(composite, items, name):
+    totals = {k: 0.0 for k in composite.weights}
+    for out in composite.score_batch(items):
+        for k, w in composite.weights.items():
+            totals[k] += w * out[k] / max(composite.scales[k], composite.min_scale)
+    return totals[name] / sum(totals.values())
+
+
+class _Scaled:
+    """A component whose raw scale is chosen by the test (a stand-in scorer returning 0-scale)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, it):
+        return self.scale * (1.0 if "yes" in it.response else 0.5)
+
+
+@pytest.mark.parametrize("raw_scale", [1.0, 10.0, 0.01])
+def test_composite_share_stays_at_weight_when_scale_changes(raw_scale):
+    REWARDS.register("scaled_test")(lambda it, s=raw_scale: _Scaled(s)(it))
+    try:
+        comp = CompositeReward(weights={"accuracy": 1.0, "scaled_test": 3.0}, momentum=0.0)
+        items = [item(traj("yes" if i % 3 else "no")) for i in range(12)]
+        share = _share(comp, items, "scaled_test")
+        assert share == pytest.approx(3.0 / 4.0, rel=1e-6)
+        plain = CompositeReward(weights={"accuracy": 1.0, "scaled_test": 3.0}, normalize=False)
+        plain_out = plain.score_batch(items)
+        raw_total = sum(o["overall"] for o in plain_out)
+        raw_scaled = sum(3.0 * o["scaled_test"] for o in plain_out)
+        if raw_scale != 1.0:  # without normalisation the share follows the raw scale instead
+            assert raw_scaled / raw_total != pytest.approx(0.75, rel=1e-2)
+    finally:
+        REWARDS.unregister("scaled_test")
+
+
+def test_composite_running_scale_per_item():
+    comp = CompositeReward(weights={"accuracy": 1.0, "format": 1.0}, momentum=0.5)
+    out = comp(item(traj("yes")))
+    assert out["accuracy"] == 1.0 and out["format"] == 1.0 and out["overall"] == pytest.approx(2.0)
+    comp(item(traj("no")))  # accuracy 0 -> its scale halves, a later correct answer counts more
+    assert comp.scales["accuracy"] == pytest.approx(0.5)
+    assert comp(item(traj("yes")))["overall"] > 2.0
+
+
+def test_composite_rejects_bad_weights():
+    with pytest.raises(ValueError):
+        CompositeReward(weights={"accuracy": -1.0})
+    with pytest.raises(ValueError, match="itself"):
+        CompositeReward(weights={"composite": 1.0})
+
+
+def test_reward_input_from_rl_row():
+    it = reward_input_from_row("x", "B", {"question_type": "choice", "options": {"A": "Lung", "B": "Liver", "C": None},
+                                          "id": "s1"})
+    assert it.options == {"A": "Lung", "B": "Liver"} and it.question_type == "choice"
+    assert reward_input_from_row("x", "yes", None).question_type == "open"

@@ -1,0 +1,105 @@
+"""`medsage rl`: recipes -> verl overrides, validated by composing verl 0.9.1's own trainer config."""
+
+from __future__ import annotations
+
+import yaml
+import pytest
+
+pytest.importorskip("verl")
+
+from medsage.launch import rl as rl_launch  # noqa: E402
+
+
+def _cfg(tmp_path, *extra):
+    return rl_launch.compose_recipe(["model=tiny", f"model.path={tmp_path / 'model'}", "cluster=a100_4x",
+                                     f"train_files={tmp_path / 'train.parquet'}", f"output_dir={tmp_path / 'run'}",
+                                     *extra])
+
+
+def _verl(tmp_path, *extra):
+    cfg = _cfg(tmp_path, *extra)
+    out = tmp_path / "run"
+    out.mkdir(exist_ok=True)
+    overrides = rl_launch.verl_overrides(cfg, out)
+    verl_cfg = rl_launch.compose_verl_config(overrides)
+    registered = rl_launch.validate_verl_config(verl_cfg)
+    return cfg, verl_cfg, registered
+
+
+def test_rgrpo_composes_into_verls_own_config(tmp_path):
+    _, v, registered = _verl(tmp_path)
+    assert v.algorithm.adv_estimator == "medsage_self_check"
+    assert registered["adv_estimator"] == "medsage.plugins.advantage.compute_self_check_advantage"
+    assert v.trainer.use_v1 is False
+    ar = v.actor_rollout_ref
+    assert ar.rollout.agent.default_agent_loop == "medsage_self_check"
+    assert (ar.rollout.n, ar.actor.optim.lr, v.trainer.total_epochs) == (6, 1e-5, 8)
+    assert (v.data.max_prompt_length, v.data.max_response_length) == (1024, 1024)
+    assert ar.rollout.response_length == 1024  # verl's interpolation from data.* still resolves
+    assert ar.actor.freeze_vision_tower is True and ar.actor.ppo_micro_batch_size_per_gpu == 2
+    # 4 GPUs x 2 per device x 8 accumulation = 64 sequences -> 12 prompts x 6 rollouts = 72
+    assert ar.actor.ppo_mini_batch_size == 12 and v.data.train_batch_size == 12
+    assert v.reward.custom_reward_function.path.endswith("plugins/verl_reward.py")
+    assert v.reward.custom_reward_function.reward_kwargs.reward == "composite"
+    assert v.reward.custom_reward_function.reward_kwargs.reward_params.weights.accuracy == 1.0
+    loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
+    assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check_loop.SelfCheckAgentLoop",
+                         "alpha": 0.2}]
+
+
+def test_grpo_and_alpha_override(tmp_path):
+    _, v, _ = _verl(tmp_path, "rl=grpo")
+    assert v.algorithm.adv_estimator == "grpo"
+    assert v.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+    assert v.actor_rollout_ref.rollout.n == 6 and v.trainer.total_epochs == 8
+    cfg = _cfg(tmp_path, "rl.alpha=0.15", "rl.request='Check again, please.'")
+    rl_launch.verl_overrides(cfg, tmp_path / "run")
+    loop_cfg = yaml.safe_load(open(tmp_path / "run" / "agent_loop.yaml"))
+    assert loop_cfg[0]["alpha"] == 0.15 and loop_cfg[0]["request"] == "Check again, please."
+
+
+def test_verl_rejects_a_bad_key_and_inconsistent_batches(tmp_path):
+    with pytest.raises(rl_launch.RLConfigError, match="not_a_key"):
+        _verl(tmp_path, "extra_overrides=['actor_rollout_ref.actor.not_a_key=1']")
+    with pytest.raises(rl_launch.RLConfigError, match="use_v1"):
+        _verl(tmp_path, "extra_overrides=['trainer.use_v1=true']")
+    with pytest.raises(rl_launch.RLConfigError, match="multiple of the update batch"):
+        _verl(tmp_path, "rl.rollout_batch_prompts=13")
+
+
+def test_main_prints_the_command_without_an_accelerator(tmp_path, capsys):
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "not launched: cluster=local_cpu has accelerator=cpu" in out
+    assert "-m verl.trainer.main_ppo" in out and "algorithm.adv_estimator=medsage_self_check" in out
+    assert (tmp_path / "run" / "verl_config.yaml").exists() and (tmp_path / "run" / "verl_overrides.txt").exists()
+
+
+def test_main_reports_a_missing_required_field(tmp_path, capsys):
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu", f"output_dir={tmp_path / 'r'}"])
+    assert rc == 2 and "train_files" in capsys.readouterr().err
+
+
+def test_easyr1_plain_grpo_and_retry_refused(tmp_path, capsys):
+    rc = rl_launch.main(["backend=easyr1", "rl=grpo", "model=tiny", f"model.path={tmp_path}", "cluster=a100_4x",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    assert rc == 0
+    conf = yaml.safe_load(open(tmp_path / "run" / "easyr1_config.yaml"))
+    assert conf["algorithm"]["adv_estimator"] == "grpo"
+    assert conf["worker"]["reward"]["reward_function"].endswith("plugins/easyr1_reward.py:compute_score")
+    assert conf["worker"]["rollout"]["n"] == 6 and conf["worker"]["actor"]["optim"]["lr"] == 1e-5
+    assert conf["worker"]["actor"]["model"]["freeze_vision_tower"] is True
+    rc = rl_launch.main(["backend=easyr1", "model=tiny", f"model.path={tmp_path}", "cluster=a100_4x",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run2'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs verl" in err
+
+
+def test_hydra_values_round_trip():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = {"a": "x y", "b": [1, 2.5, None, True], "c": "1e-5", "d": "it's", "e": "plain_name", "f": "/a/b.py"}
+    parsed = OverridesParser.create().parse_override(f"k={rl_launch._hydra_value(value)}").value()
+    assert parsed == value

@@ -6,7 +6,7 @@ VENV   ?= .venv
 UV     := $(VENV)/.uv/bin/uv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-fast install bench clean
+.PHONY: demo test test-fast install browser bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)/.uv
@@ -22,7 +22,13 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/medsage demo --out demo_out
 
-test: install
+# Debian's chromium drives the viewer's browser tests; without it they are skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium is not installed: the viewer's browser tests will be skipped"
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

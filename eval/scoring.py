@@ -167,6 +167,7 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
 def item_fields(sample, benchmark: str, group_by: str | None) -> dict:
     """The item fields a predictions line carries, so the file scores on its own."""
     return {"benchmark": benchmark, "id": sample.id, "question": sample.question, "answer": sample.answer,
-            "answer_type": sample.question_type, "options": sample.options,
+            "answer_type": sample.question_type, "options": sample.options, "images": sample.images,
+            "modality": sample.modality,
             "accepted_answers": sample.metadata.get("accepted_answers"),
             "group": sample.metadata.get(group_by) if group_by else None}

@@ -60,6 +60,8 @@ def test_hf_backend_end_to_end_resumes_and_reports(tiny_model_dir, bench_root, t
         assert s["unparsed"] == sum(not v["parsed"] for v in verdicts)  # a random model: mostly unparseable
     mmmu = _lines(out / "mmmu_med" / "predictions.jsonl")
     assert {r["group"] for r in mmmu} >= {"Pharmacy", "Clinical_Medicine"}
+    # Each line names its images, so `medsage view` can draw the item without the benchmark at hand.
+    assert all(r["images"] and all(Path(p).is_file() for p in r["images"]) for r in mmmu)
     # Resuming with another decoding setup would mix two setups in one score: refused.
     with pytest.raises(RuntimeError, match=r"different generation; resuming would mix"):
         _evaluate(_cfg(tiny_model_dir, bench_root, out, *three, "eval.generation.max_new_tokens=9"))

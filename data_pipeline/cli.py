@@ -5,6 +5,7 @@
     medsage data dedup --train DIR --eval DIR [--eval DIR ...] --out DIR [--threshold 10]
     medsage data write --records FILE --out DIR [--easyr1-format parquet]
     medsage data sources                                       the registered source adapters
+    medsage data demo-sources OUT                              generated sources in their real layouts (demo)
     medsage data synth ...                                     trajectory synthesis (data_pipeline/synth_cli.py)
 """
 
@@ -86,6 +87,14 @@ def _cmd_sources(args) -> int:
     return 0
 
 
+def _cmd_demo_sources(args) -> int:
+    from medsage.data_pipeline.demo_sources import make_demo_sources
+
+    for name, root in make_demo_sources(Path(args.out), defects=not args.no_defects).items():
+        print(f"{name:16s} {root}")
+    return 0
+
+
 # Sub-verbs that live in their own module with a ``main(argv)``; forwarded whole when the module is present.
 DELEGATED = {"synth": ("medsage.data_pipeline.synth_cli", "trajectory synthesis, verification and SAGE-rl sampling")}
 
@@ -139,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("sources", help="list the registered source adapters")
     p.set_defaults(func=_cmd_sources)
+
+    p = sub.add_parser("demo-sources", help="write one generated copy of each source, in its real layout (demo)")
+    p.add_argument("out", help="folder to write DeepLesion/, roboflow_coco/, roboflow_yolo/, PubMedVision/ into")
+    p.add_argument("--no-defects", action="store_true", help="leave out the DeepLesion rows the filter rejects")
+    p.set_defaults(func=_cmd_demo_sources)
 
     args = parser.parse_args(argv)
     if getattr(args, "threshold", 0) is None:

@@ -8,64 +8,12 @@ Later stages (RL, evaluation, report) join this same command as they land.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 
 def _step(n: int, total: int, text: str) -> None:
     print(f"[{n}/{total}] {text}", flush=True)
-
-
-def write_lf_config(model_dir: Path, dataset_dir: Path, dataset: str, out_dir: Path, epochs: int) -> dict:
-    """A LLaMA-Factory SFT config for the tiny model on CPU (bf16 off, vision tower frozen)."""
-    return {
-        "model_name_or_path": str(model_dir),
-        "trust_remote_code": False,
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "full",
-        "freeze_vision_tower": True,
-        "dataset": dataset,
-        "dataset_dir": str(dataset_dir),
-        "template": "qwen2_vl",
-        "cutoff_len": 1024,
-        "preprocessing_num_workers": 1,
-        "dataloader_num_workers": 0,
-        "output_dir": str(out_dir),
-        "overwrite_output_dir": True,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": epochs,
-        "learning_rate": 1.0e-3,
-        "lr_scheduler_type": "constant",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "bf16": False,
-        "report_to": "none",
-    }
-
-
-def run_llamafactory_train(config: dict, config_path: Path, log_path: Path) -> list[float]:
-    """Run ``llamafactory-cli train`` on ``config``; return the logged losses. Fails with the log tail."""
-    import yaml
-
-    from medsage.io import atomic_write_text
-
-    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    cmd = [str(cli) if cli.exists() else "llamafactory-cli", "train", str(config_path)]
-    env = {**os.environ, "DISABLE_VERSION_CHECK": "1", "FORCE_TORCHRUN": "0", "CUDA_VISIBLE_DEVICES": ""}
-    with log_path.open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"llamafactory-cli train failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    log_file = Path(config["output_dir"]) / "trainer_log.jsonl"
-    return [json.loads(line)["loss"] for line in log_file.read_text().splitlines() if '"loss"' in line]
 
 
 def generate(model_dir: Path, image: str, prompt: str, max_new_tokens: int = 48) -> str:
@@ -98,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from medsage.answers import extract_answer
     from medsage.data_pipeline.demo_samples import make_demo_samples
     from medsage.data_pipeline.writers import write_llava_sft
+    from medsage.launch.sft import run_sft
     from medsage.records import write_records
     from medsage.scaffold import check_strict
     from medsage.tiny_model import build_tiny_model
@@ -119,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     sft_file = write_llava_sft(samples, data_dir, name="demo_sft")
 
     _step(3, total, f"SFT of the tiny model with LLaMA-Factory ({args.epochs} epochs, CPU)")
-    sft_dir = out / "sft"
-    config = write_lf_config(model_dir, data_dir, "demo_sft", sft_dir, args.epochs)
-    losses = run_llamafactory_train(config, out / "sft_config.yaml", out / "sft.log")
+    # The SFT stage itself (`medsage sft` with recipes/sft/tiny_cpu.yaml); --fresh so that every demo run
+    # trains anew into demo_out/sft/run_NNN instead of finding the previous demo's finished run.
+    sft = run_sft(["model=tiny", f"model.path={model_dir}", "sft=tiny_cpu", "cluster=local_cpu",
+                   f"data.dataset_dir={data_dir}", "data.dataset=demo_sft", f"output.dir={out / 'sft'}",
+                   f"sft.num_train_epochs={args.epochs}"], fresh=True, quiet=True)
+    sft_dir, losses = sft.run_dir, sft.losses
 
     _step(4, total, "asking the trained model one question")
     sample = samples[0]
@@ -134,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  records         {records}")
     print(f"  SFT data        {sft_file} (+ dataset_info.json)")
     print(f"  SFT checkpoint  {sft_dir}   loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps")
-    print(f"  SFT log         {out / 'sft.log'}")
+    print(f"  SFT log         {sft_dir / 'train.log'}")
     print(f"  question        {sample.question}")
     print(f"  model reply     {reply[:160]!r}")
     print(f"  answer parsed   {found.answer!r} (via {found.how})")

@@ -1,0 +1,136 @@
+"""`medsage sft` without training: recipes, key validation against LLaMA-Factory, launch selection, data checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medsage.launch.sft import SftError, main, run_sft
+from medsage.plugins import llamafactory as lf
+
+
+def test_paper_recipe_composes_with_the_papers_settings(tmp_path, sft_dataset, sft_schema_cache, capsys):
+    data_dir, dataset = sft_dataset
+    result = run_sft([f"data.dataset_dir={data_dir}", f"data.dataset={dataset}", f"output.dir={tmp_path / 'r'}"],
+                     dry_run=True)
+    a = result.args
+    assert a["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct"  # a hub id is passed on as it is
+    assert (a["finetuning_type"], a["freeze_vision_tower"], a["freeze_language_model"]) == ("full", True, False)
+    assert (a["num_train_epochs"], a["learning_rate"], a["cutoff_len"]) == (4, 1e-5, 4096)
+    assert (a["per_device_train_batch_size"], a["gradient_accumulation_steps"]) == (4, 16)
+    assert a["bf16"] is True and a["gradient_checkpointing"] is True and a["optim"] == "adamw_torch"
+    assert a["deepspeed"].endswith("recipes/deepspeed/zero2.json")
+    assert json.loads(open(a["deepspeed"]).read())["zero_optimization"]["stage"] == 2
+    out = capsys.readouterr().out
+    # The paper states 1024; 4 x 16 x 4 GPUs is 256, and that is what is printed.
+    assert "4 per device x 16 accumulation x 4 GPUs x 1 node = 256" in out
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+    from medsage.recipes import recipes_dir
+
+    assert "1024" in (recipes_dir() / "sft" / "lvkc_full.yaml").read_text()
+
+
+def test_every_recipe_field_has_a_comment():
+    from medsage.recipes import recipes_dir
+
+    for path in [recipes_dir() / "sft.yaml", *sorted((recipes_dir() / "sft").glob("*.yaml"))]:
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("#") and "medsage sft" in "\n".join(lines[:4]), f"{path}: no command header"
+        for n, line in enumerate(lines, 1):
+            if line.strip() and not line.lstrip().startswith(("#", "-")) and ":" in line and not line.endswith(":"):
+                assert "#" in line, f"{path}:{n}: field without a comment: {line!r}"
+
+
+def test_misspelt_key_fails_with_the_closest_valid_name(tiny_sft_overrides, sft_schema_cache):
+    with pytest.raises(SftError, match=r"unknown LLaMA-Factory argument 'lerning_rate'; did you mean 'learning_rate'"):
+        run_sft(tiny_sft_overrides("+sft.lerning_rate=1e-5"), dry_run=True, quiet=True)
+    with pytest.raises(SftError, match=r"'freeze_visual_tower'; did you mean 'freeze_vision_tower'"):
+        run_sft(tiny_sft_overrides("+sft.extra.freeze_visual_tower=true"), dry_run=True, quiet=True)
+
+
+def test_values_outside_llamafactory_choices_or_types_fail(tiny_sft_overrides, sft_schema_cache):
+    with pytest.raises(SftError, match=r"finetuning_type='fulll' is not one of \['lora', 'oft', 'freeze', 'full'\]"):
+        run_sft(tiny_sft_overrides("sft.finetuning_type=fulll"), dry_run=True, quiet=True)
+    with pytest.raises(SftError, match=r"gradient_checkpointing='sometimes' should be bool"):
+        run_sft(tiny_sft_overrides("sft.gradient_checkpointing=sometimes"), dry_run=True, quiet=True)
+
+
+def test_schema_is_read_from_llamafactory_and_cached(sft_schema_cache):
+    schema = lf.load_schema()
+    fields = schema["fields"]
+    # Fields from each of LLaMA-Factory's five train dataclasses (transformers' TrainingArguments included).
+    assert fields["freeze_vision_tower"]["cls"] == "FinetuningArguments"
+    assert fields["cutoff_len"]["cls"] == "DataArguments"
+    assert fields["image_max_pixels"]["cls"] == "ModelArguments"
+    assert fields["gradient_accumulation_steps"]["cls"] == "TrainingArguments"
+    assert fields["max_new_tokens"]["cls"] == "GeneratingArguments"
+    assert schema["versions"]["llamafactory"] == "0.9.5"
+    cached = list(sft_schema_cache.glob("llamafactory_schema_*.json"))
+    assert len(cached) == 1
+    assert lf.load_schema() == json.loads(cached[0].read_text())
+
+
+def test_cpu_launch_is_plain_llamafactory_cli_with_bf16_off(tiny_sft_overrides, sft_schema_cache):
+    result = run_sft(tiny_sft_overrides("sft.bf16=true", "sft.deepspeed=zero2"), dry_run=True, quiet=True)
+    launch = result.launch
+    assert launch.mode == "cpu" and launch.cmd[1:3] == ["train", str(result.run_dir / "llamafactory_sft.yaml")]
+    assert launch.cmd[0].endswith("llamafactory-cli")
+    assert launch.env["FORCE_TORCHRUN"] == "0" and launch.env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "NPROC_PER_NODE" not in launch.env
+    assert result.args["bf16"] is False and "deepspeed" not in result.args
+
+
+@pytest.mark.parametrize("cluster,gpus", [("a100_1x", 1), ("a100_4x", 4)])
+def test_gpu_launch_uses_torchrun_through_llamafactory(tiny_sft_overrides, sft_schema_cache, cluster, gpus, capsys):
+    result = run_sft([*tiny_sft_overrides(f"cluster={cluster}", "sft.bf16=true", "sft.deepspeed=zero3",
+                                          "sft.gradient_accumulation_steps=8")], dry_run=True)
+    launch = result.launch
+    assert launch.mode == "torchrun" and launch.processes == gpus
+    assert launch.env["FORCE_TORCHRUN"] == "1"
+    assert (launch.env["NPROC_PER_NODE"], launch.env["NNODES"]) == (str(gpus), "1")
+    assert "CUDA_VISIBLE_DEVICES" not in launch.env
+    assert result.args["bf16"] is True and result.args["deepspeed"].endswith("zero3.json")
+    assert f"2 per device x 8 accumulation x {gpus} GPU" in capsys.readouterr().out
+
+
+def test_multi_node_needs_the_rendezvous_address(monkeypatch, tmp_path):
+    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}}
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    with pytest.raises(lf.LlamaFactoryArgError, match="set MASTER_ADDR and NODE_RANK"):
+        lf.plan_launch(cluster, tmp_path / "x.yaml")
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    monkeypatch.setenv("NODE_RANK", "1")
+    launch = lf.plan_launch(cluster, tmp_path / "x.yaml")
+    assert (launch.env["NNODES"], launch.env["NODE_RANK"], launch.env["MASTER_ADDR"]) == ("2", "1", "10.0.0.1")
+    assert launch.processes == 8
+    assert lf.effective_batch({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16}, cluster)[0] == 512
+
+
+def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):
+    with pytest.raises(SftError, match="llamafactory-cli does not exist"):
+        run_sft(tiny_sft_overrides(f"cluster.envs.sft={tmp_path / 'no_env'}"), dry_run=True, quiet=True)
+    with pytest.raises(SftError, match=rf"model.path='{tmp_path}/no_model': no such folder"):
+        run_sft([*tiny_sft_overrides(), f"model.path={tmp_path}/no_model"], dry_run=True, quiet=True)
+
+
+def test_data_errors_name_the_file(tiny_sft_overrides, sft_dataset, tmp_path, sft_schema_cache):
+    data_dir, _ = sft_dataset
+    with pytest.raises(SftError, match=r"dataset_info.json: no dataset 'lvkc_stf'; did you mean 'lvkc_sft'"):
+        run_sft(tiny_sft_overrides("data.dataset=lvkc_stf"), dry_run=True, quiet=True)
+    with pytest.raises(SftError, match=rf"data.dataset_dir={tmp_path / 'nowhere'}: no dataset_info.json"):
+        run_sft(tiny_sft_overrides(f"data.dataset_dir={tmp_path / 'nowhere'}"), dry_run=True, quiet=True)
+    (data_dir / "lvkc_sft.json").unlink()
+    with pytest.raises(SftError, match=r"dataset_info.json: dataset 'lvkc_sft' names 'lvkc_sft.json', which is not"):
+        run_sft(tiny_sft_overrides(), dry_run=True, quiet=True)
+
+
+def test_unset_and_unknown_recipe_values_fail_clearly(tmp_path, sft_dataset, capsys):
+    assert main(["--dry-run", f"output.dir={tmp_path}"]) == 2
+    assert "data.dataset_dir" in capsys.readouterr().err  # `???` in recipes/sft.yaml
+    data_dir, _ = sft_dataset
+    assert main(["--dry-run", "model=tiny", f"data.dataset_dir={data_dir}"]) == 2
+    assert "model.path" in capsys.readouterr().err
+    assert main(["--dry-run", "cluster=a100_8x", f"data.dataset_dir={data_dir}"]) == 2
+    assert "a100_8x" in capsys.readouterr().err

@@ -173,6 +173,8 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.project_name": cfg.project,
         "trainer.experiment_name": f"{cfg.model.name}_{rl.name}",
         "trainer.default_local_dir": str(out_dir / "checkpoints"),
+        # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
+        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
         "trainer.logger": list(cfg.loggers),
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
@@ -362,4 +364,27 @@ def main(argv: list[str] | None = None) -> int:
         for line in proc.stdout:
             sys.stdout.buffer.write(line)
             fh.write(line)
-        return proc.wait()
+        rc = proc.wait()
+    if rc == 0 and (final := link_final_model(out_dir)) is not None:
+        print(f"final model: {final}")
+    return rc
+
+
+def link_final_model(out_dir: Path) -> Path | None:
+    """Point ``<out_dir>/final_model`` at the latest checkpoint's Hugging Face folder; None if there is none.
+
+    verl records the latest step in ``checkpoints/latest_checkpointed_iteration.txt`` and, with
+    ``hf_model`` in save_contents, writes ``global_step_<N>/actor/huggingface``.
+    """
+    marker = out_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    if not marker.exists():
+        return None
+    hf = out_dir / "checkpoints" / f"global_step_{int(marker.read_text().strip())}" / "actor" / "huggingface"
+    if not (hf / "config.json").exists():
+        return None
+    link = out_dir / "final_model"
+    tmp = out_dir / ".final_model.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(hf.relative_to(out_dir))
+    tmp.replace(link)  # atomic: a reader sees the old or the new target, never none
+    return link

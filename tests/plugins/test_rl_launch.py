@@ -45,6 +45,22 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
     assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check_loop.SelfCheckAgentLoop",
                          "alpha": 0.2}]
+    assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
+
+
+def test_final_model_points_at_the_latest_hf_checkpoint(tmp_path):
+    # verl's checkpoint layout (utils/checkpoint): the marker file and global_step_<N>/actor/huggingface.
+    out = tmp_path / "run"
+    assert rl_launch.link_final_model(out) is None
+    ckpt = out / "checkpoints"
+    for step in (100, 200):
+        (ckpt / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)
+        (ckpt / f"global_step_{step}" / "actor" / "huggingface" / "config.json").write_text(str(step))
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("100")
+    assert (rl_launch.link_final_model(out) / "config.json").read_text() == "100"
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("200\n")
+    assert (rl_launch.link_final_model(out) / "config.json").read_text() == "200"
+    assert (out / "final_model").is_symlink() and not (out / ".final_model.tmp").exists()
 
 
 def test_grpo_and_alpha_override(tmp_path):

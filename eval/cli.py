@@ -4,6 +4,7 @@
     medsage eval score PREDICTIONS.jsonl [--data vqa_rad=/data/vqa_rad] [--out DIR]
     medsage eval judge PREDICTIONS.jsonl [hydra overrides...]   # Table 2 GPT-score
     medsage eval list                                # installed benchmarks and their published sizes
+    medsage eval demo-benchmarks OUT                 # the five benchmarks, generated in their release layouts
 """
 
 from __future__ import annotations
@@ -119,7 +120,19 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
-VERBS = {"run": _run, "score": _score, "judge": _judge, "list": _list}
+def _demo_benchmarks(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medsage eval demo-benchmarks",
+                                     description="Write small generated copies of the five Table 1 benchmarks, "
+                                                 "in the layouts their releases use (for the demo).")
+    parser.add_argument("out", help="data root to write vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/ into")
+    args = parser.parse_args(argv)
+    from medsage.eval.demo_benchmarks import make_demo_benchmarks
+
+    print(f"generated benchmarks written to {make_demo_benchmarks(Path(args.out))}")
+    return 0
+
+
+VERBS = {"run": _run, "score": _score, "judge": _judge, "list": _list, "demo-benchmarks": _demo_benchmarks}
 
 
 def main(argv: list[str] | None = None) -> int:

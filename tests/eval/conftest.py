@@ -1,166 +1,19 @@
-"""Benchmark files generated in the real layouts users download (small, but the same shape)."""
+"""Fixtures: benchmark files in the real layouts users download (see medsage.eval.demo_benchmarks)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import pickle
-from pathlib import Path
-
 import pytest
 
-
-def png_bytes(shade: int = 120, size: int = 56) -> bytes:
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (size, size), (10, 10, 10))
-    ImageDraw.Draw(img).ellipse([8, 8, size - 8, size - 8], fill=(shade, shade, shade))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_png(path: Path, shade: int = 120) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(shade))
-    return path
-
-
-def write_parquet(path: Path, rows: list[dict]) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
-
-
-def make_vqa_rad_original(root: Path, n_test: int = 4, n_train: int = 2) -> Path:
-    rows = []
-    for i in range(n_test + n_train):
-        name = f"synpic{i}.jpg"
-        write_png(root / "VQA_RAD Image Folder" / name, 60 + i)
-        closed = i % 2 == 0
-        rows.append({"qid": 1000 + i, "image_name": name, "image_organ": "CHEST" if i % 3 else "HEAD",
-                     "answer": "Yes" if closed else "left lung", "answer_type": "CLOSED " if closed else "OPEN",
-                     "question_type": "PRES", "question": f"Is there a mass? ({i})" if closed else "Where is the mass?",
-                     "phrase_type": "test_freeform" if i < n_test else "freeform"})
-    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
-    return root
-
-
-def make_vqa_rad_parquet(root: Path, n: int = 3) -> Path:
-    rows = [{"image": {"bytes": png_bytes(50 + i), "path": f"img{i}.jpg"}, "question": f"q{i}?",
-             "answer": ["yes", "no", "right kidney"][i % 3]} for i in range(n)]
-    write_parquet(root / "data" / "test-00000-of-00001-abc.parquet", rows)
-    return root
-
-
-def make_slake(root: Path, n_en: int = 3, n_zh: int = 2) -> Path:
-    rows = []
-    for i in range(n_en + n_zh):
-        name = f"xmlab{i}/source.jpg"
-        write_png(root / "Slake1.0" / "imgs" / name, 40 + i)
-        rows.append({"img_id": i, "img_name": name, "question": f"Does the picture contain liver? {i}",
-                     "answer": "No" if i % 2 else "Yes", "q_lang": "en" if i < n_en else "zh",
-                     "location": "Abdomen", "modality": "CT" if i % 2 else "MRI", "answer_type": "CLOSED",
-                     "base_type": "vqa", "content_type": "Organ", "triple": ["vhead", "_", "_"], "qid": 500 + i})
-    (root / "Slake1.0" / "test.json").write_text(json.dumps(rows, ensure_ascii=False))
-    return root / "Slake1.0"
-
-
-def make_pathvqa_parquet(root: Path, n: int = 3) -> Path:
-    rows = [{"image": {"bytes": png_bytes(90 + i), "path": None}, "question": f"is this tissue inflamed {i}?",
-             "answer": ["yes", "no", "hematoxylin"][i % 3]} for i in range(n)]
-    write_parquet(root / "data" / "test-00000-of-00002.parquet", rows)
-    return root
-
-
-def make_pathvqa_pickles(root: Path, n: int = 3) -> Path:
-    rows = []
-    for i in range(n):
-        write_png(root / "images" / "test" / f"test_{i:04d}.jpg", 100 + i)
-        rows.append({"image": f"test_{i:04d}", "question": f"what is present {i}?", "answer": ["yes", "fibrosis"][i % 2]})
-    (root / "qas" / "test").mkdir(parents=True, exist_ok=True)
-    with (root / "qas" / "test" / "test_qa.pkl").open("wb") as fh:
-        pickle.dump(rows, fh)
-    return root
-
-
-def make_pmc_vqa(root: Path, n: int = 4) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "test_2.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["index", "Figure_path", "Caption", "Question", "Choice A", "Choice B", "Choice C", "Choice D",
-                    "Answer", "split"])
-        for i in range(n):
-            fig = f"PMC{i}_fig1.jpg"
-            write_png(root / "images" / fig, 30 + i)
-            answer = ["A:CT ", "B:MRI", "C", "Ultrasound"][i % 4]
-            w.writerow([i, fig, "caption", f"What modality is used {i}?", "A:CT ", "B:MRI", "C:X-ray ",
-                        "D:Ultrasound", answer, "test"])
-    return root
-
-
-MMMU_SUBJECTS = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine", "Pharmacy",
-                 "Public_Health")
-
-
-def make_mmmu(root: Path, per_subject: int = 2) -> Path:
-    for s_i, subject in enumerate(MMMU_SUBJECTS):
-        rows = []
-        for i in range(per_subject):
-            row = {"id": f"validation_{subject}_{i + 1}", "explanation": "", "img_type": "['Diagrams']",
-                   "topic_difficulty": "Easy", "subfield": "Anatomy"}
-            for n in range(1, 8):
-                row[f"image_{n}"] = None
-            if i % 2 == 0:  # two images, placed by <image N>
-                row.update(question="Compare <image 1> with <image 2>. Which shows the lesion?",
-                           options=str(["The first image", "The second image", "Both", "Neither"]),
-                           answer="B", question_type="multiple-choice",
-                           image_1={"bytes": png_bytes(20 + s_i), "path": "a.png"},
-                           image_2={"bytes": png_bytes(200 - s_i), "path": "b.png"})
-            else:
-                row.update(question="<image 1> How many lesions are visible?", options="[]", answer="['2', 'two']",
-                           question_type="open", image_1={"bytes": png_bytes(80 + s_i), "path": "c.png"})
-            rows.append(row)
-        write_parquet(root / subject / "validation-00000-of-00001.parquet", rows)
-    return root
-
-
-def make_omnimedvqa(root: Path) -> Path:
-    base = root / "OmniMedVQA"
-    rows = []
-    for i, modality in enumerate(["CT(Computed Tomography)", "X-Ray", "CT(Computed Tomography)"]):
-        rel = f"Images/ACRIMA/img{i}.png"
-        write_png(base / rel, 70 + i)
-        row = {"dataset": "ACRIMA", "question_id": f"ACRIMA_{i:04d}", "question_type": "Disease Diagnosis",
-               "question": "What abnormality is shown?", "gt_answer": "Glaucoma", "image_path": rel,
-               "option_A": "Normal", "option_B": "Glaucoma", "modality_type": modality}
-        if i == 2:
-            row.update(option_C="Cataract", option_D="Myopia")
-        rows.append(row)
-    (base / "QA_information" / "Open-access").mkdir(parents=True, exist_ok=True)
-    (base / "QA_information" / "Open-access" / "ACRIMA.json").write_text(json.dumps(rows))
-    return base
+from medsage.eval import demo_benchmarks
 
 
 @pytest.fixture
 def bench_root(tmp_path):
     """A data root with all five Table 1 benchmarks (small) in their release layouts."""
-    root = tmp_path / "medvqa"
-    make_vqa_rad_original(root / "vqa_rad")
-    make_slake(root)
-    make_pathvqa_parquet(root / "pathvqa")
-    make_pmc_vqa(root / "PMC-VQA")
-    make_mmmu(root / "MMMU")
-    return root
+    return demo_benchmarks.make_demo_benchmarks(tmp_path / "medvqa")
 
 
 @pytest.fixture
 def layouts():
-    """The layout writers above (test modules cannot import conftest under --import-mode=importlib)."""
-    import sys
-
-    return sys.modules[__name__]
+    """The layout writers (make_vqa_rad_original, make_slake, ..., write_png, write_parquet)."""
+    return demo_benchmarks

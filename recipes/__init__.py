@@ -11,6 +11,22 @@ from pathlib import Path
 
 
 
+def _hydra_value(value) -> str:
+    """A value as Hydra's override grammar reads it back: None -> null, True -> true."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def register_resolvers() -> None:
+    """``${hv:...}``: stage commands in recipes/stages/ pass recipe values on as Hydra overrides."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("hv", _hydra_value, replace=True)
+
+
 def recipes_dir() -> Path:
     """The folder holding the root configs and the groups model/ sft/ rl/ reward/ eval/ cluster/ ..."""
     return Path(__file__).resolve().parent
@@ -25,6 +41,7 @@ def compose(config_name: str, overrides: list[str] | None = None, extra_dirs: li
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_resolvers()
     overrides = list(overrides or [])
     if extra_dirs:
         searchpath = ",".join(f"file://{Path(d).resolve()}" for d in extra_dirs)

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sources", help="list the registered source adapters")
     p.set_defaults(func=_cmd_sources)
 
+    for verb, (_, help_) in delegated.items():  # listed here, handled above by their own module
+        sub.add_parser(verb, help=help_, add_help=False)
+
     p = sub.add_parser("demo-sources", help="write one generated copy of each source, in its real layout (demo)")
     p.add_argument("out", help="folder to write DeepLesion/, roboflow_coco/, roboflow_yolo/, PubMedVision/ into")
     p.add_argument("--no-defects", action="store_true", help="leave out the DeepLesion rows the filter rejects")

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Needs the dev extra (make demo installs it).",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
-    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. sft_overrides=[sft.num_train_epochs=1]")
+    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. 'sft_overrides=[\"sft.num_train_epochs=1\"]'")
     args = parser.parse_args(argv)
 
     from medsage.eval.viewer import main as view

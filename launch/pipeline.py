@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `medsage pipeline +experiment=x -m alpha=0,0.2` reads naturally; Hydra's parser wants -m first.
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    argv = flags + [a for a in argv if a not in flags]
     saved = sys.argv
     sys.argv = ["medsage pipeline", *argv]  # Hydra reads its command line from sys.argv
     try:

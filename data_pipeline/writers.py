@@ -88,7 +88,8 @@ def verl_row(sample: Sample, index: int, *, system_prompt: str | None = None, em
     - ``ability``: ``"medical_vqa"``;
     - ``reward_model``: ``{"style": "rule", "ground_truth": answer}``; the answer string exactly as the
       record holds it (``yes``/``no``; an option letter; the open answer text);
-    - ``extra_info``: ``{"id", "index", "question_type" (closed|choice|open), "options", "modality"}``.
+    - ``extra_info``: ``{"id", "index", "question_type" (closed|choice|open), "options", "modality",
+      "question"}``; the question text is what the trajectory scorer reads beside the response.
       ``options`` is letter -> text for choice questions and null otherwise; parquet stores it as a
       struct over every letter used in the file, so letters a row does not have read back as None:
       use ``rl_options(extra_info)`` to get the plain dict back.
@@ -102,7 +103,8 @@ def verl_row(sample: Sample, index: int, *, system_prompt: str | None = None, em
         "ability": "medical_vqa",
         "reward_model": {"style": "rule", "ground_truth": sample.answer},
         "extra_info": {"id": sample.id, "index": index, "question_type": sample.question_type,
-                       "options": dict(sample.options) if sample.options else None, "modality": sample.modality},
+                       "options": dict(sample.options) if sample.options else None, "modality": sample.modality,
+                       "question": sample.prompt_text()},
     }
 
 

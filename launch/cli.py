@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 # verb -> (module with a ``main(argv)``, one-line help). Order is the order users meet them.
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medsage {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
+    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/lifetime.py)
+        from medsage.launch.lifetime import exit_with_parent
+
+        exit_with_parent()
     if verb not in verbs:
         import difflib
 

@@ -122,8 +122,10 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
         stage.out_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         _write_manifest(stage, status="running", started=started)
-        entry = shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
-        result = run_job(client, entry, stage.out_dir / "job.log", runtime_env=runtime_env_for(stage.env))
+        # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
+        entry = "exec " + shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
+        result = run_job(client, entry, stage.out_dir / "job.log",
+                         runtime_env=runtime_env_for(stage.env, {"MEDSAGE_EXIT_WITH_PARENT": "1"}))
         ended = time.time()
         status = "finished" if result.ok else "failed"
         _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -161,55 +158,13 @@ def test_resume_after_kill_repeats_no_answered_call(demo_samples, tmp_path):
     assert report["trajectories_kept"] > 0
 
 
-# --------------------------------------------------------------------------------------------
-# A real OpenAI-compatible server: llamafactory-cli api serving the tiny model
-# --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def lf_server(tiny_model_dir, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("lf_api_synth") / "api.log"
-    env = {**os.environ, "API_HOST": "127.0.0.1", "API_PORT": str(port), "API_MODEL_NAME": "tiny",
-           "DISABLE_VERSION_CHECK": "1", "CUDA_VISIBLE_DEVICES": "", "API_VERBOSE": "0"}
-    env.pop("API_KEY", None)
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    cmd = [str(cli), "api", "--model_name_or_path", str(tiny_model_dir), "--template", "qwen2_vl",
-           "--infer_backend", "huggingface"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"llamafactory-cli api did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
+# Against a real OpenAI-compatible server: the `lf_api` fixture (tests/conftest.py).
 @pytest.mark.slow
-def test_against_llamafactory_api(lf_server, demo_samples, tmp_path, monkeypatch):
+def test_against_llamafactory_api(lf_api, demo_samples, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSAGE_SYNTH_TEST_KEY", SECRET)
     records = _records(demo_samples, 2)
     write_records(tmp_path / "pool.jsonl", records)
-    over = _overrides(lf_server, **{"client.model": "tiny", "client.max_tokens": 24, "client.concurrency": 2,
+    over = _overrides(lf_api, **{"client.model": "tiny", "client.max_tokens": 24, "client.concurrency": 2,
                                     "rpa.max_rois": 2, "rpa.max_templates": 1, "verify.k": 0})
     assert main(["run", "--records", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "out"), *over]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -233,7 +188,7 @@ def test_against_llamafactory_api(lf_server, demo_samples, tmp_path, monkeypatch
 
     # The verification path on the real server: template trajectories pass every rule, then the tiny
     # model judges them; its random text is no verdict, so each one is rejected as unparseable.
-    verified = _overrides(lf_server, **{"synthesizer": "template", "client.model": "tiny", "client.max_tokens": 16,
+    verified = _overrides(lf_api, **{"synthesizer": "template", "client.model": "tiny", "client.max_tokens": 16,
                                         "rpa.max_rois": 2, "rpa.max_templates": 1, "verify.k": 0})
     assert main(["run", "--records", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "v"), *verified]) == 0
     report = json.loads((tmp_path / "v" / "report.json").read_text())

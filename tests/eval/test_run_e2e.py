@@ -5,12 +5,7 @@ loopback (plus the GPT-score judge against the same server); the report renders 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -78,43 +73,12 @@ def test_hf_backend_end_to_end_resumes_and_reports(tiny_model_dir, bench_root, t
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def lf_api(tiny_model_dir, tmp_path_factory):
-    """A real `llamafactory-cli api` serving the tiny model on 127.0.0.1."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("lf_api") / "api.log"
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    env = {**os.environ, "API_HOST": "127.0.0.1", "API_PORT": str(port), "API_MODEL_NAME": "tiny",
-           "DISABLE_VERSION_CHECK": "1", "CUDA_VISIBLE_DEVICES": "", "API_VERBOSE": "0"}
-    env.pop("API_KEY", None)
-    cmd = [str(cli), "api", "--model_name_or_path", str(tiny_model_dir), "--template", "qwen2_vl",
-           "--infer_backend", "huggingface", "--trust_remote_code", "false"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"llamafactory-cli api did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.slow

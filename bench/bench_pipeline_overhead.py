@@ -40,10 +40,11 @@ def main() -> None:
     t_pipeline = run([*medsage, "pipeline", "+experiment=demo", f"run_root={piped}"], work)
 
     direct_store = work / "direct"
-    stages = json.loads((piped / "demo" / "pipeline.json").read_text())["stages"]
+    job = json.loads((piped / "demo" / "pipeline.json").read_text())
+    stages = job["order"]
     t_direct = 0.0
-    for name, info in stages.items():
-        command = json.loads((Path(info["out_dir"]) / "stage.json").read_text())["command"][1:]
+    for name in stages:
+        command = json.loads((Path(job["stages"][name]["out_dir"]) / "stage.json").read_text())["command"][1:]
         command = [c.replace(str((piped / "store").resolve()), str(direct_store)) for c in command]
         t_direct += run([*medsage, *command], work)
         print(f"  direct {name:<10} done", flush=True)

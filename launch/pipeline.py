@@ -43,7 +43,7 @@ def _job(cfg) -> None:
     with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
         outcomes = run_stages(stages, client, resume_hint=resume)
     atomic_write_json(job_dir / "pipeline.json", {
-        "name": cfg.name, "overrides": overrides, "label": cfg.label,
+        "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
         "stages": {o.stage: {"status": o.status, "out_dir": str(o.out_dir), "detail": o.detail} for o in outcomes},
     })
     if any(o.status == "failed" for o in outcomes):

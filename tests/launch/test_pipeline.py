@@ -64,6 +64,8 @@ def test_sweep_runs_each_stage_once_and_reports_both_jobs(root):
     assert out.count("sft        done before, skipped") == 1
     jobs = sorted(p.parent.name for p in (root / "demo").rglob("pipeline.json"))
     assert len(jobs) == 2 and "alpha=0.1" in jobs[0] and "alpha=0.3" in jobs[1]  # Hydra's override_dirname
+    job = json.loads(next((root / "demo").rglob("pipeline.json")).read_text())
+    assert job["order"] == ["model", "sources", "benchmarks", "data", "synth", "rl_data", "sft", "eval"]
     table4 = (root / "demo" / "report" / "table4.md").read_text()
     assert "α = 0.1" in table4 and "α = 0.3" in table4
     assert (root / "demo" / "report" / "figure5_alpha.png").stat().st_size > 0

@@ -1,29 +1,17 @@
-"""The synthesis client against a SCRIPTED loopback server (conftest_synth.LoopbackServer): fault injection
+"""The synthesis client against a SCRIPTED loopback server (synth_server.LoopbackServer): fault injection
 (429, 500, timeout, malformed and empty replies, 4xx), retries, the disk cache, concurrency, usage and
 the API key never reaching disk. The real-engine run is in test_synth_run.py."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+import synth_server as H  # tests/helpers (pytest pythonpath)
 
 from medsage.data_pipeline.synth_client import CallError, ClientConfig, Image, Message, SynthClient
 
 
-def _helpers():
-    if "conftest_synth" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("conftest_synth", Path(__file__).with_name("conftest_synth.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["conftest_synth"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["conftest_synth"]
-
-
-H = _helpers()
 HELLO = [Message("system", "be brief"), Message("user", "hello")]
 
 

@@ -1,6 +1,6 @@
 """The synthesis run with the LLM synthesizer and verifier.
 
-- Keep, regeneration and rejection paths against a SCRIPTED loopback server (conftest_synth.LvkcScript):
+- Keep, regeneration and rejection paths against a SCRIPTED loopback server (synth_server.LvkcScript):
   a real model cannot be told to leak a label once or to judge a trajectory inconsistent on demand.
 - Resume after kill: the CLI in a subprocess is killed mid-run; the rerun repeats no answered call.
 - Against a real OpenAI-compatible server (slow): `llamafactory-cli api` serving the tiny random model;
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import synth_server as H  # tests/helpers (pytest pythonpath)
 from omegaconf import OmegaConf
 
 from medsage.data_pipeline.synth_cli import main
@@ -28,16 +28,6 @@ from medsage.recipes import compose
 from medsage.scaffold import check_strict, parse_regions
 
 
-def _helpers():
-    if "conftest_synth" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("conftest_synth", Path(__file__).with_name("conftest_synth.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["conftest_synth"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["conftest_synth"]
-
-
-H = _helpers()
 PROMPTS = load_prompts("synthesis/prompts.yaml")
 SECRET = "sk-synth-test-secret-2718281828"
 

@@ -3,8 +3,8 @@
 It is not a model. It exists for what a real server cannot be made to do on demand: answer 429, 500,
 late, malformed or empty, and (``LvkcScript``) give stage-appropriate text so the keep path, the
 regeneration path and resume-after-kill can be checked. The real-engine tests use
-``llamafactory-cli api`` instead. It binds 127.0.0.1 only. The test files load it by path, since
-tests here are not a package.
+``llamafactory-cli api`` instead. It binds 127.0.0.1 only. Tests import it by name: tests/helpers is
+on pytest's ``pythonpath`` (pyproject.toml).
 """
 
 from __future__ import annotations

@@ -133,6 +133,21 @@ class Benchmark:
         return str(p.resolve())
 
 
+def read_json_rows(path: Path) -> list[dict]:
+    """A release's JSON list of items; invalid JSON is a ``BenchmarkDataError`` naming the file and line."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def yes_no_type(answer: str) -> str:
+    """Question type in the common parquet copies, which have no answer_type: yes/no answers are closed."""
+    return "closed" if answer.strip().lower() in ("yes", "no") else "open"
+
+
 def read_parquet_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 

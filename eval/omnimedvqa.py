@@ -11,9 +11,8 @@ The split is the access level: ``open-access`` (default, 88,996 items) or ``all`
 
 from __future__ import annotations
 
-import json
 
-from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo
+from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo, read_json_rows
 from medsage.records import Sample
 
 LETTERS = "ABCD"
@@ -36,11 +35,7 @@ class OmniMedVQA(Benchmark):
             raise self._missing(qa, folders)
         samples = []
         for path in files:
-            try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-            for i, row in enumerate(rows):
+            for i, row in enumerate(read_json_rows(path)):
                 samples.append(self._sample(row, root, f"{path} row {i}"))
         return samples
 

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import pickle
 
-from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows
+from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows, yes_no_type
 from medsage.records import Sample
-
-
-def _kind(answer: str) -> str:
-    return "closed" if answer.strip().lower() in ("yes", "no") else "open"
 
 
 class PathVQA(Benchmark):
@@ -51,8 +47,8 @@ class PathVQA(Benchmark):
             name = name if "." in name else f"{name}.jpg"
             samples.append(Sample(
                 id=f"pathvqa-{self.split}-{i}", source="pathvqa", images=[self.local_image(images, name, where)],
-                question=str(row["question"]).strip(), answer=answer, question_type=_kind(answer),
-                modality="pathology", metadata={"question_type": _kind(answer), "row": i},
+                question=str(row["question"]).strip(), answer=answer, question_type=yes_no_type(answer),
+                modality="pathology", metadata={"question_type": yes_no_type(answer), "row": i},
             ))
         return samples
 
@@ -67,7 +63,7 @@ class PathVQA(Benchmark):
             samples.append(Sample(
                 id=f"pathvqa-{self.split}-{i}", source="pathvqa",
                 images=[self.image_file(row.get("image"), f"{path}:{i}", where)],
-                question=str(row["question"]).strip(), answer=answer, question_type=_kind(answer),
-                modality="pathology", metadata={"question_type": _kind(answer), "row": i},
+                question=str(row["question"]).strip(), answer=answer, question_type=yes_no_type(answer),
+                modality="pathology", metadata={"question_type": yes_no_type(answer), "row": i},
             ))
         return samples

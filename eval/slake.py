@@ -8,9 +8,8 @@ en/zh, ``modality``, ``location``) and ``imgs/``. English only by default (``q_l
 
 from __future__ import annotations
 
-import json
 
-from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo
+from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo, read_json_rows
 from medsage.records import Sample
 
 
@@ -34,10 +33,7 @@ class Slake(Benchmark):
         name = {"validation": "validate"}.get(self.split, self.split)
         path = self.find(f"{name}.json", f"Slake1.0/{name}.json")
         images = path.parent / "imgs"
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        rows = read_json_rows(path)
         samples = []
         for i, row in enumerate(rows):
             where = f"{path} row {i}"

@@ -13,9 +13,15 @@ numbers; a CLOSED item whose reference is not yes/no (e.g. "left") is scored as 
 
 from __future__ import annotations
 
-import json
 
-from medsage.eval.benchmark import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows
+from medsage.eval.benchmark import (
+    Benchmark,
+    BenchmarkDataError,
+    BenchmarkInfo,
+    read_json_rows,
+    read_parquet_rows,
+    yes_no_type,
+)
 from medsage.records import Sample
 
 
@@ -37,10 +43,7 @@ class VQARad(Benchmark):
 
     def _load_original(self, path) -> list[Sample]:
         images = path.parent / "VQA_RAD Image Folder"
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        rows = read_json_rows(path)
         samples = []
         for i, row in enumerate(rows):
             where = f"{path} row {i}"
@@ -72,11 +75,10 @@ class VQARad(Benchmark):
             answer = str(row.get("answer", "")).strip()
             if not answer or not row.get("question"):
                 raise BenchmarkDataError(f"{where}: empty question or answer")
-            closed = answer.lower() in ("yes", "no")  # the copy has no answer_type
             samples.append(Sample(
                 id=f"vqa_rad-{self.split}-{i}", source="vqa_rad",
                 images=[self.image_file(row.get("image"), f"{path}:{i}", where)],
                 question=str(row["question"]).strip(), answer=answer,
-                question_type="closed" if closed else "open", metadata={"row": i},
+                question_type=yes_no_type(answer), metadata={"row": i},
             ))
         return samples

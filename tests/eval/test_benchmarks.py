@@ -86,6 +86,17 @@ def test_omnimedvqa_maps_option_text_to_letter_and_keeps_modality(layouts, tmp_p
     assert samples[1].metadata["modality"] == "X-Ray"
 
 
+def test_a_corrupt_release_json_names_the_file_and_line(layouts, tmp_path):
+    slake = layouts.make_slake(tmp_path / "s", n_en=2, n_zh=0)
+    (slake / "test.json").write_text('[{"qid": 1,\n  "question": }]')
+    with pytest.raises(BenchmarkDataError, match=r"test\.json: not valid JSON \(.*, line 2\)"):
+        _load("slake", slake)
+    omni = layouts.make_omnimedvqa(tmp_path / "o")
+    (omni / "QA_information" / "Open-access" / "ACRIMA.json").write_text("[{")
+    with pytest.raises(BenchmarkDataError, match=r"ACRIMA\.json: not valid JSON"):
+        _load("omnimedvqa", omni)
+
+
 @pytest.mark.parametrize("name", ["vqa_rad", "slake", "pathvqa", "pmc_vqa", "mmmu_med", "omnimedvqa"])
 def test_missing_data_says_where_it_looked_and_where_data_is_published(tmp_path, name):
     empty = tmp_path / "empty"

@@ -113,11 +113,12 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
         head = f"[{i}/{len(stages)}] {stage.name:<10}"
-        if stage.manifest().get("status") == "finished":
+        previous = stage.manifest()
+        if previous.get("status") == "finished":
             print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
             outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
             continue
-        resumed = " (resuming)" if stage.manifest() else ""
+        resumed = " (resuming)" if previous else ""
         print(f"{head} running{resumed}: {shlex.join(['medsage', *stage.command()])}", flush=True)
         stage.out_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()

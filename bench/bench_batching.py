@@ -26,11 +26,11 @@ def main() -> None:
 
     import torch
 
-    from medsage.data_pipeline.demo_samples import make_demo_samples
-    from medsage.eval.backend import GenerationConfig
-    from medsage.eval.hf_backend import HFBackend
+    from medsage.launch.demo.samples import make_demo_samples
+    from medsage.eval.backends.base import GenerationConfig
+    from medsage.eval.backends.hf import HFBackend
     from medsage.eval.prompting import PromptConfig, build_request
-    from medsage.tiny_model import build_tiny_model
+    from medsage.launch.demo.tiny_model import build_tiny_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

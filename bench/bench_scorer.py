@@ -17,7 +17,7 @@ import time
 
 
 def _inputs(n: int) -> tuple[list[str], list]:
-    from medsage.data_pipeline.demo_samples import make_demo_samples
+    from medsage.launch.demo.samples import make_demo_samples
     from medsage.plugins.scorer.data import question_text
     from medsage.plugins.scorer.negatives import make_negatives
 

@@ -39,9 +39,9 @@ def main() -> int:
 
     import yaml
 
-    from medsage.data_pipeline.demo_samples import make_demo_samples
+    from medsage.launch.demo.samples import make_demo_samples
     from medsage.data_pipeline.writers import write_llava_sft
-    from medsage.tiny_model import build_tiny_model
+    from medsage.launch.demo.tiny_model import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench_sft_"))
     model_dir = build_tiny_model(work / "tiny_model")

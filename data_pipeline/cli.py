@@ -6,7 +6,7 @@
     medsage data write --records FILE --out DIR [--easyr1-format parquet]
     medsage data sources                                       the registered source adapters
     medsage data demo-sources OUT                              generated sources in their real layouts (demo)
-    medsage data synth ...                                     trajectory synthesis (data_pipeline/synth_cli.py)
+    medsage data synth ...                                     trajectory synthesis (data_pipeline/synthesis/cli.py)
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _cmd_sources(args) -> int:
 
 
 def _cmd_demo_sources(args) -> int:
-    from medsage.data_pipeline.demo_sources import make_demo_sources
+    from medsage.launch.demo.sources import make_demo_sources
 
     for name, root in make_demo_sources(Path(args.out), defects=not args.no_defects).items():
         print(f"{name:16s} {root}")
@@ -96,7 +96,7 @@ def _cmd_demo_sources(args) -> int:
 
 
 # Sub-verbs that live in their own module with a ``main(argv)``; forwarded whole when the module is present.
-DELEGATED = {"synth": ("medsage.data_pipeline.synth_cli", "trajectory synthesis, verification and SAGE-rl sampling")}
+DELEGATED = {"synth": ("medsage.data_pipeline.synthesis.cli", "trajectory synthesis, verification and SAGE-rl sampling")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medsage.data_pipeline.ingest import SourceItem
+from medsage.data_pipeline.sources.base import SourceItem
 
 
 @dataclass

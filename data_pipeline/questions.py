@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medsage.data_pipeline.ingest import SourceAdapter, SourceItem, safe_id, seeded_rng
+from medsage.data_pipeline.sources.base import SourceAdapter, SourceItem, safe_id, seeded_rng
 from medsage.records import Sample
 
 LETTERS = "ABCDEFGH"

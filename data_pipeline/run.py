@@ -120,7 +120,7 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
     """Ingest one source shard by shard; returns (source name, this run's shard stems, computed, reused)."""
     from tqdm import tqdm
 
-    from medsage.data_pipeline.ingest import build_samples
+    from medsage.data_pipeline.sources.base import build_samples
     from medsage.io import atomic_write_json, atomic_write_text
     from medsage.registry import SOURCES
 

@@ -21,7 +21,7 @@ def _run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-    from medsage.eval.benchmark import BenchmarkDataError, MissingDataError
+    from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
     from medsage.recipes import compose
 
@@ -50,7 +50,7 @@ def _score(argv: list[str]) -> int:
     parser.add_argument("--split", action="append", default=[], metavar="NAME=SPLIT", help="split for --data NAME")
     parser.add_argument("--out", default=None, help="folder for the verdicts and summary (default: beside the file)")
     args = parser.parse_args(argv)
-    from medsage.eval.benchmark import load_benchmark
+    from medsage.eval.benchmarks.base import load_benchmark
     from medsage.eval.scoring import PredictionError, score_predictions
 
     splits = dict(s.split("=", 1) for s in args.split)
@@ -126,7 +126,7 @@ def _demo_benchmarks(argv: list[str]) -> int:
                                                  "in the layouts their releases use (for the demo).")
     parser.add_argument("out", help="data root to write vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/ into")
     args = parser.parse_args(argv)
-    from medsage.eval.demo_benchmarks import make_demo_benchmarks
+    from medsage.launch.demo.benchmarks import make_demo_benchmarks
 
     print(f"generated benchmarks written to {make_demo_benchmarks(Path(args.out))}")
     return 0

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from medsage.eval.backend import Backend, GenerationConfig, make_backend
+from medsage.eval.backends.base import Backend, GenerationConfig, make_backend
 from medsage.eval.prompting import PromptConfig, build_request
 from medsage.eval.scoring import item_fields, read_predictions, score_predictions
 from medsage.io import atomic_write_json

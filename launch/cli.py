@@ -18,13 +18,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("medsage.launch.sft", "structured SFT through LLaMA-Factory from a Hydra recipe"),
     "rl": ("medsage.launch.rl", "GRPO with the self-check retry through verl (or plain GRPO through EasyR1)"),
     "eval": ("medsage.eval.cli", "run and score the benchmarks; `eval score` scores any predictions file"),
-    "report": ("medsage.eval.report", "render the paper's tables and plots beside your runs"),
-    "pipeline": ("medsage.launch.pipeline", "data -> sft -> rl -> eval -> report as resumable Ray jobs"),
+    "report": ("medsage.eval.report.tables", "render the paper's tables and plots beside your runs"),
+    "pipeline": ("medsage.launch.pipeline.app", "data -> sft -> rl -> eval -> report as resumable Ray jobs"),
     "scorer": ("medsage.plugins.scorer.cli", "train or evaluate the trajectory quality scorer"),
-    "view": ("medsage.eval.viewer", "write a static HTML view of data, rollouts or predictions"),
+    "view": ("medsage.eval.view.build", "write a static HTML view of data, rollouts or predictions"),
     "env": ("medsage.launch.env", "check the per-stage Python environments"),
-    "demo": ("medsage.launch.demo", "run the embedded demo end to end on CPU (no network, no GPU)"),
-    "tiny-model": ("medsage.launch.tiny_model_cli", "build a random few-MB Qwen2.5-VL for tests and the demo"),
+    "demo": ("medsage.launch.demo.run", "run the embedded demo end to end on CPU (no network, no GPU)"),
+    "tiny-model": ("medsage.launch.demo.tiny_model_cli", "build a random few-MB Qwen2.5-VL for tests and the demo"),
 }
 
 
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medsage {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
-    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/lifetime.py)
-        from medsage.launch.lifetime import exit_with_parent
+    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/pipeline/lifetime.py)
+        from medsage.launch.pipeline.lifetime import exit_with_parent
 
         exit_with_parent()
     if verb not in verbs:

@@ -54,7 +54,7 @@ def check_stage(stage: str, env: str | None) -> StageReport:
     """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
     from packaging.specifiers import SpecifierSet
 
-    from medsage.launch.ray_jobs import python_for
+    from medsage.launch.pipeline.ray_jobs import python_for
 
     try:
         python = python_for(env)

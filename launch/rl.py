@@ -123,7 +123,7 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
     from medsage.io import atomic_write_text
 
     entry: dict[str, Any] = {"name": "medsage_self_check",
-                             "_target_": "medsage.plugins.self_check_loop.SelfCheckAgentLoop",
+                             "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
                              "alpha": float(cfg.rl.alpha)}
     if cfg.rl.request:
         entry["request"] = str(cfg.rl.request)
@@ -164,7 +164,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "actor_rollout_ref.rollout.tensor_model_parallel_size": rl.tensor_parallel,
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
-        "reward.custom_reward_function.path": _module_file("medsage.plugins.verl_reward"),
+        "reward.custom_reward_function.path": _module_file("medsage.plugins.engines.verl_reward"),
         "reward.custom_reward_function.name": "compute_score",
         "+reward.custom_reward_function.reward_kwargs": reward_kwargs,
         "trainer.total_epochs": rl.epochs,
@@ -181,7 +181,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
     }
     if rl.retry:
         # The span ids reach the estimator through non_tensor_batch, which only the legacy trainer
-        # keeps until the advantage step (medsage.plugins.verl_plugin).
+        # keeps until the advantage step (medsage.plugins.self_check.verl_plugin).
         o["trainer.use_v1"] = False
         o["actor_rollout_ref.rollout.agent.default_agent_loop"] = "medsage_self_check"
         o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] = str(agent_loop_file(cfg, out_dir))
@@ -223,7 +223,7 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    import medsage.plugins.verl_plugin as plugin
+    import medsage.plugins.self_check.verl_plugin as plugin
 
     try:
         algo = omega_conf_to_dataclass(config.algorithm, dataclass_type=AlgoConfig)
@@ -235,7 +235,7 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
 
     get_adv_estimator_fn(algo.adv_estimator)  # an unknown estimator fails here, not on the cluster
     if algo.adv_estimator == "medsage_self_check" and config.trainer.use_v1:
-        raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.verl_plugin)")
+        raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.self_check.verl_plugin)")
     return registered
 
 
@@ -272,7 +272,7 @@ def easyr1_config(cfg) -> dict[str, Any]:
                         "gpu_memory_utilization": rl.gpu_memory_utilization,
                         "tensor_parallel_size": rl.tensor_parallel},
             "reward": {"reward_type": "batch",
-                       "reward_function": f"{_module_file('medsage.plugins.easyr1_reward')}:compute_score",
+                       "reward_function": f"{_module_file('medsage.plugins.engines.easyr1_reward')}:compute_score",
                        "reward_function_kwargs": {"reward": cfg.reward.name,
                                                   "reward_params": OmegaConf.to_container(cfg.reward.params, resolve=True)}},
         },

@@ -65,7 +65,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     ``quiet`` prints nothing (callers such as the demo print their own summary); ``stream`` echoes the
     trainer's output to the terminal (default: not quiet). Everything always goes to ``train.log``.
     """
-    from medsage.plugins import llamafactory as lf
+    from medsage.plugins.engines import llamafactory as lf
 
     stream = (not quiet) if stream is None else stream
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -309,7 +309,7 @@ def _check_same_run(previous: dict, args: dict, data_hash: dict, run_dir: Path) 
 
 
 def _start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from) -> dict:
-    from medsage.plugins import llamafactory as lf
+    from medsage.plugins.engines import llamafactory as lf
 
     manifest = dict(previous or {})
     manifest.update(

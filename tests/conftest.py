@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2.5-VL checkpoint folder, built once per session (read-only for tests)."""
-    from medsage.tiny_model import build_tiny_model
+    from medsage.launch.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
 
@@ -31,7 +31,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture
 def demo_samples(tmp_path):
     """Twelve generated LVKC samples (closed, choice, open) with images under tmp_path."""
-    from medsage.data_pipeline.demo_samples import make_demo_samples
+    from medsage.launch.demo.samples import make_demo_samples
 
     return make_demo_samples(tmp_path / "demo", n=12)
 

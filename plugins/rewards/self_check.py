@@ -2,7 +2,7 @@
 
 Only a retry that turns a wrong first answer into a right one earns it; a response without a
 check span scores 0. In training it is not added to the outcome reward: the advantage estimator
-(``medsage.plugins.advantage``) routes α·r_sc to the self-check tokens alone (Eq. 11).
+(``medsage.plugins.self_check.advantage``) routes α·r_sc to the self-check tokens alone (Eq. 11).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The scorer's training data: positives from kept trajectories, negatives from rejected and generated ones.
 
-On disk (``medsage data synth run``, data_pipeline/synth_run.py):
+On disk (``medsage data synth run``, data_pipeline/synthesis/run.py):
 - ``kept.jsonl``: one record per trajectory that passed verification -> a positive. Its
   ``metadata.synth.failed_attempts`` are the drafts of the same unit that failed first, each a
   rendered trajectory with its reasons -> negatives of the same question, the hardest there are.

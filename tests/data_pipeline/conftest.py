@@ -1,10 +1,10 @@
-"""Fixtures: generated sources in their real download layouts (see medsage.data_pipeline.demo_sources)."""
+"""Fixtures: generated sources in their real download layouts (see medsage.launch.demo.sources)."""
 
 from __future__ import annotations
 
 import pytest
 
-from medsage.data_pipeline.demo_sources import (
+from medsage.launch.demo.sources import (
     MAKERS,
     make_deeplesion,
     make_pubmedvision,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from medsage.data_pipeline.ingest import SourceItem, seeded_rng
+from medsage.data_pipeline.sources.base import SourceItem, seeded_rng
 from medsage.data_pipeline.questions import QuestionConfig, ask
 from medsage.data_pipeline.rois import RoIConfig, normalise_rois, roi_region
 from medsage.records import RoI

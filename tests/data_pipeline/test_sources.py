@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medsage.data_pipeline.ingest import build_samples
+from medsage.data_pipeline.sources.base import build_samples
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig

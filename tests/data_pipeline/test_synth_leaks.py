@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medsage.data_pipeline.synth_leaks import (check_answer, check_knowledge, check_localization, finding_labels,
+from medsage.data_pipeline.synthesis.leaks import (check_answer, check_knowledge, check_localization, finding_labels,
                                                guidance_label, reference_answer)
-from medsage.data_pipeline.synth_prompts import PromptError, load_knowledge, load_prompts, load_templates
+from medsage.data_pipeline.synthesis.prompts import PromptError, load_knowledge, load_prompts, load_templates
 from medsage.records import RoI, Sample
 
 

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from medsage.data_pipeline.synth_cli import main
-from medsage.data_pipeline.synth_rl_sampling import allocate, balanced_sample, one_per_record
+from medsage.data_pipeline.synthesis.cli import main
+from medsage.data_pipeline.rl_sample import allocate, balanced_sample, one_per_record
 from medsage.records import Sample, read_records, write_records
 from medsage.scaffold import Trajectory
 

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from medsage.answers import match_answer
-from medsage.data_pipeline.synth_rpa import low_level_copies, plan_units, select_per_image
-from medsage.data_pipeline.synth_run import run_synthesis
+from medsage.data_pipeline.synthesis.rpa import low_level_copies, plan_units, select_per_image
+from medsage.data_pipeline.synthesis.run import run_synthesis
 from medsage.records import RoI, read_records
 from medsage.recipes import compose
 from medsage.registry import SYNTHESIZERS

@@ -19,10 +19,10 @@ import pytest
 import synth_server as H  # tests/helpers (pytest pythonpath)
 from omegaconf import OmegaConf
 
-from medsage.data_pipeline.synth_cli import main
-from medsage.data_pipeline.synth_prompts import load_prompts
-from medsage.data_pipeline.synth_run import run_synthesis
-from medsage.data_pipeline.synth_verify import PROBLEM_KINDS
+from medsage.data_pipeline.synthesis.cli import main
+from medsage.data_pipeline.synthesis.prompts import load_prompts
+from medsage.data_pipeline.synthesis.run import run_synthesis
+from medsage.data_pipeline.synthesis.verify import PROBLEM_KINDS
 from medsage.records import RoI, read_records, write_records
 from medsage.recipes import compose
 from medsage.scaffold import check_strict, parse_regions
@@ -121,7 +121,7 @@ def test_resume_after_kill_repeats_no_answered_call(demo_samples, tmp_path):
     out = tmp_path / "out"
     held = H.LvkcScript(PROMPTS, hold_after=10)  # answers 10 requests, then holds every other one
     with H.LoopbackServer(held) as server:
-        cmd = [sys.executable, "-c", "import sys; from medsage.data_pipeline.synth_cli import main; "
+        cmd = [sys.executable, "-c", "import sys; from medsage.data_pipeline.synthesis.cli import main; "
                "sys.exit(main(sys.argv[1:]))", "run", "--records", str(tmp_path / "pool.jsonl"), "--out", str(out),
                *_overrides(server.base_url)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

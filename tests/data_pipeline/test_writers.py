@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from medsage.data_pipeline.ingest import build_samples
+from medsage.data_pipeline.sources.base import build_samples
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig, roi_region

@@ -1,10 +1,10 @@
-"""Fixtures: benchmark files in the real layouts users download (see medsage.eval.demo_benchmarks)."""
+"""Fixtures: benchmark files in the real layouts users download (see medsage.launch.demo.benchmarks)."""
 
 from __future__ import annotations
 
 import pytest
 
-from medsage.eval import demo_benchmarks
+from medsage.launch.demo import benchmarks as demo_benchmarks
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from medsage.eval.benchmark import BenchmarkDataError, MissingDataError, SplitSizeWarning, load_benchmark
+from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError, SplitSizeWarning, load_benchmark
 from medsage.eval.prompting import PromptConfig, build_request
 from medsage.registry import BENCHMARKS
 

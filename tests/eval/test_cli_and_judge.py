@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from medsage.eval.benchmark import SplitSizeWarning
+from medsage.eval.benchmarks.base import SplitSizeWarning
 from medsage.eval.judge import JudgeConfig, cache_key, parse_scores, summarize_judgements
 from medsage.launch.cli import main as medsage
 

@@ -9,7 +9,7 @@ import json
 
 import yaml
 
-from medsage.eval.report import PAPER_FILE, main, write_report
+from medsage.eval.report.tables import PAPER_FILE, main, write_report
 from medsage.eval.scoring import score_item, summarize
 from medsage.io import atomic_write_json
 

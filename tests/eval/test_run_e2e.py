@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medsage.eval.benchmark import SplitSizeWarning
+from medsage.eval.benchmarks.base import SplitSizeWarning
 from medsage.recipes import compose
 
 
@@ -63,7 +63,7 @@ def test_hf_backend_end_to_end_resumes_and_reports(tiny_model_dir, bench_root, t
     run = json.loads((out / "run.json").read_text())
     assert run["label"] == "tiny-hf" and run["backend"] == "hf" and run["tags"] == {"table": "table4", "alpha": 0.2}
 
-    from medsage.eval.report import main as report_main
+    from medsage.eval.report.tables import main as report_main
 
     assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
@@ -110,7 +110,7 @@ def test_openai_backend_against_llamafactory_api_and_judge(lf_api, tiny_model_di
     assert eval_main(["judge", str(preds), *dead]) == 0
     assert len(_lines(cache)) == 3
 
-    from medsage.eval.report import main as report_main
+    from medsage.eval.report.tables import main as report_main
 
     assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "table1.md").read_text()

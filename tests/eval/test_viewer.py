@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-from medsage.eval import viewer
-from medsage.eval.viewer_load import ViewerInputError, load, rollout_record
+from medsage.eval.view import build as viewer
+from medsage.eval.view.load import ViewerInputError, load, rollout_record
 
 # --------------------------------------------------------------------------------------------
 # Generated inputs (also used by the browser tests)
@@ -45,8 +45,8 @@ def lvkc(label: str = "mass", answer: str = "yes", box: tuple = BOX_GRID) -> str
 
 def make_pipeline_run(root: Path) -> Path:
     """A data-run folder as ``medsage data run`` writes it: records.jsonl, rejected.jsonl, SFT, summary."""
-    from medsage.data_pipeline.demo_samples import make_demo_samples
-    from medsage.data_pipeline.ingest import Rejection
+    from medsage.launch.demo.samples import make_demo_samples
+    from medsage.data_pipeline.sources.base import Rejection
     from medsage.data_pipeline.writers import write_llava_sft
 
     from medsage.records import write_records
@@ -287,7 +287,7 @@ def test_predictions_without_verdicts_are_scored_here(tmp_path):
 
 
 def test_data_option_brings_the_benchmark_images(tmp_path, capsys):
-    from medsage.data_pipeline.demo_samples import make_demo_samples
+    from medsage.launch.demo.samples import make_demo_samples
     from medsage.eval.scoring import item_fields
 
     from medsage.records import write_records
@@ -360,7 +360,7 @@ def test_report_folder_pages_and_pixels(tmp_path, capsys):
 
 
 def test_large_inputs_are_chunked_and_stale_chunks_removed(tmp_path):
-    from medsage.eval.viewer_load import Loaded, ViewItem
+    from medsage.eval.view.load import Loaded, ViewItem
 
     items = [ViewItem(id=f"i{n}", kind="rollout", where=f"x:{n}", verdict="correct" if n % 3 else "wrong",
                       source=f"s{n % 4}") for n in range(250)]
@@ -424,4 +424,4 @@ def test_serve_flag_serves_after_writing(tmp_path, monkeypatch):
 def test_cli_verb_is_wired():
     from medsage.launch.cli import available
 
-    assert available()["view"][0] == "medsage.eval.viewer"
+    assert available()["view"][0] == "medsage.eval.view.build"

@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from medsage.eval import viewer
-from medsage.eval.viewer_load import Loaded, ViewItem, load, rollout_record
+from medsage.eval.view import build as viewer
+from medsage.eval.view.load import Loaded, ViewItem, load, rollout_record
 
 from .test_viewer import (
     BOX_GRID,

@@ -27,7 +27,7 @@ def ray_listeners() -> list[str]:
 
 
 def test_embedded_cluster_runs_jobs_on_loopback_and_stops(tmp_path, monkeypatch):
-    from medsage.launch.ray_jobs import _reachable, ray_cluster, run_job, runtime_env_for
+    from medsage.launch.pipeline.ray_jobs import _reachable, ray_cluster, run_job, runtime_env_for
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     if _reachable("http://127.0.0.1:8265"):
@@ -53,7 +53,7 @@ def test_embedded_cluster_runs_jobs_on_loopback_and_stops(tmp_path, monkeypatch)
 
 
 def test_runtime_env_for_a_virtualenv_and_uv(tmp_path):
-    from medsage.launch.ray_jobs import python_for, runtime_env_for
+    from medsage.launch.pipeline.ray_jobs import python_for, runtime_env_for
 
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)

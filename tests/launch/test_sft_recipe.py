@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medsage.launch.sft import SftError, main, run_sft
-from medsage.plugins import llamafactory as lf
+from medsage.plugins.engines import llamafactory as lf
 
 
 def test_paper_recipe_composes_with_the_papers_settings(tmp_path, sft_dataset, sft_schema_cache, capsys):

@@ -12,7 +12,7 @@ def digest(folder) -> dict[str, str]:
 
 
 def test_same_seed_same_bytes_other_seed_other_weights(tiny_model_dir, tmp_path):
-    from medsage.tiny_model import build_tiny_model
+    from medsage.launch.demo.tiny_model import build_tiny_model
 
     again = digest(build_tiny_model(tmp_path / "again", seed=0))
     assert again == digest(tiny_model_dir)
@@ -24,7 +24,7 @@ def test_same_seed_same_bytes_other_seed_other_weights(tiny_model_dir, tmp_path)
 def test_is_small_and_has_the_qwen2_vl_special_tokens(tiny_model_dir):
     from transformers import AutoProcessor
 
-    from medsage.tiny_model import SPECIAL_TOKENS
+    from medsage.launch.demo.tiny_model import SPECIAL_TOKENS
 
     assert (tiny_model_dir / "model.safetensors").stat().st_size < 5_000_000
     tok = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer

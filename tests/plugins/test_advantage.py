@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("verl")
 
-from medsage.plugins import advantage as adv_mod  # noqa: E402
-from medsage.plugins.advantage import SPAN_CHECK as C, SPAN_NONE as N, SPAN_TAU1 as T1, SPAN_TAU2 as T2  # noqa: E402
+from medsage.plugins.self_check import advantage as adv_mod  # noqa: E402
+from medsage.plugins.self_check.advantage import SPAN_CHECK as C, SPAN_NONE as N, SPAN_TAU1 as T1, SPAN_TAU2 as T2  # noqa: E402
 
 L = 8  # response length
 # Group "a": sample 0 accepted at τ1 (right), samples 1-2 retried; group "b": 3-4 accepted, 5 retried.
@@ -75,7 +75,7 @@ def test_exact_per_token_advantages():
 
 def test_through_verls_compute_advantage_and_registry():
     """verl's own entry (ray_trainer.compute_advantage) with the name resolved from verl's registry."""
-    import medsage.plugins.verl_plugin  # noqa: F401  (what `import verl` loads through the entry point)
+    import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what `import verl` loads through the entry point)
     from verl.trainer.config import AlgoConfig
     from verl.trainer.ppo import ray_trainer
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
@@ -119,7 +119,7 @@ def test_metrics():
 
 def test_step_metrics_include_self_check_rates():
     """verl's legacy trainer calls ray_trainer.compute_data_metrics each step; the plugin adds the rates."""
-    import medsage.plugins.verl_plugin  # noqa: F401
+    import medsage.plugins.self_check.verl_plugin  # noqa: F401
     from verl.trainer.ppo import ray_trainer
 
     data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={})

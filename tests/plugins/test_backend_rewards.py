@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from medsage.plugins import easyr1_reward
+from medsage.plugins.engines import easyr1_reward
 from medsage.registry import REWARDS
 from medsage.scaffold import render, render_check
 
@@ -62,7 +62,7 @@ def test_verl_loads_the_reward_function_through_its_own_loader(lab_package):
 
     def load(reward, params=None):
         return get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
-            "path": _module_file("medsage.plugins.verl_reward"), "name": "compute_score",
+            "path": _module_file("medsage.plugins.engines.verl_reward"), "name": "compute_score",
             "reward_kwargs": {"reward": reward, "reward_params": params}}}}))
 
     fn = load("composite", {"weights": {"accuracy": 1.0, "format": 1.0}, "normalize": False})

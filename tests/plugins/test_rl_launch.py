@@ -29,7 +29,7 @@ def _verl(tmp_path, *extra):
 def test_rgrpo_composes_into_verls_own_config(tmp_path):
     _, v, registered = _verl(tmp_path)
     assert v.algorithm.adv_estimator == "medsage_self_check"
-    assert registered["adv_estimator"] == "medsage.plugins.advantage.compute_self_check_advantage"
+    assert registered["adv_estimator"] == "medsage.plugins.self_check.advantage.compute_self_check_advantage"
     assert v.trainer.use_v1 is False
     ar = v.actor_rollout_ref
     assert ar.rollout.agent.default_agent_loop == "medsage_self_check"
@@ -39,11 +39,11 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     assert ar.actor.freeze_vision_tower is True and ar.actor.ppo_micro_batch_size_per_gpu == 2
     # 4 GPUs x 2 per device x 8 accumulation = 64 sequences -> 12 prompts x 6 rollouts = 72
     assert ar.actor.ppo_mini_batch_size == 12 and v.data.train_batch_size == 12
-    assert v.reward.custom_reward_function.path.endswith("plugins/verl_reward.py")
+    assert v.reward.custom_reward_function.path.endswith("plugins/engines/verl_reward.py")
     assert v.reward.custom_reward_function.reward_kwargs.reward == "composite"
     assert v.reward.custom_reward_function.reward_kwargs.reward_params.weights.accuracy == 1.0
     loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
-    assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check_loop.SelfCheckAgentLoop",
+    assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
                          "alpha": 0.2}]
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
 
@@ -104,7 +104,7 @@ def test_easyr1_plain_grpo_and_retry_refused(tmp_path, capsys):
     assert rc == 0
     conf = yaml.safe_load(open(tmp_path / "run" / "easyr1_config.yaml"))
     assert conf["algorithm"]["adv_estimator"] == "grpo"
-    assert conf["worker"]["reward"]["reward_function"].endswith("plugins/easyr1_reward.py:compute_score")
+    assert conf["worker"]["reward"]["reward_function"].endswith("plugins/engines/easyr1_reward.py:compute_score")
     assert conf["worker"]["rollout"]["n"] == 6 and conf["worker"]["actor"]["optim"]["lr"] == 1e-5
     assert conf["worker"]["actor"]["model"]["freeze_vision_tower"] is True
     rc = rl_launch.main(["backend=easyr1", "model=tiny", f"model.path={tmp_path}", "cluster=a100_4x",

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from medsage.answers import match_answer, normalize
-from medsage.data_pipeline.demo_samples import make_demo_samples
+from medsage.launch.demo.samples import make_demo_samples
 from medsage.plugins.scorer.data import POSITIVE, examples_from_samples, load_examples, question_text, split, summarize
 from medsage.plugins.scorer.negatives import RULES, make_negatives
 from medsage.plugins.scorer.train import auroc, evaluate

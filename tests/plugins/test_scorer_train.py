@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from medsage.data_pipeline.demo_samples import make_demo_samples
+from medsage.launch.demo.samples import make_demo_samples
 from medsage.plugins.scorer.negatives import RULES, make_negatives
 from medsage.records import Sample, write_records
 

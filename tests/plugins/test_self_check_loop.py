@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("verl")
 
-from medsage.plugins.advantage import (  # noqa: E402
+from medsage.plugins.self_check.advantage import (  # noqa: E402
     RETRIED_KEY, SC_ADVANTAGE_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.scaffold import split_retry  # noqa: E402
@@ -72,7 +72,7 @@ def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, alpha=0.2,
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from medsage.plugins.self_check_loop import SelfCheckAgentLoop
+    from medsage.plugins.self_check.loop import SelfCheckAgentLoop
 
     tokenizer, processor, _ = tiny
     cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": {"prompt_length": 256, "response_length": RESPONSE_LENGTH}},
@@ -184,7 +184,7 @@ def test_no_room_to_retry_keeps_tau1(tiny):
 
 
 def test_request_must_not_hold_the_check_tag(tiny):
-    from medsage.plugins.self_check_loop import SelfCheckAgentLoop
+    from medsage.plugins.self_check.loop import SelfCheckAgentLoop
 
     with pytest.raises(ValueError, match="must not contain"):
         SelfCheckAgentLoop.__init__(object.__new__(SelfCheckAgentLoop), None, request="write <CHECK> here")

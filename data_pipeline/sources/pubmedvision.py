@@ -1,0 +1,95 @@
+"""PubMedVision, read as downloaded: a JSON list of items with ``image`` (a list of paths relative to
+the JSON's folder) and ``conversations`` in ``from``/``value`` form (plus ``modality``, ``body_part``).
+
+One input per item; its first human turn (image placeholders removed) and first gpt turn are kept as
+an open question. PubMedVision has no boxes, so the localisation cues written in the question or the
+answer become text RoIs (Appendix A.1, weak grounding): laterality with an anatomical site ("right
+lower lobe"), positional phrases ("upper pole of the left kidney"), and arrow references
+("white arrow", "arrowheads"). These are plain-text cues, not scaffold tags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from medsage.data_pipeline.sources.base import InputRejected, SourceItem
+from medsage.records import RoI
+
+_SIDE = r"(?:left|right|bilateral|contralateral|ipsilateral)"
+_POSITION = (r"(?:upper|lower|middle|mid|anterior|posterior|medial|lateral|superior|inferior|apical|basal|"
+             r"proximal|distal)")
+_SITE = (r"(?:lobes?|lungs?|hemithorax|kidneys?|adrenal|breasts?|ovary|ovaries|hip|knee|shoulder|femur|humerus|"
+         r"hemisphere|ventricles?|atrium|pleural|parotid|thyroid|lobe|quadrant|pole|frontal|parietal|temporal|"
+         r"occipital|cerebell\w+|maxillary|orbit|liver|hepatic|renal|pulmonary|abdomen|pelvis|chest|neck)")
+# "left lower lobe", "right kidney", "upper pole of the left kidney", "posterior segment"
+_ANATOMY_RE = re.compile(
+    rf"\b(?:{_SIDE}\s+(?:{_POSITION}\s+)?{_SITE}|{_POSITION}\s+(?:{_SITE}|pole|segment|aspect)(?:\s+of\s+the\s+{_SIDE}\s+{_SITE})?)\b",
+    re.IGNORECASE)
+_ARROW_RE = re.compile(r"\b(?:(?:white|black|red|yellow|blue|green|thin|thick|curved|open)\s+)?"
+                       r"(?:arrows?|arrowheads?|asterisks?)\b(?:\s*\([^)]{1,40}\))?", re.IGNORECASE)
+_IMAGE_TOKEN_RE = re.compile(r"<image>\s*")
+
+
+def text_cues(*texts: str) -> list[RoI]:
+    """Text RoIs for the localisation cues in ``texts``, first occurrence order, no repeats."""
+    seen: dict[str, RoI] = {}
+    for text in texts:
+        for pattern, label in ((_ANATOMY_RE, "anatomical location"), (_ARROW_RE, "arrow reference")):
+            for m in pattern.finditer(text or ""):
+                phrase = " ".join(m.group(0).split())
+                if phrase.lower() not in seen:
+                    seen[phrase.lower()] = RoI("text", text=phrase, label=label, origin="text-cue")
+    return list(seen.values())
+
+
+class PubMedVisionSource:
+    """``root`` is the folder of the JSON file; ``json_name`` the file (e.g. PubMedVision_InstructionVQA.json)."""
+
+    name = "pubmedvision"
+    labels: list[str] = []
+    modality = None
+
+    def __init__(self, root: str | Path, image_dir: str | Path, json_name: str = "PubMedVision_Alignment_VQA.json"):
+        self.root = Path(root)
+        self.json_path = self.root / json_name
+        try:
+            items = json.loads(self.json_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"PubMedVision: cannot read {self.json_path}: {err}") from None
+        if not isinstance(items, list):
+            raise ValueError(f"{self.json_path}: expected a JSON list of items, got {type(items).__name__}")
+        self.items = {}
+        for i, item in enumerate(items):
+            ident = item.get("id") if isinstance(item, dict) else None
+            self.items[f"{i:07d}-{ident}" if ident else f"{i:07d}"] = (i, item)
+
+    def inputs(self) -> list[str]:
+        return list(self.items)
+
+    def load(self, key: str) -> SourceItem:
+        index, item = self.items[key]
+        where = f"{self.json_path.name} item {index}"
+        if not isinstance(item, dict):
+            raise InputRejected("bad-annotation", f"{where}: not a JSON object")
+        images = item.get("image")
+        images = [images] if isinstance(images, str) else images
+        if not images or not all(isinstance(p, str) for p in images):
+            raise InputRejected("unreadable-image", f"{where}: `image` must be a non-empty list of paths")
+        turns = item.get("conversations")
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise InputRejected("bad-annotation", f"{where}: `conversations` must be a list of from/value objects")
+        human = next((t.get("value") for t in turns if t.get("from") == "human"), None)
+        gpt = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
+        if not (isinstance(human, str) and isinstance(gpt, str)) or not gpt.strip():
+            raise InputRejected("bad-annotation", f"{where}: needs a human turn and a non-empty gpt turn")
+        question = _IMAGE_TOKEN_RE.sub("", human).strip()
+        if not question:
+            raise InputRejected("bad-annotation", f"{where}: the human turn has no text besides <image>")
+        metadata = {"item_index": index, **{k: item[k] for k in ("id", "body_part") if isinstance(item.get(k), str)}}
+        return SourceItem(
+            key=key, images=[str((self.root / p).resolve()) for p in images], rois=text_cues(question, gpt),
+            modality=item.get("modality") if isinstance(item.get("modality"), str) else None,
+            question=question, answer=gpt.strip(), metadata=metadata,
+        )

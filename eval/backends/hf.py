@@ -1,0 +1,48 @@
+"""Transformers backend: batched greedy generation with the model's own processor (CPU-capable)."""
+
+from __future__ import annotations
+
+from medsage.eval.backends.base import GenerationConfig
+from medsage.eval.prompting import ChatRequest
+
+
+def chat_messages(request: ChatRequest, image_key: str = "image") -> list[dict]:
+    """Messages in the processor's chat-template form; images as placeholders in place."""
+    content = [{"type": "image"} if p.kind == "image" else {"type": "text", "text": p.value} for p in request.parts]
+    messages = [{"role": "user", "content": content}]
+    if request.system:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": request.system}]})
+    return messages
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model_path: str, generation: GenerationConfig, device: str = "auto", dtype: str = "auto"):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.generation = generation
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
+                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.processor.tokenizer.padding_side = "left"  # decoder-only batching pads on the left
+        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+
+    def generate(self, requests: list[ChatRequest]) -> list[str]:
+        import torch
+        from PIL import Image
+
+        texts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
+                 for r in requests]
+        images = [Image.open(p).convert("RGB") for r in requests for p in r.images]
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+        greedy = self.generation.temperature <= 0
+        sampling = {} if greedy else {"temperature": self.generation.temperature, "top_p": self.generation.top_p}
+        if not greedy:
+            torch.manual_seed(self.generation.seed)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.generation.max_new_tokens, do_sample=not greedy,
+                                      **sampling)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,30 @@
+"""``medsage tiny-model OUT_DIR``: build the random test model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medsage tiny-model",
+        description=(
+            "Build a random, few-MB Qwen2.5-VL (2-layer text and vision towers, a byte-level BPE "
+            "tokenizer with the Qwen2-VL special tokens, image and video processors, a chat template) "
+            "entirely offline. The same seed writes the same bytes. It loads with AutoProcessor and "
+            "Qwen2_5_VLForConditionalGeneration and trains under LLaMA-Factory with template qwen2_vl."
+        ),
+    )
+    parser.add_argument("out_dir", help="folder to write the checkpoint into (created if missing)")
+    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
+    parser.add_argument("--hidden-size", type=int, default=64, help="text hidden size (default: 64)")
+    parser.add_argument("--layers", type=int, default=2, help="text and vision tower depth (default: 2)")
+    args = parser.parse_args(argv)
+
+    from medsage.launch.demo.tiny_model import build_tiny_model
+
+    out = build_tiny_model(args.out_dir, seed=args.seed, hidden_size=args.hidden_size,
+                           text_layers=args.layers, vision_layers=args.layers)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"tiny Qwen2.5-VL written to {out} ({size / 1e6:.1f} MB, seed {args.seed})")
+    return 0

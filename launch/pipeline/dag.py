@@ -1,0 +1,143 @@
+"""Run a chain of stage commands as Ray jobs, skipping what is already done and resuming what is not.
+
+A stage is a ``medsage`` command line (recipes/stages/*.yaml) in which ``{out}`` stands for the
+stage's own output folder and ``{<stage>}`` for an earlier stage's. Each folder is named by a hash
+of what determines it: the command template and the keys of the stages it reads. So
+
+- rerunning the same pipeline finds every finished folder and skips it;
+- an interrupted stage is rerun into the same folder, and the stage command resumes by itself
+  (SFT from its last checkpoint, evaluation from its predictions file, the data pipeline from its
+  done shards, synthesis from its call cache);
+- a sweep (Hydra multirun) shares every stage upstream of the swept value: Table 4's α sweep runs
+  data and SFT once, and RL and evaluation once per α.
+
+``stage.json`` in each folder records the command, the key, the status, the times and the job's
+exit code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsage.io import atomic_write_json
+
+_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class PipelineError(ValueError):
+    """A stage list that cannot run (unknown reference, a stage that reads a later one)."""
+
+
+@dataclass
+class Stage:
+    """One step: ``medsage <argv...>`` in the environment ``env``, writing into ``out_dir``."""
+
+    name: str
+    argv: list[str]  # templates: {out} and {<earlier stage>}
+    store: Path
+    env: str | None = None  # a virtualenv folder, "uv:..." or None for this interpreter
+    after: list["Stage"] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps({"name": self.name, "argv": self.argv, "after": {s.name: s.key for s in self.after}},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    @property
+    def out_dir(self) -> Path:
+        return (self.store / f"{self.name}-{self.key}").resolve()
+
+    def command(self) -> list[str]:
+        dirs = {"out": str(self.out_dir), **{s.name: str(s.out_dir) for s in self.after}}
+        return [_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
+
+    def manifest(self) -> dict:
+        path = self.out_dir / "stage.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = None) -> list[Stage]:
+    """Stages in recipe order; ``{name}`` must name an earlier stage (or ``out``).
+
+    A stage entry is ``{argv: [...], overrides: [...], env: <cluster.envs key>, enabled: true}``; its
+    overrides are appended to argv, and ``enabled: false`` leaves it out (e.g. RL for Table 5's SFT row).
+    """
+    store = Path(store)
+    envs = dict(envs or {})
+    stages: dict[str, Stage] = {}
+    for name, entry in spec.items():
+        unknown = set(entry) - {"argv", "overrides", "env", "enabled"}
+        if unknown or "argv" not in entry:
+            raise PipelineError(f"stage {name!r}: needs argv and takes only argv, overrides, env, enabled; "
+                                f"got {sorted(entry)}")
+        if not entry.get("enabled", True):
+            continue
+        argv = [str(a) for a in [*entry["argv"], *(entry.get("overrides") or [])]]
+        after = []
+        for ref in sorted({r for a in argv for r in _REF.findall(a)} - {"out"}):
+            if ref not in stages:
+                later = " (it comes later; stages run in the order listed)" if ref in spec else ""
+                raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
+                                    f"stages so far: {', '.join(stages) or 'none'}")
+            after.append(stages[ref])
+        env_name = entry.get("env")
+        stages[name] = Stage(name, argv, store, envs.get(env_name) if env_name else None, after)
+    return list(stages.values())
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # finished | done-before | failed
+    out_dir: Path
+    detail: str = ""
+
+
+def _write_manifest(stage: Stage, **fields) -> None:
+    data = stage.manifest() | {"stage": stage.name, "key": stage.key, "command": ["medsage", *stage.command()],
+                               "after": {s.name: s.key for s in stage.after}} | fields
+    atomic_write_json(stage.out_dir / "stage.json", data)
+
+
+def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
+    """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised)."""
+    from medsage.launch.pipeline.ray_jobs import python_for, run_job, runtime_env_for
+
+    outcomes: list[StageOutcome] = []
+    for i, stage in enumerate(stages, 1):
+        head = f"[{i}/{len(stages)}] {stage.name:<10}"
+        previous = stage.manifest()
+        if previous.get("status") == "finished":
+            print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
+            outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
+            continue
+        resumed = " (resuming)" if previous else ""
+        print(f"{head} running{resumed}: {shlex.join(['medsage', *stage.command()])}", flush=True)
+        stage.out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        _write_manifest(stage, status="running", started=started)
+        # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
+        entry = "exec " + shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
+        result = run_job(client, entry, stage.out_dir / "job.log",
+                         runtime_env=runtime_env_for(stage.env, {"MEDSAGE_EXIT_WITH_PARENT": "1"}))
+        ended = time.time()
+        status = "finished" if result.ok else "failed"
+        _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,
+                        job=result.submission_id)
+        if result.ok:
+            print(f"{head} finished in {ended - started:.0f} s -> {stage.out_dir}", flush=True)
+            outcomes.append(StageOutcome(stage.name, "finished", stage.out_dir))
+            continue
+        print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}\n"
+              f"---- last lines of {result.log_path} ----\n{result.log_tail(25)}\n----\n"
+              f"Fix the cause, then resume with:\n  {resume_hint}", flush=True)
+        outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))
+        break
+    return outcomes

@@ -1,0 +1,107 @@
+"""Token credit for the self-check retry (paper §3.3, Eq. 11-12 and the text after them).
+
+Per response token, by the span the agent loop recorded for it (``medsage.plugins.self_check.loop``):
+
+    sample accepted at τ1       τ1 tokens: the group-relative outcome advantage A
+    sample retried              τ1 tokens: 0
+                                self-check tokens: A_sc = α · r_sc,   r_sc = 1[a1 != y and a2 = y]
+                                τ2 tokens: the group-relative outcome advantage A
+    any sample                  request / padding tokens: 0 (they are not the policy's)
+
+A is GRPO's: ``verl.trainer.ppo.core_algos.compute_grpo_outcome_advantage`` on the outcome reward
+of each rollout (for a retry, the reward of its revised trajectory), grouped by prompt uid.
+
+The estimator is registered in verl's own registry as ``medsage_self_check``
+(``algorithm.adv_estimator=medsage_self_check``). verl hands a registered estimator only tensors;
+the span ids travel in ``non_tensor_batch``, which ``medsage.plugins.self_check.verl_plugin`` passes in the
+way verl already does for its GDPO estimator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ESTIMATOR_NAME = "medsage_self_check"
+
+# Span codes of response tokens; the agent loop writes one per response token.
+SPAN_NONE, SPAN_TAU1, SPAN_CHECK, SPAN_TAU2 = 0, 1, 2, 3
+SPAN_NAMES = {SPAN_NONE: "none", SPAN_TAU1: "tau1", SPAN_CHECK: "check", SPAN_TAU2: "tau2"}
+
+# Keys the agent loop writes into its extra fields (they arrive as non_tensor_batch columns).
+SPANS_KEY = "medsage_span_ids"            # list[int], one code per response token
+RETRIED_KEY = "medsage_retried"           # bool: a1 was wrong, a check and τ2 followed
+SC_ADVANTAGE_KEY = "medsage_sc_advantage"  # float: α · r_sc (0 for samples not retried)
+SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc
+
+
+def span_tensor(span_ids: Any, shape: tuple[int, int]):
+    """Stack per-sample span lists into a (batch, response_length) long tensor, padding with SPAN_NONE."""
+    import torch
+
+    out = torch.full(shape, SPAN_NONE, dtype=torch.long)
+    for i, spans in enumerate(span_ids):
+        spans = list(spans) if spans is not None else []
+        if len(spans) > shape[1]:
+            raise ValueError(f"sample {i}: {len(spans)} span ids for a response of {shape[1]} tokens")
+        out[i, : len(spans)] = torch.as_tensor(spans, dtype=torch.long)
+    return out
+
+
+def route_token_credit(outcome_advantage, spans, retried, sc_advantage, response_mask):
+    """Eq. 11-12 routing. ``outcome_advantage`` is (batch, length) GRPO advantage (constant per row).
+
+    Returns the per-token advantages; see the module docstring for the rule.
+    """
+    import torch
+
+    retried = torch.as_tensor(np.asarray(retried, dtype=bool)).unsqueeze(-1)
+    sc = torch.as_tensor(np.asarray(sc_advantage, dtype=np.float32)).unsqueeze(-1).to(outcome_advantage.dtype)
+    outcome_tokens = torch.where(retried, spans == SPAN_TAU2, spans == SPAN_TAU1)
+    check_tokens = retried & (spans == SPAN_CHECK)
+    adv = torch.where(outcome_tokens, outcome_advantage, torch.zeros_like(outcome_advantage))
+    adv = torch.where(check_tokens, sc.expand_as(adv), adv)
+    return adv * response_mask
+
+
+def compute_self_check_advantage(token_level_rewards, response_mask, index: np.ndarray, config=None,
+                                 non_tensor_batch: dict | None = None, epsilon: float = 1e-6, **_: Any):
+    """verl advantage estimator ``medsage_self_check``: returns ``(advantages, returns)``."""
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+    if non_tensor_batch is None or SPANS_KEY not in non_tensor_batch:
+        raise ValueError(
+            f"adv_estimator={ESTIMATOR_NAME} needs the span ids the medsage self-check agent loop records "
+            f"({SPANS_KEY!r} in non_tensor_batch). Run with actor_rollout_ref.rollout.agent.default_agent_loop="
+            "medsage_self_check and make sure verl imported medsage's plugin (entry point group verl.plugins)."
+        )
+    norm = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
+    outcome, _ = compute_grpo_outcome_advantage(token_level_rewards, response_mask, index, epsilon=epsilon,
+                                                norm_adv_by_std_in_grpo=norm)
+    spans = span_tensor(non_tensor_batch[SPANS_KEY], tuple(response_mask.shape))
+    adv = route_token_credit(outcome, spans, non_tensor_batch[RETRIED_KEY], non_tensor_batch[SC_ADVANTAGE_KEY],
+                             response_mask)
+    return adv, adv
+
+
+def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
+    """Self-check rate (fraction of rollouts retried) and correction rate (retries whose τ2 is right)."""
+    if RETRIED_KEY not in non_tensor_batch:
+        return {}
+    retried = np.asarray(non_tensor_batch[RETRIED_KEY], dtype=bool)
+    fixed = np.asarray(non_tensor_batch[SC_REWARD_KEY], dtype=float) > 0
+    n_retried = int(retried.sum())
+    return {
+        "medsage/self_check_rate": float(retried.mean()) if len(retried) else 0.0,
+        "medsage/correction_rate": float((fixed & retried).sum() / n_retried) if n_retried else 0.0,
+        "medsage/retried": float(n_retried),
+    }
+
+
+def register() -> None:
+    """Put the estimator in verl's registry (idempotent: verl refuses a different function under a taken name)."""
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, register_adv_est
+
+    if ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR_NAME) is not compute_self_check_advantage:
+        register_adv_est(ESTIMATOR_NAME)(compute_self_check_advantage)

@@ -1,0 +1,156 @@
+"""The self-check retry rollout as a verl agent loop (paper §3.3, Eq. 8-10).
+
+    τ1 ~ π(·|V, q). If a1 is right, keep τ1. Otherwise append a self-check request, open a check
+    span, and let the policy write the structured self-check (visual grounding, visual analysis,
+    knowledge consistency), close it and write the revised trajectory τ2 ~ π(·|V, q, τ1).
+
+The response handed to verl is ``τ1 | request + "<CHECK>" | check … </CHECK> | τ2``. The request
+and the opening tag are context, not the policy's tokens: response_mask 0, span id "none". Every
+response token gets a span id (``medsage.plugins.self_check.advantage``: none / τ1 / check / τ2), so the
+advantage estimator can route credit; the split between check and τ2 is the first token whose
+decoded prefix contains ``</CHECK>``. When τ1 already fills the response budget there is no room
+to retry and τ1 is kept.
+
+Registered with verl as ``medsage_self_check``; select it with
+``actor_rollout_ref.rollout.agent.default_agent_loop=medsage_self_check``. ``medsage rl`` writes an
+agent-loop config file carrying α and the request text (``agent_loop_config_path``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
+
+from medsage.plugins.self_check.advantage import (
+    RETRIED_KEY, SC_ADVANTAGE_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+)
+from medsage.plugins.rewards import reward_input_from_row
+from medsage.plugins.rewards.accuracy import answer_correct
+from medsage.plugins.rewards.self_check import self_check_success
+from medsage.scaffold import CHECK_TAG, split_retry
+
+AGENT_NAME = "medsage_self_check"
+CHECK_OPEN, CHECK_CLOSE = f"<{CHECK_TAG}>", f"</{CHECK_TAG}>"
+DEFAULT_REQUEST = (
+    "Your answer may be wrong. Check your reasoning along three dimensions: visual grounding (is the "
+    "localised region right?), visual analysis (are the findings read correctly?) and knowledge "
+    "consistency (does the medical knowledge support the conclusion?). Write the check, close it, then "
+    "give a revised full reasoning trajectory in the same stage format and a final answer."
+)
+
+
+def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int]:
+    """Mirror a Continuous Token merge on the span ids (verl does the same for the response mask)."""
+    if merge_result.removed_prefix_token_count:
+        spans = spans[: -merge_result.removed_prefix_token_count]
+    spans = spans + [SPAN_NONE] * len(merge_result.inserted_token_ids)
+    if merge_result.kind == "assistant":
+        if len(labels) != merge_result.appended_token_count:
+            raise ValueError(f"{len(labels)} span labels for {merge_result.appended_token_count} assistant tokens")
+        return spans + labels
+    return spans + [SPAN_NONE] * merge_result.appended_token_count
+
+
+@register(AGENT_NAME)
+class SelfCheckAgentLoop(AgentLoopBase):
+    def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, **kwargs):
+        if CHECK_OPEN in request or CHECK_CLOSE in request:
+            raise ValueError(f"the self-check request must not contain {CHECK_OPEN} or {CHECK_CLOSE}: "
+                             "the loop opens the span itself and the reward splits on the first one")
+        super().__init__(*args, **kwargs)
+        self.alpha = float(alpha)
+        self.request = request
+        self.response_length = self.rollout_config.response_length
+
+    async def _generate(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
+        return await self.server_manager.generate(
+            request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params,
+            image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
+            mm_processor_kwargs=self._get_mm_processor_kwargs(mm.get("audios")),
+        )
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _check_length(self, ids: list[int]) -> int:
+        """Tokens up to and including the one that completes ``</CHECK>`` (all of them if never closed)."""
+        if CHECK_CLOSE not in self._decode(ids):
+            return len(ids)
+        lo, hi = 1, len(ids)  # "prefix contains the tag" is monotone in the prefix length
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if CHECK_CLOSE in self._decode(ids[:mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
+        messages = list(kwargs["raw_prompt"])
+        item = reward_input_from_row("", kwargs["reward_model"]["ground_truth"], kwargs.get("extra_info"))
+        mm = await self.process_multi_modal_info(messages)
+        self._assert_mm_supported(bool(mm))
+        prompt_ids = await self.ct_build_initial_tokens(
+            messages, images=mm.get("images"), videos=mm.get("videos"), audios=mm.get("audios"))
+        request_id = uuid4().hex
+
+        # τ1
+        out1 = await self._generate(prompt_ids, sampling_params, mm, request_id)
+        merged, mask, logprobs = await self.ct_merge_assistant_token(
+            prompt_ids, out1.token_ids, [], [] if out1.log_probs else None,
+            assistant_logprobs=out1.log_probs or None)
+        spans = _extend_spans([], merged, [SPAN_TAU1] * len(out1.token_ids))
+        tau1 = self._decode(out1.token_ids)
+        first_correct = answer_correct(tau1, item)
+
+        retried, sc_reward = False, 0.0
+        if not first_correct:
+            previous = messages + [{"role": "assistant", "content": tau1}]
+            updated = previous + [{"role": "user", "content": self.request}]
+            ctx, ctx_mask, ctx_logprobs = await self.ct_merge_context_msg(
+                previous, updated, merged.token_ids, mask, logprobs)
+            # Open the check span for the policy: context tokens, like the request.
+            opener = self.tokenizer.encode(CHECK_OPEN, add_special_tokens=False)
+            room = self.response_length - len(ctx_mask) - len(opener)
+            if room > 0:  # otherwise τ1 already fills the budget: keep it, as if accepted
+                retried = True
+                spans = _extend_spans(spans, ctx, []) + [SPAN_NONE] * len(opener)
+                runtime = ctx.token_ids + opener
+                mask = ctx_mask + [0] * len(opener)
+                logprobs = ctx_logprobs + [0.0] * len(opener) if ctx_logprobs is not None else None
+                out2 = await self._generate(runtime, {**sampling_params, "max_tokens": room}, mm, request_id)
+                n_check = self._check_length(out2.token_ids)
+                merged, mask, logprobs = await self.ct_merge_assistant_token(
+                    runtime, out2.token_ids, mask, logprobs if out2.log_probs else None,
+                    assistant_logprobs=out2.log_probs or None)
+                labels = [SPAN_CHECK] * n_check + [SPAN_TAU2] * (len(out2.token_ids) - n_check)
+                spans = _extend_spans(spans, merged, labels)
+                parts = split_retry(CHECK_OPEN + self._decode(out2.token_ids))
+                revised = parts[2] if parts is not None else ""
+                sc_reward = self_check_success(tau1, revised, item)
+
+        full = merged.token_ids
+        response_ids = full[len(full) - len(mask):]
+        prompt_ids = full[: len(full) - len(mask)]
+        n = self.response_length
+        return AgentLoopOutput(
+            prompt_ids=prompt_ids,
+            response_ids=response_ids[:n],
+            response_mask=mask[:n],
+            response_logprobs=logprobs[:n] if logprobs else None,
+            multi_modal_data=mm,
+            mm_processor_kwargs=self._get_mm_processor_kwargs(mm.get("audios")),
+            num_turns=4 if retried else 2,
+            metrics={},
+            extra_fields={
+                SPANS_KEY: spans[:n],
+                RETRIED_KEY: retried,
+                SC_REWARD_KEY: sc_reward,
+                SC_ADVANTAGE_KEY: self.alpha * sc_reward,
+                "medsage_first_correct": first_correct,
+                "turn_scores": [],
+                "tool_rewards": [],
+            },
+        )

@@ -179,10 +179,10 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
     }
+    # The span ids and the composite's components reach the advantage step through non_tensor_batch,
+    # which only the legacy trainer keeps there (medsage.plugins.self_check.verl_plugin).
+    o["trainer.use_v1"] = False
     if rl.retry:
-        # The span ids reach the estimator through non_tensor_batch, which only the legacy trainer
-        # keeps until the advantage step (medsage.plugins.self_check.verl_plugin).
-        o["trainer.use_v1"] = False
         o["actor_rollout_ref.rollout.agent.default_agent_loop"] = "medsage_self_check"
         o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] = str(agent_loop_file(cfg, out_dir))
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)

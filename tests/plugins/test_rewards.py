@@ -30,7 +30,10 @@ def test_builtins_are_entry_points():
 
 @pytest.mark.parametrize("text, expected", [
     (traj(), 1.0),
-    (traj(loc="the left lobe"), 0.0),                                  # no region: key information missing
+    (traj(loc="the left lower lobe"), 1.0),                            # a textual region is a region (A.3.1)
+    ("This is an axial CT of the abdomen.\n" + traj(), 1.0),           # Figure 12's free-text preamble
+    (traj(loc="- 1 -"), 0.0),                                          # no region at all: key information missing
+    (traj() + " Hope this helps.", 0.0),                               # text after the scaffold
     (traj(loc='{"box_2d": [300, 420]}'), 0.0),                          # invalid region
     (traj().replace("<VISUAL>", "").replace("</VISUAL>", ""), 0.0),     # missing stage
     (traj().replace("<CON>A lesion is present, so yes.</CON>", "<CON> </CON>"), 0.0),  # empty stage

@@ -175,7 +175,10 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.default_local_dir": str(out_dir / "checkpoints"),
         # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
         "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
-        "trainer.logger": list(cfg.loggers),
+        # verl's file logger: every step's metrics (medsage/self_check_rate, ...) in <out>/metrics.jsonl,
+        # which the report reads for Figure 5; set through Ray's runtime env so the trainer actor sees it.
+        "trainer.logger": [*cfg.loggers, *(["file"] if "file" not in cfg.loggers else [])],
+        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": str(out_dir / "metrics.jsonl"),
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
     }

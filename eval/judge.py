@@ -1,7 +1,9 @@
 """GPT-score judge (Table 2): 1-5 scores for localization, visual analysis, knowledge and reasoning.
 
 Any OpenAI-compatible judge; the rubric and the dimensions live in the recipe
-(``recipes/eval/judge/gpt_score.yaml``). Replies are parsed robustly (a JSON object anywhere in the
+(``recipes/eval/judge/gpt_score.yaml``). The judge sees what it rates: the item's image(s) and, for
+localization, the first image again with the regions the response's ``<LOC>`` names drawn on it
+(``send_image`` / ``draw_regions``, both on by default; a text-only judge can turn them off). Replies are parsed robustly (a JSON object anywhere in the
 reply, or ``Name: n`` lines); a reply that yields no score for some dimension is recorded as
 unparsed with the reply kept, never guessed. Verdicts are cached (JSON lines keyed by a hash of the
 judge model, rubric, item and output), so a rerun only asks for what is new.
@@ -31,13 +33,16 @@ class JudgeConfig:
     temperature: float = 0.0
     concurrency: int = 4
     cache: str | None = None
+    send_image: bool = True     # the item's images go to the judge with the rubric
+    draw_regions: bool = True   # plus the first image with the response's <LOC> boxes/points drawn on it
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
         return cls(base_url=str(cfg.base_url), model=str(cfg.model), rubric=str(cfg.rubric),
                    dimensions=tuple(cfg.dimensions), api_key_env=str(cfg.get("api_key_env", "OPENAI_API_KEY")),
                    max_tokens=int(cfg.get("max_tokens", 512)), temperature=float(cfg.get("temperature", 0.0)),
-                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"))
+                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"),
+                   send_image=bool(cfg.get("send_image", True)), draw_regions=bool(cfg.get("draw_regions", True)))
 
 
 def parse_scores(reply: str, dimensions: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:
@@ -76,9 +81,55 @@ def _key(name: str) -> str:
 
 
 def cache_key(cfg: JudgeConfig, item: dict) -> str:
-    blob = json.dumps([cfg.model, cfg.rubric, item.get("question"), item.get("answer"), item.get("prediction")],
-                      ensure_ascii=False)
+    blob = json.dumps([cfg.model, cfg.rubric, item.get("question"), item.get("answer"), item.get("prediction"),
+                       *([item.get("images") or [], cfg.draw_regions] if cfg.send_image else [])], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def draw_regions(image_path: str, prediction: str):
+    """The image with the regions the response's (final) ``<LOC>`` names drawn on it, or None when it
+    names none. Coordinates are the scaffold's 0-1000 grid (``Region.to_pixels``)."""
+    from PIL import Image, ImageDraw
+
+    from medsage.plugins.rewards import final_trajectory
+    from medsage.scaffold import parse_lenient
+
+    regions, _ = parse_lenient(final_trajectory(prediction or "")).regions()
+    if not regions:
+        return None
+    img = Image.open(image_path).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 150))
+    for r in regions:
+        px = r.to_pixels(*img.size)  # image order: (x1, y1, x2, y2) or (x, y)
+        if r.kind == "box":
+            draw.rectangle(list(px), outline=(255, 0, 0), width=width)
+            anchor = (px[0] + width, px[1] + width)
+        else:
+            x, y = px
+            draw.ellipse([x - 3 * width, y - 3 * width, x + 3 * width, y + 3 * width], outline=(255, 0, 0), width=width)
+            anchor = (x + 4 * width, y)
+        if r.label:
+            draw.text(anchor, r.label, fill=(255, 0, 0))
+    return img
+
+
+def judge_messages(cfg: JudgeConfig, item: dict) -> list[dict]:
+    """The chat messages for one item: the rubric, the item's images, and the drawn regions."""
+    from medsage.eval.backends.openai import image_data_url
+
+    prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
+                               prediction=item.get("prediction") or "")
+    content: list[dict] = [{"type": "text", "text": prompt}]
+    images = list(item.get("images") or []) if cfg.send_image else []
+    for path in images:
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(path)}})
+    drawn = draw_regions(images[0], item.get("prediction") or "") if images and cfg.draw_regions else None
+    if drawn is not None:
+        content += [{"type": "text", "text": "The first image again, with the regions the response's <LOC> "
+                                             "names drawn in red:"},
+                    {"type": "image_url", "image_url": {"url": image_data_url(drawn)}}]
+    return [{"role": "user", "content": content if images else prompt}]
 
 
 def _load_cache(path: Path | None) -> dict[str, dict]:
@@ -101,9 +152,7 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
         client = OpenAI(base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", max_retries=3)
 
     def ask(item: dict) -> dict:
-        prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
-                                   prediction=item.get("prediction") or "")
-        reply = client.chat.completions.create(model=cfg.model, messages=[{"role": "user", "content": prompt}],
+        reply = client.chat.completions.create(model=cfg.model, messages=judge_messages(cfg, item),
                                                max_tokens=cfg.max_tokens, temperature=cfg.temperature)
         text = reply.choices[0].message.content or ""
         scores, missing = parse_scores(text, cfg.dimensions)

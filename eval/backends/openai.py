@@ -15,11 +15,12 @@ from medsage.eval.backends.base import GenerationConfig
 from medsage.eval.prompting import ChatRequest
 
 
-def image_data_url(path: str) -> str:
+def image_data_url(image) -> str:
+    """A PNG data URL of an image file path or a PIL image."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.open(path).convert("RGB").save(buf, format="PNG")
+    (image if isinstance(image, Image.Image) else Image.open(image)).convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -118,3 +118,19 @@ def test_verl_and_easyr1_give_the_same_score_for_a_choice_answer(tmp_path):
                                            reward_params={**PARAMS, "normalize": False})
         assert v["accuracy"] == e["accuracy"] == correct, answer
         assert v["score"] == e["overall"]
+
+
+def test_rl_launch_keeps_the_batch_step_reachable(tmp_path):
+    pytest.importorskip("verl")
+    from medsage.launch import rl as rl_launch
+
+    base = ["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu", f"train_files={tmp_path / 't.parquet'}",
+            f"output_dir={tmp_path / 'run'}", "rl=grpo"]
+    cfg = rl_launch.compose_recipe(base)
+    overrides = rl_launch.verl_overrides(cfg, tmp_path / "run")
+    assert "trainer.use_v1=false" in overrides  # plain GRPO too: the v1 trainer never calls compute_advantage's hook
+    rl_launch.validate_verl_config(rl_launch.compose_verl_config(overrides))
+    with pytest.raises(rl_launch.RLConfigError, match="normalised within the batch"):
+        rl_launch.validate_verl_config(rl_launch.compose_verl_config([*overrides, "trainer.use_v1=true"]))
+    plain = rl_launch.verl_overrides(rl_launch.compose_recipe([*base, "reward.params.normalize=false"]), tmp_path / "r")
+    rl_launch.validate_verl_config(rl_launch.compose_verl_config([*plain, "trainer.use_v1=true"]))

@@ -84,7 +84,8 @@ def _judge(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from medsage.eval.judge import JudgeConfig, judge_items, summarize_judgements
     from medsage.eval.scoring import read_predictions
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.eval import layout
+    from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.recipes import compose
 
     cfg = compose("eval", ["eval.data_root=unused", *args.overrides])
@@ -92,15 +93,13 @@ def _judge(argv: list[str]) -> int:
     path = Path(args.predictions)
     items = read_predictions(path)
     verdicts = judge_items(items, judge)
-    atomic_write_text(path.with_name(f"{path.stem}.judge.jsonl"),
-                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
+    atomic_write_jsonl(layout.beside(path, "judge.jsonl"), verdicts)
     by_bench: dict[str, list] = {}
     for v in verdicts:
         by_bench.setdefault(v.get("benchmark") or "custom", []).append(v)
     summary = {b: summarize_judgements(vs, judge.dimensions) for b, vs in by_bench.items()}
-    # Beside run.json (benchmark folder's parent) so `medsage report` finds it for Table 2.
-    run_dir = path.parent.parent if (path.parent.parent / "run.json").exists() else path.parent
-    judge_file = run_dir / "judge.json"
+    # Beside run.json so `medsage report` finds it for Table 2.
+    judge_file = layout.run_dir_of(path) / layout.JUDGE
     merged = json.loads(judge_file.read_text()) if judge_file.exists() else {}
     atomic_write_json(judge_file, {**merged, **summary})
     for b, s in summary.items():

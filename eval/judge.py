@@ -93,6 +93,8 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
     """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached."""
     from tqdm import tqdm
 
+    from medsage.io import append_jsonl
+
     cache_path = Path(cfg.cache) if cfg.cache else None
     cache = _load_cache(cache_path)
     if client is None:
@@ -121,8 +123,7 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
                 for verdict in pool.map(ask, todo):
                     cache[verdict["key"]] = verdict
                     if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
-                        fh.write(json.dumps(verdict, ensure_ascii=False) + "\n")
-                        fh.flush()
+                        append_jsonl(fh, [verdict])
                     bar.update(1)
             finally:
                 if fh:

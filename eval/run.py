@@ -10,14 +10,14 @@ run, for ``medsage report``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from medsage.eval import layout
 from medsage.eval.backends.base import Backend, GenerationConfig, make_backend
 from medsage.eval.prompting import PromptConfig, build_request
 from medsage.eval.scoring import item_fields, read_predictions, score_predictions
-from medsage.io import atomic_write_json
+from medsage.io import append_jsonl, atomic_write_json
 from medsage.records import Sample
 
 
@@ -32,7 +32,7 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
     todo = [s for s in samples if s.id not in done]
     predictions.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{benchmark}", unit="item")
-    with predictions.open("a", encoding="utf-8") as fh:
+    with predictions.open("a", encoding="utf-8") as fh:  # a batch on disk survives a kill before the next one
         for start in range(0, len(todo), max(1, batch_size)):
             batch = todo[start:start + batch_size]
             began = time.time()
@@ -40,11 +40,8 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
             if len(outputs) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(outputs)} outputs for {len(batch)} requests")
             seconds = round((time.time() - began) / len(batch), 3)
-            fh.write("".join(json.dumps({**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
-                                         "seconds": seconds}, ensure_ascii=False) + "\n"
-                             for s, out in zip(batch, outputs)))
-            fh.flush()
-            os.fsync(fh.fileno())  # a batch on disk survives a kill before the next one starts
+            append_jsonl(fh, [{**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
+                               "seconds": seconds} for s, out in zip(batch, outputs)])
             bar.update(len(batch))
     bar.close()
     return len(todo)
@@ -54,7 +51,7 @@ def _check_same_setup(predictions: Path, fingerprint: dict | None) -> None:
     """Resuming is only sound with the same model, prompt and decoding; otherwise refuse, loudly."""
     if fingerprint is None:
         return
-    meta = predictions.with_name(predictions.stem + ".setup.json")
+    meta = layout.beside(predictions, "setup.json")
     if meta.exists() and predictions.exists():
         before = json.loads(meta.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
@@ -93,7 +90,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
         backend = make_backend(ev.backend, str(cfg.model.path), generation)
     summaries = {}
     for name, (samples, group_by) in loaded.items():
-        predictions = out_dir / name / "predictions.jsonl"
+        predictions = layout.predictions_file(out_dir, name)
         fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
                        "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
                        "generation": OmegaConf.to_container(ev.generation, resolve=True),
@@ -102,7 +99,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
         summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
-    atomic_write_json(out_dir / "run.json", {
+    atomic_write_json(out_dir / layout.RUN, {
         "label": str(ev.label), "model": str(cfg.model.name), "model_path": str(cfg.model.path),
         "backend": str(ev.backend.name), "tags": OmegaConf.to_container(ev.tags, resolve=True) if ev.get("tags") else {},
         "generation": OmegaConf.to_container(ev.generation, resolve=True),

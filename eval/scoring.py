@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from medsage.answers import score_output_explained
+from medsage.eval import layout
 from medsage.scaffold import split_retry
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
@@ -34,7 +35,7 @@ class PredictionError(ValueError):
 def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
     """The lines of a predictions file. A torn last line (an interrupted append) is dropped, and with
     ``repair`` removed from the file; a bad line anywhere else is an error naming file and line."""
-    from medsage.io import atomic_write_text
+    from medsage.io import atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
@@ -57,7 +58,7 @@ def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
             raise PredictionError(f"{path}:{n}: not a JSON object ({err})") from None
         rows.append(obj)
     if torn and repair:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(path, rows)
     return rows
 
 
@@ -149,7 +150,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
 def score_predictions(path: str | Path, out_dir: str | Path | None = None,
                       lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
     """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
@@ -158,9 +159,8 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
     rows = read_predictions(path)
     verdicts = [score_item(resolve_item(r, f"{path} line {n}", lookup)) for n, r in enumerate(rows, 1)]
     summary = summarize(verdicts)
-    verdicts_path = atomic_write_text(out_dir / f"{path.stem}.verdicts.jsonl",
-                                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
-    summary_path = atomic_write_json(out_dir / f"{path.stem}.summary.json", summary)
+    verdicts_path = atomic_write_jsonl(layout.beside(out_dir / path.name, "verdicts.jsonl"), verdicts)
+    summary_path = atomic_write_json(layout.beside(out_dir / path.name, "summary.json"), summary)
     return verdicts_path, summary_path, summary
 
 

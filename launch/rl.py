@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medsage.launch import layout
+
 USAGE = """usage: medsage rl [hydra overrides...]
 
 Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
         registered = validate_verl_config(verl_cfg)
-        atomic_write_text(out_dir / "verl_config.yaml", OmegaConf.to_yaml(verl_cfg))
+        atomic_write_text(out_dir / layout.RL_VERL_CONFIG, OmegaConf.to_yaml(verl_cfg))
         atomic_write_text(out_dir / "verl_overrides.txt", "\n".join(overrides) + "\n")
     except RLConfigError as err:
         print(f"medsage rl: {err}", file=sys.stderr)
@@ -352,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     command = [_rl_python(cfg), "-m", "verl.trainer.main_ppo", *overrides]
     printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
     print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop'] if cfg.rl.retry else 'single_turn_agent'}); "
-          f"written to {out_dir / 'verl_config.yaml'}")
+          f"written to {out_dir / layout.RL_VERL_CONFIG}")
     reason = _no_launch_reason(cfg)
     if reason:
         print(f"not launched: {reason}\ncommand:\n  {printable}")
         return 0
     print(f"launching:\n  {printable}", flush=True)
-    log = out_dir / "verl.log"
+    log = out_dir / layout.RL_LOG
     with open(log, "ab") as fh:  # appended: a resumed run keeps the earlier attempts' log
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:
@@ -382,8 +384,8 @@ def link_final_model(out_dir: Path) -> Path | None:
     hf = out_dir / "checkpoints" / f"global_step_{int(marker.read_text().strip())}" / "actor" / "huggingface"
     if not (hf / "config.json").exists():
         return None
-    link = out_dir / "final_model"
-    tmp = out_dir / ".final_model.tmp"
+    link = layout.rl_model(out_dir)
+    tmp = out_dir / f".{link.name}.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(hf.relative_to(out_dir))
     tmp.replace(link)  # atomic: a reader sees the old or the new target, never none

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from medsage.data_pipeline import layout
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsage data synth", description=__doc__.split("\n\n")[0])
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--target", type=int, default=10_000, help="rows to draw (default 10000, as in the paper)")
     rl.add_argument("--by", default="question_type,modality", help="comma-separated stratum keys")
     rl.add_argument("--seed", type=int, default=0)
-    rl.add_argument("--name", default="sage_rl", help="file name stem")
+    rl.add_argument("--name", default=layout.RL_SAMPLE, help="file name stem")
     return p
 
 

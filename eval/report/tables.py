@@ -18,6 +18,7 @@ import io
 import json
 from pathlib import Path
 
+from medsage.eval import layout
 from medsage.eval.scoring import HEADLINE
 from medsage.io import atomic_write_bytes, atomic_write_text
 
@@ -33,10 +34,10 @@ def paper_numbers() -> dict:
 def find_runs(folders: list[Path]) -> list[dict]:
     runs = []
     for folder in folders:
-        for path in sorted(Path(folder).rglob("run.json")):
+        for path in sorted(Path(folder).rglob(layout.RUN)):
             run = json.loads(path.read_text(encoding="utf-8"))
             run["dir"] = str(path.parent)
-            judge = path.parent / "judge.json"
+            judge = path.parent / layout.JUDGE
             run["judge"] = json.loads(judge.read_text(encoding="utf-8")) if judge.exists() else None
             runs.append(run)
     return runs

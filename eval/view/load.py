@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsage.data_pipeline import layout as data_layout
+from medsage.eval import layout as eval_layout
 from medsage.scaffold import (
     ANSWER_TAG,
     STAGE_TAGS,
@@ -394,7 +396,7 @@ def _sft_file(path: Path) -> list[ViewItem]:
     data = json.loads(path.read_text(encoding="utf-8"))
     # Records beside the SFT folder carry what the LLaVA file does not: source, modality, ground truth.
     by_id: dict[str, dict] = {}
-    for cand in (path.parent.parent / "records.jsonl", path.parent.parent / "kept.jsonl"):
+    for cand in (path.parent.parent / data_layout.RECORDS, path.parent.parent / data_layout.KEPT):
         if cand.is_file():
             for _, obj, _, _ in _json_lines(cand):
                 if obj and "id" in obj:
@@ -539,7 +541,7 @@ def _is_verdict(obj: dict) -> bool:
 
 
 def _verdicts_for(predictions: Path) -> Path:
-    return predictions.with_name(f"{predictions.stem}.verdicts.jsonl")
+    return eval_layout.beside(predictions, "verdicts.jsonl")
 
 
 def _prediction_item(row: dict | None, verdict: dict | None, where: str, base: Path,
@@ -731,20 +733,15 @@ def _load(path: Path, benchmarks: dict) -> Loaded:
 
 
 def _load_dir(path: Path, benchmarks: dict) -> Loaded:
-    if (path / "kept.jsonl").is_file():  # synthesis run (issue 4)
-        items = _records_file(path / "kept.jsonl")
-        if (path / "rejected.jsonl").is_file():
-            items += _records_file(path / "rejected.jsonl")
-        return Loaded("synthesis run (kept / rejected trajectories)", path, items,
-                      [f"read {p.name}" for p in (path / "kept.jsonl", path / "rejected.jsonl") if p.is_file()])
-    if (path / "records.jsonl").is_file() or (path / "summary.json").is_file():  # data run (issue 3)
-        items: list[ViewItem] = []
-        for name in ("records.jsonl", "rejected.jsonl"):
-            if (path / name).is_file():
-                items += _records_file(path / name)
-        return Loaded("pipeline run (kept records / rejections)", path, items,
-                      [f"read {n}" for n in ("records.jsonl", "rejected.jsonl") if (path / n).is_file()])
-    predictions = sorted(path.glob("*/predictions.jsonl")) + sorted(path.glob("predictions.jsonl"))
+    if (path / data_layout.KEPT).is_file():  # synthesis run
+        files = [f for f in (path / data_layout.KEPT, path / data_layout.REJECTED) if f.is_file()]
+        return Loaded("synthesis run (kept / rejected trajectories)", path,
+                      [it for f in files for it in _records_file(f)], [f"read {f.name}" for f in files])
+    if (path / data_layout.RECORDS).is_file() or (path / data_layout.SUMMARY).is_file():  # data run
+        files = [f for f in (path / data_layout.RECORDS, path / data_layout.REJECTED) if f.is_file()]
+        return Loaded("pipeline run (kept records / rejections)", path,
+                      [it for f in files for it in _records_file(f)], [f"read {f.name}" for f in files])
+    predictions = sorted(path.glob(f"*/{eval_layout.PREDICTIONS}")) + sorted(path.glob(eval_layout.PREDICTIONS))
     if predictions:  # evaluation run (issue 7)
         items = [it for p in predictions for it in _predictions_file(p, benchmarks)]
         return Loaded("evaluation run", path, items, [f"read {p.relative_to(path)}" for p in predictions])

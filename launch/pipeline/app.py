@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from medsage.io import atomic_write_json
+from medsage.launch import layout
 
 
 def _job(cfg) -> None:
@@ -42,13 +43,13 @@ def _job(cfg) -> None:
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
     with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
         outcomes = run_stages(stages, client, resume_hint=resume)
-    atomic_write_json(job_dir / "pipeline.json", {
+    atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
         "stages": {o.stage: {"status": o.status, "out_dir": str(o.out_dir), "detail": o.detail} for o in outcomes},
     })
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)
-    report_dir = run_dir / "report"
+    report_dir = run_dir / layout.REPORT_DIR
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
@@ -59,14 +60,16 @@ def eval_dirs(run_dir: Path) -> list[Path]:
     import json
 
     found = []
-    for manifest in sorted(run_dir.rglob("pipeline.json")):
+    for manifest in sorted(run_dir.rglob(layout.PIPELINE)):
         stages = json.loads(manifest.read_text())["stages"]
         found += [Path(s["out_dir"]) for name, s in stages.items() if name.startswith("eval")]
     return list(dict.fromkeys(found))
 
 
 def render_report(run_dir: Path, out: Path) -> dict:
-    dirs = [d for d in eval_dirs(run_dir) if (d / "run.json").exists()]
+    from medsage.eval.layout import RUN
+
+    dirs = [d for d in eval_dirs(run_dir) if (d / RUN).exists()]
     if not dirs:
         return {}
     from medsage.eval.report.tables import write_report

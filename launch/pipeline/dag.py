@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsage.io import atomic_write_json
+from medsage.launch import layout
 
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -59,7 +60,7 @@ class Stage:
         return [_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
 
     def manifest(self) -> dict:
-        path = self.out_dir / "stage.json"
+        path = self.out_dir / layout.STAGE
         return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -103,7 +104,7 @@ class StageOutcome:
 def _write_manifest(stage: Stage, **fields) -> None:
     data = stage.manifest() | {"stage": stage.name, "key": stage.key, "command": ["medsage", *stage.command()],
                                "after": {s.name: s.key for s in stage.after}} | fields
-    atomic_write_json(stage.out_dir / "stage.json", data)
+    atomic_write_json(stage.out_dir / layout.STAGE, data)
 
 
 def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
@@ -125,7 +126,7 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
         _write_manifest(stage, status="running", started=started)
         # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
         entry = "exec " + shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
-        result = run_job(client, entry, stage.out_dir / "job.log",
+        result = run_job(client, entry, stage.out_dir / layout.JOB_LOG,
                          runtime_env=runtime_env_for(stage.env, {"MEDSAGE_EXIT_WITH_PARENT": "1"}))
         ended = time.time()
         status = "finished" if result.ok else "failed"

@@ -15,8 +15,7 @@ from typing import Literal
 
 from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from medsage.records import Sample
-
-IMAGE_PLACEHOLDER = "<image>"
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 
 def sft_example(sample: Sample, image_root: Path | None = None) -> dict:

@@ -23,6 +23,7 @@ from typing import Iterable
 from medsage.answers import score_output_explained
 from medsage.eval import layout
 from medsage.scaffold import split_retry
+from medsage.vocab import QUESTION_TYPES
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
 ITEM_FIELDS = ("question", "answer", "answer_type")
@@ -76,7 +77,7 @@ def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | No
         item = {**lookup[key], **{k: v for k, v in row.items() if k not in ITEM_FIELDS}}
     else:
         raise PredictionError(f"{where}: needs either the item (question, answer, answer_type) or (benchmark, id)")
-    if item["answer_type"] not in ("closed", "open", "choice"):
+    if item["answer_type"] not in QUESTION_TYPES:
         raise PredictionError(f"{where}: answer_type {item['answer_type']!r} is not closed, open or choice")
     if item["answer_type"] == "choice" and not isinstance(item.get("options"), dict):
         raise PredictionError(f"{where}: a choice item needs 'options' as a letter -> text map")
@@ -119,7 +120,7 @@ def _rate(num: float, den: int) -> float | None:
 
 def _summary(name: str, vs: list[dict], examples: int) -> dict:
     by_type: dict[str, dict] = {}
-    for t in ("closed", "open", "choice"):
+    for t in QUESTION_TYPES:
         tv = [v for v in vs if v["answer_type"] == t]
         if not tv:
             continue

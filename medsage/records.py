@@ -13,10 +13,9 @@ from typing import Iterator, Literal, get_args
 
 from medsage.io import atomic_write_jsonl, json_line
 from medsage.scaffold import Trajectory
+from medsage.vocab import QUESTION_TYPES, QuestionType
 
-QuestionType = Literal["closed", "open", "choice"]
 RoIKind = Literal["box", "text", "global"]
-QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
 
 
 class RecordError(ValueError):

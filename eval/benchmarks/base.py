@@ -143,11 +143,6 @@ def read_json_rows(path: Path) -> list[dict]:
         raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
-def yes_no_type(answer: str) -> str:
-    """Question type in the common parquet copies, which have no answer_type: yes/no answers are closed."""
-    return "closed" if answer.strip().lower() in ("yes", "no") else "open"
-
-
 def read_parquet_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from medsage.data_pipeline.layout import RECORDS
 from medsage.eval.benchmarks.base import Benchmark, BenchmarkInfo
-from medsage.records import QUESTION_TYPES, Sample, read_records
+from medsage.records import Sample, read_records
+from medsage.vocab import QUESTION_TYPES
 
 
 class RecordsBenchmark(Benchmark):

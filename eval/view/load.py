@@ -41,6 +41,7 @@ from medsage.scaffold import (
     parse_regions,
     split_retry,
 )
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 STAGE_KEYS: tuple[str, ...] = (*STAGE_TAGS, "answer")  # loc, vis, know, con, answer
 
@@ -391,8 +392,6 @@ def _split_prompt(text: str) -> tuple[str, dict[str, str] | None]:
 
 
 def _sft_file(path: Path) -> list[ViewItem]:
-    from medsage.data_pipeline.writers import IMAGE_PLACEHOLDER
-
     data = json.loads(path.read_text(encoding="utf-8"))
     # Records beside the SFT folder carry what the LLaVA file does not: source, modality, ground truth.
     by_id: dict[str, dict] = {}
@@ -466,8 +465,6 @@ def _rollout_verdict(item: ViewItem) -> None:
 
 
 def _rollout_item(obj: dict, where: str, base: Path) -> ViewItem:
-    from medsage.data_pipeline.writers import IMAGE_PLACEHOLDER
-
     question, options = _split_prompt(_prompt_text(obj.get("prompt")).replace(IMAGE_PLACEHOLDER, ""))
     item = ViewItem(id=str(obj.get("id", where.rsplit(":", 1)[-1])), kind="rollout", where=where,
                     source=obj.get("data_source"), question_type=obj.get("question_type"),

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medsage {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
-    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/pipeline/lifetime.py)
-        from medsage.launch.pipeline.lifetime import exit_with_parent
+    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/pipeline/dag.py)
+        from medsage.runtime import exit_with_parent
 
         exit_with_parent()
     if verb not in verbs:

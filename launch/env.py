@@ -8,7 +8,6 @@ Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/tr
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 from dataclasses import dataclass, field
 
@@ -22,19 +21,6 @@ REQUIREMENTS: dict[str, dict[str, str]] = {
 }
 EXTRA_FOR_STAGE = {"data": "", "sft": "[sft]", "rl": "[rl]", "eval": "[torch]"}
 OPTIONAL = {"rl": ["vllm"], "eval": ["vllm"]}  # reported, not required: GPU-only engines
-
-_PROBE = """
-import json, sys
-from importlib.metadata import version, PackageNotFoundError
-out = {"python": sys.executable, "python_version": sys.version.split()[0], "packages": {}}
-for name in sys.argv[1:]:
-    try:
-        out["packages"][name] = version(name)
-    except PackageNotFoundError:
-        out["packages"][name] = None
-print(json.dumps(out))
-"""
-
 
 @dataclass
 class StageReport:
@@ -54,19 +40,18 @@ def check_stage(stage: str, env: str | None) -> StageReport:
     """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
     from packaging.specifiers import SpecifierSet
 
-    from medsage.launch.pipeline.ray_jobs import python_for
+    from medsage.runtime import package_versions, stage_python
 
     try:
-        python = python_for(env)
+        python = stage_python(env)
     except FileNotFoundError as err:
         return StageReport(stage, str(env), problems=[str(err)],
                            fix=f"python -m venv {env} && {env}/bin/pip install 'medsage{EXTRA_FOR_STAGE[stage]}'")
     names = [*REQUIREMENTS[stage], *OPTIONAL.get(stage, [])]
-    # cwd="/": a checkout's own metadata (medsage.egg-info) must not stand in for an install.
-    proc = subprocess.run([python, "-c", _PROBE, *names], capture_output=True, text=True, timeout=120, cwd="/")
-    if proc.returncode != 0:
-        return StageReport(stage, python, problems=[f"interpreter failed: {proc.stderr.strip()[-300:]}"])
-    probe = json.loads(proc.stdout)
+    try:
+        probe = package_versions(python, names)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+        return StageReport(stage, python, problems=[f"interpreter failed: {err}"])
     report = StageReport(stage, probe["python"], probe["python_version"], probe["packages"])
     for name, spec in REQUIREMENTS[stage].items():
         found = probe["packages"].get(name)

@@ -20,12 +20,12 @@ import importlib.util
 import math
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from medsage.launch import layout
+from medsage.runtime import run_logged, stage_python
 
 USAGE = """usage: medsage rl [hydra overrides...]
 
@@ -291,11 +291,6 @@ def easyr1_config(cfg) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _rl_python(cfg) -> str:
-    env = cfg.cluster.envs.rl
-    return str(Path(env) / "bin" / "python") if env else sys.executable
-
-
 def _no_launch_reason(cfg) -> str | None:
     if cfg.dry_run:
         return "dry_run=true"
@@ -351,22 +346,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
 
-    command = [_rl_python(cfg), "-m", "verl.trainer.main_ppo", *overrides]
+    reason = _no_launch_reason(cfg)
+    try:
+        python = stage_python(cfg.cluster.envs.rl)
+    except FileNotFoundError as err:
+        if not reason:
+            print(f"medsage rl: {err}", file=sys.stderr)
+            return 2
+        python = str(Path(cfg.cluster.envs.rl) / "bin" / "python")  # only printed: the command to run there
+    command = [python, "-m", "verl.trainer.main_ppo", *overrides]
     printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
     print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop'] if cfg.rl.retry else 'single_turn_agent'}); "
           f"written to {out_dir / layout.RL_VERL_CONFIG}")
-    reason = _no_launch_reason(cfg)
     if reason:
         print(f"not launched: {reason}\ncommand:\n  {printable}")
         return 0
     print(f"launching:\n  {printable}", flush=True)
-    log = out_dir / layout.RL_LOG
-    with open(log, "ab") as fh:  # appended: a resumed run keeps the earlier attempts' log
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in proc.stdout:
-            sys.stdout.buffer.write(line)
-            fh.write(line)
-        rc = proc.wait()
+    rc = run_logged(command, out_dir / layout.RL_LOG)
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from medsage import runtime
 from medsage.launch import layout
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -84,11 +85,11 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     try:
         args = lf.lf_args(recipe, run_dir)
         launch = lf.plan_launch(recipe["cluster"], run_dir / layout.SFT_LF_CONFIG)
-        stage_python = lf.stage_python(recipe["cluster"].get("envs", {}).get("sft"))
+        stage_python = runtime.stage_python(recipe["cluster"].get("envs", {}).get("sft"))
         if resume_from is not None:
             args["resume_from_checkpoint"] = str(resume_from)
         lf.validate(args, lf.load_schema(stage_python))
-    except lf.LlamaFactoryArgError as err:
+    except (lf.LlamaFactoryArgError, FileNotFoundError) as err:
         raise SftError(str(err)) from None
     batch, how = lf.effective_batch(args, recipe["cluster"])
 
@@ -115,7 +116,8 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     spawned = time.perf_counter()
     attempt = manifest["attempts"][-1]
     try:
-        rc = _run_logged(launch, run_dir / layout.SFT_TRAIN_LOG, echo=stream)
+        rc = runtime.run_logged(launch.cmd, run_dir / layout.SFT_TRAIN_LOG, env={**os.environ, **launch.env},
+                                echo=stream, header=f"{_now()} {launch.describe()}")
     except BaseException:  # Ctrl-C: the trainer was stopped; the next run of the command resumes
         attempt.update(ended_at=_now(), exit_code=None)
         manifest.update(status="interrupted", ended_at=attempt["ended_at"])
@@ -370,39 +372,6 @@ def _git_revision() -> dict:
 # --------------------------------------------------------------------------------------------
 # the training process
 # --------------------------------------------------------------------------------------------
-def _run_logged(launch, log_path: Path, echo: bool) -> int:
-    """Run the launch; every byte goes to train.log (and to the terminal if ``echo``). Returns the exit code."""
-    env = {**os.environ, **launch.env}
-    with log_path.open("ab") as log:
-        log.write(f"\n===== {_now()} {launch.describe()}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(launch.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
-        try:
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                log.write(chunk)
-                log.flush()
-                if echo:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-            return proc.wait()
-        except BaseException:
-            proc.terminate()  # Ctrl-C or an error here: do not leave a trainer running without us
-            proc.wait()
-            raise
-
-
-def _die_with_parent() -> None:
-    """Linux: the trainer gets SIGTERM if medsage itself is killed, so no orphan keeps writing the run."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _losses(run_dir: Path) -> list[float]:
     """Per-step training losses from the final trainer_state.json (it carries the resumed history too)."""
     state = _read_json(run_dir / "trainer_state.json") or {}

@@ -739,7 +739,7 @@ def _load_dir(path: Path, benchmarks: dict) -> Loaded:
         return Loaded("pipeline run (kept records / rejections)", path,
                       [it for f in files for it in _records_file(f)], [f"read {f.name}" for f in files])
     predictions = sorted(path.glob(f"*/{eval_layout.PREDICTIONS}")) + sorted(path.glob(eval_layout.PREDICTIONS))
-    if predictions:  # evaluation run (issue 7)
+    if predictions:  # evaluation run
         items = [it for p in predictions for it in _predictions_file(p, benchmarks)]
         return Loaded("evaluation run", path, items, [f"read {p.relative_to(path)}" for p in predictions])
     dumps = sorted(path.glob("*.jsonl"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.name))

@@ -109,7 +109,8 @@ def _write_manifest(stage: Stage, **fields) -> None:
 
 def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
     """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised)."""
-    from medsage.launch.pipeline.ray_jobs import python_for, run_job, runtime_env_for
+    from medsage.launch.pipeline.ray_jobs import run_job, runtime_env_for
+    from medsage.runtime import EXIT_WITH_PARENT_ENV, stage_python
 
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
@@ -125,9 +126,9 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
         started = time.time()
         _write_manifest(stage, status="running", started=started)
         # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
-        entry = "exec " + shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
+        entry = "exec " + shlex.join([stage_python(stage.env), "-m", "medsage.launch.cli", *stage.command()])
         result = run_job(client, entry, stage.out_dir / layout.JOB_LOG,
-                         runtime_env=runtime_env_for(stage.env, {"MEDSAGE_EXIT_WITH_PARENT": "1"}))
+                         runtime_env=runtime_env_for(stage.env, {EXIT_WITH_PARENT_ENV: "1"}))
         ended = time.time()
         status = "finished" if result.ok else "failed"
         _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,

@@ -36,12 +36,6 @@ def final_trajectory(response: str) -> str:
     return response if parts is None else parts[2]
 
 
-def first_trajectory(response: str) -> str:
-    """τ1: the text before the check span (the whole text when there was no retry)."""
-    parts = split_retry(response)
-    return response if parts is None else parts[0]
-
-
 def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[RewardInput], dict[str, float]]:
     """The reward registered as ``name``, called uniformly: ``fn(item) -> {"overall": ..., <parts>}``.
 

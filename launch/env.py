@@ -7,7 +7,6 @@ Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/tr
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from dataclasses import dataclass, field
 
@@ -65,17 +64,21 @@ def check_stage(stage: str, env: str | None) -> StageReport:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage env",
-        description="Check the per-stage Python environments named by the cluster recipe "
-                    "(cluster.envs.<stage>; null means this interpreter).",
-    )
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("Check the per-stage Python environments named by the cluster recipe "
+                          "(cluster.envs.<stage>; null means this interpreter).")
     parser.add_argument("action", choices=["check"], help="what to do")
     parser.add_argument("--stage", action="append", choices=list(REQUIREMENTS),
                         help="check only this stage (repeatable; default: all)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. cluster=a100_4x cluster.envs.rl=/opt/rl")
-    args = parser.parse_intermixed_args(argv)
+    add_overrides(parser, "cluster=a100_4x cluster.envs.rl=/opt/rl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("env", argv, intermixed=True)
 
     from medsage.recipes import compose
 

@@ -27,14 +27,14 @@ from typing import Any
 from medsage.launch import layout
 from medsage.runtime import run_logged, stage_python
 
-USAGE = """usage: medsage rl [hydra overrides...]
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
 
-Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against
-verl's own trainer config, and launch verl (GPU) or print the command (no accelerator).
-  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet
-  medsage rl rl=grpo dry_run=true ...
-  medsage rl backend=easyr1 rl=grpo ...
-"""
+    parser.description = ("Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against "
+                          "verl's own trainer config, and launch verl (GPU) or print the command (no accelerator).")
+    parser.epilog = ("examples:\n  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet\n"
+                     "  medsage rl rl=grpo dry_run=true ...\n  medsage rl backend=easyr1 rl=grpo ...")
+    add_overrides(parser, "rl=grpo rl.alpha=0.2 dry_run=true")
 
 
 class RLConfigError(ValueError):
@@ -314,10 +314,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsage.io import atomic_write_text
 
-    argv = list(argv or [])
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from medsage.launch.cli import parse
+
+    argv = parse("rl", argv).overrides
     try:
         cfg = compose_recipe(argv)
         out_dir = Path(cfg.output_dir).resolve()

@@ -18,7 +18,6 @@ stages load directly; ``medsage_manifest.json`` sits beside it and inside every 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -146,21 +145,24 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     return SftResult(run_dir, "finished", losses, manifest, launch, args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage sft",
-        description="Structured LVKC SFT through LLaMA-Factory. Composes recipes/sft.yaml with Hydra overrides, "
-                    "checks every LLaMA-Factory key, runs `llamafactory-cli train` (torchrun on GPUs), and "
-                    "resumes an interrupted run when the same command is run again.",
-        epilog="examples:\n  medsage sft data.dataset_dir=/data/sage_sft model.path=/models/Qwen2.5-VL-7B-Instruct\n"
-               "  medsage sft --dry-run cluster=a100_1x sft.gradient_accumulation_steps=64 data.dataset_dir=...",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("Structured LVKC SFT through LLaMA-Factory. Composes recipes/sft.yaml with Hydra overrides, "
+                          "checks every LLaMA-Factory key, runs `llamafactory-cli train` (torchrun on GPUs), and "
+                          "resumes an interrupted run when the same command is run again.")
+    parser.epilog = ("examples:\n  medsage sft data.dataset_dir=/data/sage_sft model.path=/models/Qwen2.5-VL-7B-Instruct\n"
+                     "  medsage sft --dry-run cluster=a100_1x sft.gradient_accumulation_steps=64 data.dataset_dir=...")
     parser.add_argument("--fresh", action="store_true", help="start a new run_NNN instead of resuming the latest")
     parser.add_argument("--dry-run", action="store_true", help="print the run, launch and YAML; write nothing")
     parser.add_argument("--quiet", action="store_true", help="trainer output to train.log only (summary still printed)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny sft.num_train_epochs=2")
-    args = parser.parse_args(argv)
+    add_overrides(parser, "model=tiny sft.num_train_epochs=2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("sft", argv)
     try:
         run_sft(args.overrides, fresh=args.fresh, dry_run=args.dry_run, stream=not args.quiet)
     except SftError as err:

@@ -12,7 +12,6 @@ Scores are the summaries' headline accuracy (named in the report), never recompu
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -275,12 +274,17 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="medsage report", description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
+    parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("runs", nargs="*", default=["runs/eval"],
                         help="folders searched for run.json (default: runs/eval)")
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("report", argv)
     written = write_report([Path(r) for r in args.runs], Path(args.out))
     for name, path in written.items():
         print(f"  {name:<20} {path}")

@@ -9,21 +9,24 @@ items. Every stage is a Ray job on an embedded loopback cluster; rerunning skips
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage demo",
-        description="Run the embedded demo on CPU: `medsage pipeline +experiment=demo`, then a viewer page. "
-                    "Needs the dev extra (make demo installs it).",
-    )
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("Run the embedded demo on CPU: `medsage pipeline +experiment=demo`, then a viewer page. "
+                          "Needs the dev extra (make demo installs it).")
     parser.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
-    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. 'sft_overrides=[\"sft.num_train_epochs=1\"]'")
-    args = parser.parse_args(argv)
+    add_overrides(parser, "'sft_overrides=[\"sft.num_train_epochs=1\"]' (pipeline overrides)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("demo", argv)
 
     from medsage.eval import layout as eval_layout
     from medsage.eval.view.build import main as view

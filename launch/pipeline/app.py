@@ -80,13 +80,27 @@ def render_report(run_dir: Path, out: Path) -> dict:
     return written
 
 
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("The whole method as one Hydra application (recipes/pipeline.yaml), each stage a resumable "
+                          "Ray job; Hydra's own flags (--cfg job, --info) pass through.")
+    parser.epilog = ("examples:\n  medsage pipeline +experiment=demo\n"
+                     "  medsage pipeline model.path=/models/Qwen2.5-VL-7B-Instruct eval_data_root=/data/eval\n"
+                     "  medsage pipeline +experiment=paper_table4 -m alpha=0,0.15,0.2,0.25")
+    parser.add_argument("-m", "--multirun", action="store_true", help="a Hydra multirun: one job per swept value")
+    add_overrides(parser, "+experiment=demo alpha=0.2")
+
+
 def main(argv: list[str] | None = None) -> int:
     import hydra
 
+    from medsage.launch.cli import parse
     from medsage.recipes import recipes_dir, register_resolvers
 
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parse("pipeline", argv, known=True)  # --help; the command line itself is Hydra's, flags and all
     # `medsage pipeline +experiment=x -m alpha=0,0.2` reads naturally; Hydra's parser wants -m first.
     flags = [a for a in argv if a in ("-m", "--multirun")]
     argv = flags + [a for a in argv if a not in flags]

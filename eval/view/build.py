@@ -8,8 +8,8 @@
     medsage view PATH --out DIR --serve        # write DIR/index.html, then serve DIR on 127.0.0.1
 
 What PATH may be and how it is read: ``medsage.eval.view.load``. The report is a folder:
-``index.html`` (the page, ``viewer_page``), ``data/index.js`` (a compact index the page filters in the
-browser), ``data/items-NNNNN.js`` (the items, loaded a page at a time, so tens of thousands of
+``index.html``, ``viewer.css``, ``viewer.js`` (the page, copied from static/ by ``page.py``),
+``data/index.js`` (a compact index the page filters in the browser), ``data/items-NNNNN.js`` (the items, loaded a page at a time, so tens of thousands of
 items stay responsive) and ``images/`` (copies of the images, hard links where the disk allows).
 Every file is written atomically. No network, no CDN: it opens from disk.
 """
@@ -122,7 +122,7 @@ def _js(payload: str) -> str:
 
 def build_report(loaded: Loaded, out: str | Path, page_size: int = PAGE_SIZE, chunk_size: int = CHUNK_SIZE) -> Report:
     """Write the report folder for ``loaded`` into ``out``; returns where the page is."""
-    from medsage.eval.view.page import page_html
+    from medsage.eval.view.page import write_page
 
     from medsage.io import atomic_write_text
 
@@ -165,7 +165,7 @@ def build_report(loaded: Loaded, out: str | Path, page_size: int = PAGE_SIZE, ch
     }
     atomic_write_text(data / "index.js",
                       _js(f"window.MEDSAGE_INDEX = {json.dumps(index, ensure_ascii=False, separators=(',', ':'))};\n"))
-    page = atomic_write_text(out / "index.html", page_html())
+    page = write_page(out)
     return Report(page, len(loaded.items), problems)
 
 

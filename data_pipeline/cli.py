@@ -36,11 +36,7 @@ def _cmd_run(args) -> int:
     from medsage.recipes import compose
 
     cfg = compose(f"data/{args.config}", args.overrides, extra_dirs=args.recipes_dir or ())
-    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    missing = [f"sources.{i}.root" for i, s in enumerate(cfg.sources) if s.root in (None, "???")]
-    if missing:
-        print(f"medsage data run: set {', '.join(missing)} (or drop those sources with sources=[...])", file=sys.stderr)
-        return 2
+    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True), f"recipes/data/{args.config}.yaml")
     summary = run(cfg)
     print(json.dumps(summary, indent=2))
     return 0

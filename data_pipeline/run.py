@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medsage.data_pipeline import layout
@@ -82,26 +82,11 @@ class RunConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        """From a plain dict (a composed recipe); unknown keys are an error naming them."""
-        def build(kind, value, where):
-            value = dict(value or {})
-            unknown = set(value) - {f.name for f in fields(kind)}
-            if unknown:
-                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-            return kind(**value)
+    def from_dict(cls, d, where: str = "data recipe") -> "RunConfig":
+        """From a composed recipe (dict or DictConfig), typed by OmegaConf (``medsage.config.typed``)."""
+        from medsage.config import typed
 
-        d = dict(d)
-        sources = [build(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(d.pop("sources", None) or [])]
-        nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
-                  "write": WriteConfig}
-        parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
-        unknown = set(d) - {"out_dir", "shard_size", "seed"}
-        if unknown:
-            raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
-        if not d.get("out_dir") or d["out_dir"] == "???":
-            raise ValueError("data recipe: out_dir is required")
-        return cls(sources=sources, **parts, **d)
+        return typed(cls, d, where)
 
 
 def _fingerprint(*parts: object) -> str:

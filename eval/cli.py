@@ -51,6 +51,7 @@ def add_arguments(parser) -> None:
 def _run(args) -> int:
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+    from medsage.config import ConfigError
     from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
     from medsage.recipes import compose
@@ -61,7 +62,7 @@ def _run(args) -> int:
         print(f"medsage eval run: a required recipe value is not set ({str(err).splitlines()[0]}; "
               f"needed by {err.full_key})", file=sys.stderr)
         return 2
-    except (MissingDataError, BenchmarkDataError) as err:
+    except (MissingDataError, BenchmarkDataError, ConfigError) as err:
         print(f"medsage eval run: {err}", file=sys.stderr)
         return 2
     for name, s in summaries.items():

@@ -20,12 +20,12 @@ from pathlib import Path
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class JudgeConfig:
     base_url: str
     model: str
     rubric: str
-    dimensions: tuple[str, ...]
+    dimensions: list[str]
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int = 512
     temperature: float = 0.0
@@ -34,10 +34,10 @@ class JudgeConfig:
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
-        return cls(base_url=str(cfg.base_url), model=str(cfg.model), rubric=str(cfg.rubric),
-                   dimensions=tuple(cfg.dimensions), api_key_env=str(cfg.get("api_key_env", "OPENAI_API_KEY")),
-                   max_tokens=int(cfg.get("max_tokens", 512)), temperature=float(cfg.get("temperature", 0.0)),
-                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"))
+        """The ``eval.judge`` section, typed (``medsage.config.typed``)."""
+        from medsage.config import typed
+
+        return typed(cls, cfg, "recipes/eval/judge", prefix="eval.judge.")
 
 
 def parse_scores(reply: str, dimensions: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:

@@ -26,18 +26,19 @@ def _override_key(full_key: str) -> str:
     return re.sub(r"\[(\d+)\]", r".\1", full_key or "")
 
 
-def typed(schema: type[T], data: Mapping[str, Any] | Any, where: str) -> T:
-    """``data`` (a dict or DictConfig) as an instance of the dataclass ``schema``, checked by OmegaConf."""
+def typed(schema: type[T], data: Mapping[str, Any] | Any, where: str, prefix: str = "") -> T:
+    """``data`` (a dict or DictConfig) as an instance of the dataclass ``schema``, checked by OmegaConf;
+    ``prefix`` is the section's own key in the recipe (``eval.``), for the messages."""
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
     except MissingMandatoryValue as err:
-        key = _override_key(err.full_key)
+        key = prefix + _override_key(err.full_key)
         raise ConfigError(f"{where}: {key} is required (???): set {key}=...") from None
     except OmegaConfBaseException as err:
         reason = str(err).splitlines()[0]
-        raise ConfigError(f"{where}: {_override_key(err.full_key) or 'top level'}: {reason}") from None
+        raise ConfigError(f"{where}: {prefix + _override_key(err.full_key) if err.full_key else prefix or 'top level'}: {reason}") from None
     except (TypeError, ValueError) as err:  # a dataclass's own __post_init__ check
         raise ConfigError(f"{where}: {err}") from None

@@ -26,3 +26,21 @@ def test_a_good_recipe_becomes_the_dataclasses():
                             "dedup": {"threshold": 8}}, "r")
     assert cfg.sources[0].options == {"split": "test"} and cfg.dedup.threshold == 8 and cfg.shard_size == 500
     assert type(cfg.sources[0]).__name__ == "SourceSpec"
+
+
+def test_the_eval_and_judge_sections_are_typed():
+    from medsage.eval.judge import JudgeConfig
+    from medsage.eval.run import EvalConfig
+    from medsage.recipes import compose
+
+    cfg = compose("eval", ["model=tiny", "model.path=/m", "eval.data_root=/d"])
+    ev = EvalConfig.from_recipe(cfg)
+    assert ev.batch_size == 8 and ev.generation.max_new_tokens == 1024 and ev.backend["name"] == "hf"
+    assert ev.benchmarks["vqa_rad"]["path"].startswith("/d/")
+    with pytest.raises(ConfigError, match=r"eval\.batch_size: Value 'many'"):
+        EvalConfig.from_recipe(compose("eval", ["model=tiny", "model.path=/m", "eval.data_root=/d",
+                                                "eval.batch_size=many"]))
+    with pytest.raises(ConfigError, match=r"eval\.judge\.base_url is required \(\?\?\?\): set eval\.judge\.base_url="):
+        JudgeConfig.from_cfg(cfg.eval.judge)
+    judge = JudgeConfig.from_cfg(compose("eval", ["eval.data_root=/d", "eval.judge.base_url=http://127.0.0.1:1/v1"]).eval.judge)
+    assert judge.dimensions == ["localization", "visual_analysis", "knowledge", "reasoning"]

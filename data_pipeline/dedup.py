@@ -211,18 +211,19 @@ def write_report(out_dir: Path, result: DedupResult, cfg: DedupConfig, n_eval: i
     """``kept.txt``, ``removed.jsonl`` (with nearest image and distance), ``summary.json`` and a histogram PNG."""
     from collections import Counter
 
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.data_pipeline import layout
+    from medsage.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "kept.txt", "".join(p + "\n" for p in result.kept))
-    atomic_write_text(out_dir / "removed.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.removed))
+    atomic_write_text(out_dir / layout.DEDUP_KEPT, "".join(p + "\n" for p in result.kept))
+    atomic_write_jsonl(out_dir / layout.DEDUP_REMOVED, result.removed)
     summary = {
         "threshold_bits": cfg.threshold, "within_train": cfg.within_train, "eval_images": n_eval,
         "train_images": len(result.kept) + len(result.removed), "kept": len(result.kept),
         "removed": len(result.removed),
         "removed_by_reason": dict(sorted(Counter(r["reason"] for r in result.removed).items())),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / layout.SUMMARY, summary)
     if result.nearest_eval_distance:
         _plot(out_dir / "nearest_eval_distance.png", list(result.nearest_eval_distance.values()), cfg.threshold)
     return summary

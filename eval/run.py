@@ -25,14 +25,14 @@ from medsage.records import Sample
 
 @dataclass
 class EvalConfig:
-    """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``); the judge section is
-    typed on its own by ``medsage eval judge`` (JudgeConfig), since ``eval run`` does not call it."""
+    """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``). The prompt and the judge
+    have their own typed sections: ``prompt`` (PromptConfig, ``from_recipe`` returns it beside) and ``judge``
+    (JudgeConfig, typed by ``medsage eval judge``, since ``eval run`` does not call it)."""
 
     data_root: str                     # folder holding one sub-folder per benchmark
     label: str                         # row name in reports
     output_dir: str                    # predictions, verdicts, summaries and run.json land here
     benchmarks: dict[str, Any]         # name -> {path, limit, split, ...} (the benchmark's own options)
-    prompt: PromptConfig
     backend: dict[str, Any]            # {name: <medsage.eval_backends entry>, ...that backend's fields}
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     image_cache: str | None = None
@@ -41,14 +41,15 @@ class EvalConfig:
     tags: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_recipe(cls, cfg) -> "EvalConfig":
+    def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:
         from omegaconf import OmegaConf
 
         from medsage.config import typed
 
         section = OmegaConf.to_container(cfg.eval, resolve=True)
         section.pop("judge", None)
-        return typed(cls, section, "recipes/eval.yaml", prefix="eval.")
+        prompt = typed(PromptConfig, section.pop("prompt", {}), "recipes/eval.yaml", prefix="eval.prompt.")
+        return typed(cls, section, "recipes/eval.yaml", prefix="eval."), prompt
 
 
 def generate_predictions(samples: list[Sample], backend: Backend, prompt: PromptConfig, predictions: Path,
@@ -102,9 +103,9 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
     from medsage.registry import BENCHMARKS
 
-    ev = EvalConfig.from_recipe(cfg)
+    ev, prompt = EvalConfig.from_recipe(cfg)
     out_dir = Path(ev.output_dir)
-    prompt, generation, benchmarks = ev.prompt, ev.generation, ev.benchmarks
+    generation, benchmarks = ev.generation, ev.benchmarks
     if not benchmarks:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
     # Load every benchmark first: a missing dataset fails before any model is loaded.

@@ -34,8 +34,9 @@ def test_the_eval_and_judge_sections_are_typed():
     from medsage.recipes import compose
 
     cfg = compose("eval", ["model=tiny", "model.path=/m", "eval.data_root=/d"])
-    ev = EvalConfig.from_recipe(cfg)
+    ev, prompt = EvalConfig.from_recipe(cfg)
     assert ev.batch_size == 8 and ev.generation.max_new_tokens == 1024 and ev.backend["name"] == "hf"
+    assert "{question}" in prompt.template and set(prompt.instructions) == {"closed", "open", "choice"}
     assert ev.benchmarks["vqa_rad"]["path"].startswith("/d/")
     with pytest.raises(ConfigError, match=r"eval\.batch_size: Value 'many'"):
         EvalConfig.from_recipe(compose("eval", ["model=tiny", "model.path=/m", "eval.data_root=/d",

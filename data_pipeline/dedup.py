@@ -83,6 +83,7 @@ def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashi
             return
         from concurrent.futures import ProcessPoolExecutor
 
+        import imagehash  # noqa: F401  imported once here: forked workers inherit it instead of each importing scipy
         chunksize = max(1, min(16, len(paths) // (workers * 8)))
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for h in pool.map(phash_file, paths, chunksize=chunksize):

@@ -24,12 +24,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsage.data_pipeline import layout
 from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, select_per_image
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
-from medsage.io import atomic_write_json, atomic_write_text
-from medsage.records import Sample, read_records
+from medsage.io import atomic_write_json
+from medsage.records import Sample, read_records, write_records
 
 
 @dataclass
@@ -127,7 +128,7 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     if mode not in ("rpa", "low_level"):
         raise ValueError(f"rpa.mode must be rpa or low_level, got {mode!r}")
     templates = list(load_templates(cfg["templates_file"]))
-    client = _client(cfg, out / "cache")
+    client = _client(cfg, out / layout.CACHE_DIR)
     synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
     verifier = _verifier(cfg, client)
 
@@ -162,15 +163,15 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         rejected += [_rejected_record(s, why) for s, why in dropped]
 
     # Write: every file atomically, the report last (its presence marks a finished run).
-    atomic_write_text(out / "kept.jsonl", "".join(s.to_json() + "\n" for s in kept))
-    atomic_write_text(out / "rejected.jsonl", "".join(s.to_json() + "\n" for s in rejected))
+    write_records(out / layout.KEPT, kept)
+    write_records(out / layout.REJECTED, rejected)
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
 
-        write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"))
+        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"))
     report = _report(samples, units, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)
 
 

@@ -7,8 +7,9 @@ EasyR1 scores a batch: ``compute_score(reward_inputs)`` with one dict per rollou
 ``overall``, ``format`` and ``accuracy``. ``ground_truth`` is the answer cell medsage's EasyR1
 writer made (``data_pipeline.writers.easyr1_answer``: answer, question type and options), so a
 choice or closed question is judged exactly as verl judges it from its row's ``extra_info``. A
-plain answer from another file is judged as closed when it is yes/no, else as open. The composite
-is normalised within the batch (``score_batch``), the same numbers verl's batch step gives.
+plain answer from another file is typed as evaluation types it (``medsage.vocab.type_of_answer``:
+yes/no is closed, anything else open). The composite is normalised within the batch
+(``score_batch``), the same numbers verl's batch step gives.
 The self-check retry needs verl's agent loop: EasyR1 has no equivalent, so there is none here.
 """
 
@@ -18,14 +19,11 @@ from typing import Any
 
 
 def _item(row: dict[str, Any]):
-    from medsage.answers import decide_yes_no
     from medsage.data_pipeline.writers import read_easyr1_answer
     from medsage.plugins.rewards import reward_input_from_row
 
     answer, extra = read_easyr1_answer(row["ground_truth"])
     extra.update({k: row[k] for k in ("question_type", "options", "id") if row.get(k) is not None})
-    if "question_type" not in extra:
-        extra["question_type"] = "closed" if decide_yes_no(answer)[0] else "open"
     return reward_input_from_row(row["response"], answer, extra)
 
 

@@ -82,16 +82,21 @@ def _judge(argv: list[str]) -> int:
     parser.add_argument("predictions", help="predictions.jsonl written by `medsage eval run`")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. eval.judge.base_url=... eval.judge.model=...")
     args = parser.parse_args(argv)
+    from medsage.chat import CallError, redact
     from medsage.eval.judge import JudgeConfig, judge_items, summarize_judgements
-    from medsage.eval.scoring import read_predictions
+    from medsage.eval.scoring import PredictionError, read_predictions
     from medsage.io import atomic_write_json, atomic_write_text
     from medsage.recipes import compose
 
     cfg = compose("eval", ["eval.data_root=unused", *args.overrides])
-    judge = JudgeConfig.from_cfg(cfg.eval.judge)
     path = Path(args.predictions)
-    items = read_predictions(path)
-    verdicts = judge_items(items, judge)
+    try:
+        judge = JudgeConfig.from_cfg(cfg.eval.judge)
+        items = read_predictions(path)
+        verdicts = judge_items(items, judge)
+    except (CallError, PredictionError, ValueError, OSError) as err:
+        print(f"medsage eval judge: {redact(err)}", file=sys.stderr)
+        return 2
     atomic_write_text(path.with_name(f"{path.stem}.judge.jsonl"),
                       "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
     by_bench: dict[str, list] = {}
@@ -105,7 +110,8 @@ def _judge(argv: list[str]) -> int:
     atomic_write_json(judge_file, {**merged, **summary})
     for b, s in summary.items():
         dims = ", ".join(f"{d} {x['mean']} ({x['unparsed']} unparsed)" for d, x in s["dimensions"].items())
-        print(f"{b}: {dims}")
+        failed = f"; {s['failed']} item(s) failed, see {path.stem}.judge.jsonl" if s["failed"] else ""
+        print(f"{b}: {dims}{failed}")
     return 0
 
 

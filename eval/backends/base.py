@@ -42,9 +42,13 @@ def make_backend(cfg, model_path: str, generation: GenerationConfig) -> Backend:
                            max_model_len=int(cfg.get("max_model_len", 8192)),
                            limit_images=int(cfg.get("limit_images", 8)))
     if kind == "openai":
+        from medsage.chat import refuse_keys
         from medsage.eval.backends.openai import OpenAIBackend
+
+        refuse_keys(cfg, "eval.backend")
 
         return OpenAIBackend(base_url=cfg.base_url, model=cfg.get("model") or model_path, generation=generation,
                              api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"),
-                             concurrency=int(cfg.get("concurrency", 4)), timeout_s=float(cfg.get("timeout_s", 600)))
+                             concurrency=int(cfg.get("concurrency", 4)), timeout_s=float(cfg.get("timeout_s", 600)),
+                             max_retries=int(cfg.get("max_retries", 4)))
     raise ValueError(f"unknown eval backend {kind!r}; expected hf, vllm or openai")

@@ -60,7 +60,8 @@ def _cmd_ingest(args) -> int:
 def _cmd_dedup(args) -> int:
     from medsage.data_pipeline.dedup import DedupConfig, dedup_folders
 
-    cfg = DedupConfig(threshold=args.threshold, within_train=not args.no_within_train, workers=args.workers)
+    cfg = DedupConfig(threshold=args.threshold, within_train=not args.no_within_train, workers=args.workers,
+                      **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     summary = dedup_folders(args.train, args.eval, args.out, cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=int, default=None, help="max Hamming distance in bits (default: 10)")
     p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores)")
     p.add_argument("--no-within-train", action="store_true", help="keep near-duplicates inside the training set")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="images over this many pixels are not decoded (default: 100 million)")
     p.set_defaults(func=_cmd_dedup)
 
     p = sub.add_parser("write", help="records.jsonl -> LLaVA SFT (records with a trajectory), verl and EasyR1 files")
@@ -162,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         from medsage.data_pipeline.dedup import DEFAULT_THRESHOLD
 
         args.threshold = DEFAULT_THRESHOLD
+    from medsage.lock import FolderLocked
     from medsage.registry import RegistryError
 
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, RegistryError) as err:  # bad input: the message names file and reason
+    except (FileNotFoundError, ValueError, RegistryError, FolderLocked) as err:  # bad input: the message names file and reason
         print(f"medsage data {args.command}: {err}", file=sys.stderr)
         return 2

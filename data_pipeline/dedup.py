@@ -40,6 +40,7 @@ class DedupConfig:
     workers: int | None = None  # hashing processes; None = all CPU cores
     shard_size: int = 2000  # images per hash shard (a shard is the unit of resume)
     eval_dirs: list[str] = field(default_factory=list)  # folders of evaluation images to protect
+    max_pixels: int = 100_000_000  # larger images are not decoded (named on stderr, unreadable: see medsage.images)
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 64:
@@ -51,30 +52,40 @@ class DedupConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def phash_file(path: str) -> int | None:
+def phash_file(path: str, max_pixels: int = 100_000_000) -> int | None:
     """The 64-bit pHash of an image as an int, or ``None`` when the file cannot be read."""
+    import sys
+
     import imagehash
-    from PIL import Image
+
+    from medsage.images import ImageTooLarge, open_image
 
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             return int(str(imagehash.phash(img)), 16)
+    except ImageTooLarge as err:  # a decompression bomb: named, not decoded, and the run goes on
+        print(f"medsage dedup: not hashed: {err}", file=sys.stderr, flush=True)
+        return None
     except (OSError, ValueError, SyntaxError):
         return None
 
 
-def hash_files(paths: list[str], workers: int | None = None, desc: str = "hashing") -> list[int | None]:
+def hash_files(paths: list[str], workers: int | None = None, desc: str = "hashing",
+               max_pixels: int = 100_000_000) -> list[int | None]:
     """pHash of every path, across ``workers`` processes (1 = in this process), with a progress bar."""
+    from functools import partial
+
     from tqdm import tqdm
 
+    phash = partial(phash_file, max_pixels=max_pixels)
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(paths) < 2 * workers:
-        return [phash_file(p) for p in tqdm(paths, desc=desc, unit="img", leave=False)]
+        return [phash(p) for p in tqdm(paths, desc=desc, unit="img", leave=False)]
     from concurrent.futures import ProcessPoolExecutor
 
     chunksize = max(1, min(64, len(paths) // (workers * 4)))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(phash_file, paths, chunksize=chunksize), total=len(paths), desc=desc,
+        return list(tqdm(pool.map(phash, paths, chunksize=chunksize), total=len(paths), desc=desc,
                          unit="img", leave=False))
 
 
@@ -91,7 +102,8 @@ def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupCon
             if cached.get("paths") == chunk:
                 out.update(zip(chunk, cached["hashes"]))
                 continue
-        hashes = hash_files(chunk, cfg.workers, desc=f"{prefix} shard {start // cfg.shard_size}")
+        hashes = hash_files(chunk, cfg.workers, desc=f"{prefix} shard {start // cfg.shard_size}",
+                            max_pixels=cfg.max_pixels)
         atomic_write_json(shard, {"paths": chunk, "hashes": hashes})
         out.update(zip(chunk, hashes))
     return out

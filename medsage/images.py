@@ -35,8 +35,8 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except Image.DecompressionBombError as err:
-        raise ImageTooLarge(f"{path}: {err}") from None
+    except Image.DecompressionBombError as err:  # far over the limit: Pillow refuses it at the header
+        raise ImageTooLarge(f"{path}: over the limit of {max_pixels} pixels ({err})") from None
     with img:
         width, height = img.size
         if width * height > max_pixels:

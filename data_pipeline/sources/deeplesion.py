@@ -77,15 +77,18 @@ class DeepLesionSource:
         self._converted: set[Path] = set()
         # Bytes that are not UTF-8 are kept as surrogates, so the one bad row is rejected, not the file.
         with self.csv_path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{self.csv_path}: missing column(s) {missing}; found {reader.fieldnames}")
-            # Keys are the file line a row starts on (header is line 1): a rejection names the line to look at.
             self.rows, line = {}, 2
-            for row in reader:
-                self.rows[f"row{line:06d}"] = row
-                line = reader.line_num + 1
+            try:
+                reader = csv.DictReader(fh)
+                missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ValueError(f"{self.csv_path}: missing column(s) {missing}; found {reader.fieldnames}")
+                # Keys are the file line a row starts on (header is line 1): a rejection names the line to look at.
+                for row in reader:
+                    self.rows[f"row{line:06d}"] = row
+                    line = reader.line_num + 1
+            except csv.Error as err:  # e.g. a field over the csv module's size limit: the file cannot be read on
+                raise ValueError(f"{self.csv_path} line {line}: cannot be parsed as CSV ({err})") from None
 
     def inputs(self) -> list[str]:
         return list(self.rows)

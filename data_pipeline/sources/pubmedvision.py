@@ -65,7 +65,7 @@ class PubMedVisionSource:
         self.items = {}
         for i, item in enumerate(items):
             ident = item.get("id") if isinstance(item, dict) else None
-            ident = safe_id(ident) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
+            ident = safe_id(str(ident)) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
             self.items[f"{i:07d}-{ident}" if ident else f"{i:07d}"] = (i, item)
 
     def inputs(self) -> list[str]:
@@ -85,7 +85,7 @@ class PubMedVisionSource:
             raise InputRejected("bad-annotation", f"{where}: not a JSON object")
         images = item.get("image")
         images = [images] if isinstance(images, str) else images
-        if not images or not all(isinstance(p, str) for p in images):
+        if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
             raise InputRejected("unreadable-image", f"{where}: `image` must be a non-empty list of paths")
         turns = item.get("conversations")
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):

@@ -24,9 +24,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -34,34 +32,7 @@ from pathlib import Path
 from typing import Mapping
 
 from medsage.io import atomic_write_text
-
-REDACTED = "[REDACTED]"
-_SECRETS: set[str] = set()  # key values read from the environment by any client of this process
-_SECRET_SHAPES = [
-    (re.compile(r"(?i)\bbearer\s+[^\s\"',;}\\]+"), f"Bearer {REDACTED}"),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), f"sk-{REDACTED}"),
-    (re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}\\]+"),
-     rf"\1{REDACTED}"),
-]
-
-
-def redact(text: object) -> str:
-    """``text`` with every known key value and every key-shaped token replaced by ``[REDACTED]``."""
-    out = str(text)
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        out = out.replace(secret, REDACTED)
-    for pattern, repl in _SECRET_SHAPES:
-        out = pattern.sub(repl, out)
-    return out
-
-
-def api_key(env: str) -> str:
-    """The key in ``$env`` (registered for redaction), or "EMPTY" for a local server that needs none."""
-    key = os.environ.get(env) or ""
-    if len(key) >= 4:
-        _SECRETS.add(key)
-    return key or "EMPTY"
-
+from medsage.secrets import api_key, redact, refuse_keys
 
 @dataclass
 class ClientConfig:
@@ -91,15 +62,6 @@ class ClientConfig:
             raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
         if not all(math.isfinite(float(v)) and float(v) > 0 for v in (self.timeout_s, self.retry_after_max_s)):
             raise ValueError("timeout_s and retry_after_max_s must be finite and > 0")
-
-
-def refuse_keys(mapping: Mapping, where: str) -> None:
-    """A ``ValueError`` naming the environment variable to use when a recipe node holds a key itself."""
-    for name in mapping:
-        if re.fullmatch(r"(?i)(api[_-]?key|key|token|secret|password)", str(name)):
-            env = mapping.get("api_key_env") or "OPENAI_API_KEY"
-            raise ValueError(f"{where}.{name}: an API key may not be written in a recipe or an override (it would "
-                             f"reach logs and reports); export it as ${env} and set {where}.api_key_env={env}")
 
 
 def client_config(mapping: Mapping, where: str = "client", **overrides) -> ClientConfig:

@@ -4,7 +4,6 @@ Retry-After on demand. Checked through each user: synthesis, the judge and the o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 

@@ -21,6 +21,7 @@ def _run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+    from medsage.chat import CallError, redact
     from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
     from medsage.recipes import compose
@@ -33,6 +34,9 @@ def _run(argv: list[str]) -> int:
         return 2
     except (MissingDataError, BenchmarkDataError) as err:
         print(f"medsage eval run: {err}", file=sys.stderr)
+        return 2
+    except CallError as err:  # the endpoint failed for good (after the retries): redacted, finished items are kept
+        print(f"medsage eval run: the openai backend failed: {redact(err)}", file=sys.stderr)
         return 2
     for name, s in summaries.items():
         print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}")

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, client_config
+from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, client_config, redact
 
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
@@ -125,7 +125,7 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None =
             return {**verdict, "scores": {}, "unparsed": list(cfg.dimensions), "reply": "",
                     "error": {"reason": err.reason, "detail": err.detail}}
         scores, missing = parse_scores(reply.text, cfg.dimensions)
-        return {**verdict, "scores": scores, "unparsed": missing, "reply": reply.text}
+        return {**verdict, "scores": scores, "unparsed": missing, "reply": redact(reply.text)}
 
     async def judge_all(_client) -> None:
         tasks = [asyncio.ensure_future(ask(it)) for it in todo]

@@ -16,17 +16,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, client_config, redact
+from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, redact, refuse_keys
 
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class JudgeConfig:
     base_url: str
     model: str
     rubric: str
-    dimensions: tuple[str, ...]
+    dimensions: list[str]
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int = 512
     temperature: float = 0.0
@@ -37,13 +37,11 @@ class JudgeConfig:
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
-        node = dict(cfg)
-        client_config({k: node[k] for k in node if k not in ("rubric", "dimensions", "cache")}, "eval.judge")
-        return cls(base_url=str(cfg.base_url), model=str(cfg.model), rubric=str(cfg.rubric),
-                   dimensions=tuple(cfg.dimensions), api_key_env=str(cfg.get("api_key_env", "OPENAI_API_KEY")),
-                   max_tokens=int(cfg.get("max_tokens", 512)), temperature=float(cfg.get("temperature", 0.0)),
-                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"),
-                   timeout_s=float(cfg.get("timeout_s", 120.0)), max_retries=int(cfg.get("max_retries", 4)))
+        """The ``eval.judge`` section, typed (``medsage.config.typed``); a key written in it is refused."""
+        from medsage.config import typed
+
+        refuse_keys(cfg, "eval.judge")
+        return typed(cls, cfg, "recipes/eval/judge", prefix="eval.judge.")
 
     def client(self) -> ClientConfig:
         return ClientConfig(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
@@ -108,6 +106,8 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None =
     Failures no other item can avoid (wrong key, unknown model) stop the run."""
     from tqdm import tqdm
 
+    from medsage.io import append_jsonl
+
     cache_path = Path(cfg.cache) if cfg.cache else None
     cache = _load_cache(cache_path)
     client = client or ChatClient(cfg.client())
@@ -139,8 +139,7 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None =
                     else:
                         cache[verdict["key"]] = verdict
                         if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
-                            fh.write(json.dumps(verdict, ensure_ascii=False) + "\n")
-                            fh.flush()
+                            append_jsonl(fh, [verdict])
                     bar.update(1)
         except BaseException:
             for t in tasks:

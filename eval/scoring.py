@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Iterable
 
 from medsage.answers import score_output_explained
+from medsage.eval import layout
 from medsage.scaffold import split_retry
+from medsage.vocab import QUESTION_TYPES
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
 ITEM_FIELDS = ("question", "answer", "answer_type")
@@ -64,12 +66,12 @@ def read_prediction_lines(path: str | Path) -> tuple[list[tuple[int, dict]], int
 def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
     """The objects of a predictions file (``read_prediction_lines``). A torn last line is dropped, and
     with ``repair`` removed from the file."""
-    from medsage.io import atomic_write_text
+    from medsage.io import atomic_write_jsonl
 
     rows, torn = read_prediction_lines(path)
     rows = [r for _, r in rows]
     if torn and repair:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(path, rows)
     return rows
 
 
@@ -106,7 +108,7 @@ def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | No
         item = {**lookup[key], **{k: v for k, v in row.items() if k not in ITEM_FIELDS}}
     else:
         raise PredictionError(f"{where}: needs either the item (question, answer, answer_type) or (benchmark, id)")
-    if not isinstance(item["answer_type"], str) or item["answer_type"] not in ("closed", "open", "choice"):
+    if not isinstance(item["answer_type"], str) or item["answer_type"] not in QUESTION_TYPES:
         raise PredictionError(f"{where}: answer_type {item['answer_type']!r} is not closed, open or choice")
     if item["answer_type"] == "choice" and not isinstance(item.get("options"), dict):
         raise PredictionError(f"{where}: a choice item needs 'options' as a letter -> text map")
@@ -150,7 +152,7 @@ def _rate(num: float, den: int) -> float | None:
 
 def _summary(name: str, vs: list[dict], examples: int) -> dict:
     by_type: dict[str, dict] = {}
-    for t in ("closed", "open", "choice"):
+    for t in QUESTION_TYPES:
         tv = [v for v in vs if v["answer_type"] == t]
         if not tv:
             continue
@@ -181,7 +183,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
 def score_predictions(path: str | Path, out_dir: str | Path | None = None,
                       lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
     """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
@@ -205,9 +207,8 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
               file=sys.stderr)
         for s in summary.values():
             s["torn_last_line"] = torn
-    verdicts_path = atomic_write_text(out_dir / f"{path.stem}.verdicts.jsonl",
-                                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
-    summary_path = atomic_write_json(out_dir / f"{path.stem}.summary.json", summary)
+    verdicts_path = atomic_write_jsonl(layout.beside(out_dir / path.name, "verdicts.jsonl"), verdicts)
+    summary_path = atomic_write_json(layout.beside(out_dir / path.name, "summary.json"), summary)
     return verdicts_path, summary_path, summary
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medsage.chat import ChatClient, Usage, client_config, redact
+from medsage.data_pipeline import layout
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, select_per_image
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
@@ -136,7 +137,7 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
     if mode not in ("rpa", "low_level"):
         raise ValueError(f"rpa.mode must be rpa or low_level, got {mode!r}")
     templates = list(load_templates(cfg["templates_file"]))
-    client = _client(cfg, out / "cache")
+    client = _client(cfg, out / layout.CACHE_DIR)
     synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
     verifier = _verifier(cfg, client)
 
@@ -172,16 +173,16 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
 
     # Write: every file atomically, the report last (its presence marks a finished run).
     # Redacted as a whole: a reply or an error body that echoes a key never reaches the disk.
-    atomic_write_text(out / "kept.jsonl", redact("".join(s.to_json() + "\n" for s in kept)))
-    atomic_write_text(out / "rejected.jsonl", redact("".join(s.to_json() + "\n" for s in rejected)))
+    atomic_write_text(out / layout.KEPT, redact("".join(s.to_json() + "\n" for s in kept)))
+    atomic_write_text(out / layout.REJECTED, redact("".join(s.to_json() + "\n" for s in rejected)))
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
 
-        write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"))
+        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"))
     report = _report(samples, units, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
     report = json.loads(redact(json.dumps(report)))
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)
 
 

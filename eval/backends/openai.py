@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from medsage.chat import ChatClient, ClientConfig, gather_or_cancel
+from medsage.chat import ChatClient, ClientConfig, gather_or_cancel, refuse_keys
 from medsage.eval.backends.base import GenerationConfig
 from medsage.eval.prompting import ChatRequest
 
@@ -36,6 +36,13 @@ class OpenAIBackend:
     """Generation through ``medsage.chat``: the retry policy, timeout and redaction of synthesis and the judge."""
 
     name = "openai"
+
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "OpenAIBackend":
+        refuse_keys(cfg, "eval.backend")
+        return cls(base_url=cfg.base_url, model=cfg.get("model") or model_path, generation=generation,
+                   api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"), concurrency=int(cfg.get("concurrency", 4)),
+                   timeout_s=float(cfg.get("timeout_s", 600)), max_retries=int(cfg.get("max_retries", 4)))
 
     def __init__(self, base_url: str, model: str, generation: GenerationConfig, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 4, timeout_s: float = 600, max_retries: int = 4):

@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def _parse_options(pairs: list[tuple[str, str]]) -> dict:
     options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"medsage data: --option needs key=value, got {pair!r}")
+    for key, value in pairs:
         try:
             options[key] = json.loads(value)  # numbers, lists, booleans
         except json.JSONDecodeError:
@@ -95,7 +92,7 @@ def _cmd_demo_sources(args) -> int:
 
 def add_arguments(parser) -> None:
     from medsage.data_pipeline.synthesis import cli as synth_cli
-    from medsage.launch.cli import add_commands, add_overrides
+    from medsage.launch.cli import add_commands, add_overrides, name_value
 
     parser.description, _, parser.epilog = __doc__.strip().partition("\n\n")
     sub = add_commands(parser)
@@ -110,7 +107,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--source", required=True, help="registered source adapter (see `medsage data sources`)")
     p.add_argument("--root", required=True, help="the source folder as downloaded")
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
-    p.add_argument("--option", action="append", default=[], help="adapter option key=value (repeatable)")
+    p.add_argument("--option", action="append", default=[], type=name_value, metavar="KEY=VALUE",
+                   help="adapter option (repeatable; the value is read as JSON when it parses)")
     p.add_argument("--shard-size", type=int, default=500, help="inputs per resumable shard (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of RoI variants and distractors (default: 0)")
     p.set_defaults(func=_cmd_ingest)

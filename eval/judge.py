@@ -4,20 +4,22 @@ Any OpenAI-compatible judge; the rubric and the dimensions live in the recipe
 (``recipes/eval/judge/gpt_score.yaml``). The judge sees what it rates: the item's image(s) and, for
 localization, the first image again with the regions the response's ``<LOC>`` names drawn on it
 (``send_image`` / ``draw_regions``, both on by default; a text-only judge can turn them off).
-Replies are parsed robustly (a JSON object anywhere in the reply, or ``Name: n`` lines); a reply that yields no score for some dimension is recorded as
-unparsed with the reply kept, never guessed. Verdicts are cached (JSON lines keyed by a hash of the
+Replies are parsed robustly (a JSON object anywhere in the reply, or ``Name: n`` lines); a reply
+that yields no score for some dimension is recorded as unparsed with the reply kept, never guessed. Verdicts are cached (JSON lines keyed by a hash of the
 judge model, rubric, item and output), so a rerun only asks for what is new.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Image, Message, redact, refuse_keys
 
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
@@ -33,15 +35,23 @@ class JudgeConfig:
     temperature: float = 0.0
     concurrency: int = 4
     cache: str | None = None
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 4  # extra attempts after a 429, 5xx, timeout or malformed reply (medsage.chat's policy)
     send_image: bool = True     # the item's images go to the judge with the rubric
     draw_regions: bool = True   # plus the first image with the response's <LOC> boxes/points drawn on it
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
-        """The ``eval.judge`` section, typed (``medsage.config.typed``)."""
+        """The ``eval.judge`` section, typed (``medsage.config.typed``); a key written in it is refused."""
         from medsage.config import typed
 
+        refuse_keys(cfg, "eval.judge")
         return typed(cls, cfg, "recipes/eval/judge", prefix="eval.judge.")
+
+    def client(self) -> ClientConfig:
+        return ClientConfig(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                            concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
+                            temperature=self.temperature, max_tokens=self.max_tokens)
 
 
 def parse_scores(reply: str, dimensions: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:
@@ -85,18 +95,20 @@ def cache_key(cfg: JudgeConfig, item: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def draw_regions(image_path: str, prediction: str):
-    """The image with the regions the response's (final) ``<LOC>`` names drawn on it, or None when it
-    names none. Coordinates are the scaffold's 0-1000 grid (``Region.to_pixels``)."""
-    from PIL import Image, ImageDraw
+def draw_regions(image_path: str, prediction: str) -> Image | None:
+    """The image with the regions the response's (final) ``<LOC>`` names drawn on it in red, as PNG,
+    or None when it names none. Coordinates are the scaffold's 0-1000 grid (``Region.to_pixels``)."""
+    from PIL import ImageDraw
 
+    from medsage.images import open_image
     from medsage.plugins.rewards import final_trajectory
     from medsage.scaffold import parse_lenient
 
     regions, _ = parse_lenient(final_trajectory(prediction or "")).regions()
     if not regions:
         return None
-    img = Image.open(image_path).convert("RGB")
+    with open_image(image_path) as opened:
+        img = opened.convert("RGB")
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 150))
     for r in regions:
@@ -110,25 +122,24 @@ def draw_regions(image_path: str, prediction: str):
             anchor = (x + 4 * width, y)
         if r.label:
             draw.text(anchor, r.label, fill=(255, 0, 0))
-    return img
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return Image(buf.getvalue(), "image/png")
 
 
-def judge_messages(cfg: JudgeConfig, item: dict) -> list[dict]:
-    """The chat messages for one item: the rubric, the item's images, and the drawn regions."""
-    from medsage.eval.backends.openai import image_data_url
-
+def judge_message(cfg: JudgeConfig, item: dict) -> Message:
+    """The judge's message for one item: the rubric, the item's images and, after them, the first image
+    with the drawn ``<LOC>`` regions (the rubric says so)."""
     prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
                                prediction=item.get("prediction") or "")
-    content: list[dict] = [{"type": "text", "text": prompt}]
-    images = list(item.get("images") or []) if cfg.send_image else []
-    for path in images:
-        content.append({"type": "image_url", "image_url": {"url": image_data_url(path)}})
-    drawn = draw_regions(images[0], item.get("prediction") or "") if images and cfg.draw_regions else None
+    paths = list(item.get("images") or []) if cfg.send_image else []
+    images = [Image.from_path(p) for p in paths]
+    drawn = draw_regions(paths[0], item.get("prediction") or "") if paths and cfg.draw_regions else None
     if drawn is not None:
-        content += [{"type": "text", "text": "The first image again, with the regions the response's <LOC> "
-                                             "names drawn in red:"},
-                    {"type": "image_url", "image_url": {"url": image_data_url(drawn)}}]
-    return [{"role": "user", "content": content if images else prompt}]
+        images.append(drawn)
+        prompt += ("\nThe last image is the first one again, with the regions the response's <LOC> names "
+                   "drawn in red.")
+    return Message("user", prompt, tuple(images))
 
 
 def _load_cache(path: Path | None) -> dict[str, dict]:
@@ -139,49 +150,68 @@ def _load_cache(path: Path | None) -> dict[str, dict]:
     return {r["key"]: r for r in read_predictions(path, repair=True) if "key" in r}
 
 
-def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
-    """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached."""
+def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None = None) -> list[dict]:
+    """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached.
+
+    An item whose request fails for good (after ``max_retries``) gets a verdict with ``error`` (reason
+    and redacted detail) and no scores, and is not cached, so a rerun asks again; the run goes on.
+    Failures no other item can avoid (wrong key, unknown model) stop the run."""
     from tqdm import tqdm
 
     from medsage.io import append_jsonl
 
     cache_path = Path(cfg.cache) if cfg.cache else None
     cache = _load_cache(cache_path)
-    if client is None:
-        from openai import OpenAI
+    client = client or ChatClient(cfg.client())
+    failed: dict[str, dict] = {}
 
-        client = OpenAI(base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", max_retries=3)
+    async def ask(item: dict) -> dict:
+        verdict = {"key": cache_key(cfg, item), "id": item.get("id"), "benchmark": item.get("benchmark")}
+        try:
+            reply = await client.chat([judge_message(cfg, item)])
+        except CallError as err:
+            if err.reason in FATAL:
+                raise
+            return {**verdict, "scores": {}, "unparsed": list(cfg.dimensions), "reply": "",
+                    "error": {"reason": err.reason, "detail": err.detail}}
+        scores, missing = parse_scores(reply.text, cfg.dimensions)
+        return {**verdict, "scores": scores, "unparsed": missing, "reply": redact(reply.text)}
 
-    def ask(item: dict) -> dict:
-        reply = client.chat.completions.create(model=cfg.model, messages=judge_messages(cfg, item),
-                                               max_tokens=cfg.max_tokens, temperature=cfg.temperature)
-        text = reply.choices[0].message.content or ""
-        scores, missing = parse_scores(text, cfg.dimensions)
-        return {"key": cache_key(cfg, item), "id": item.get("id"), "benchmark": item.get("benchmark"),
-                "scores": scores, "unparsed": missing, "reply": text}
+    async def judge_all(_client) -> None:
+        tasks = [asyncio.ensure_future(ask(it)) for it in todo]
+        fh = cache_path.open("a", encoding="utf-8") if cache_path else None
+        try:
+            with tqdm(total=len(tasks), desc="judge", unit="item") as bar:
+                for fut in asyncio.as_completed(tasks):
+                    verdict = await fut
+                    if "error" in verdict:
+                        failed[verdict["key"]] = verdict
+                    else:
+                        cache[verdict["key"]] = verdict
+                        if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
+                            append_jsonl(fh, [verdict])
+                    bar.update(1)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if fh:
+                fh.close()
 
-    todo = [it for it in items if cache_key(cfg, it) not in cache]
+    todo = list({cache_key(cfg, it): it for it in items if cache_key(cfg, it) not in cache}.values())
     if todo:
         if cache_path:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool, \
-                tqdm(total=len(todo), desc="judge", unit="item") as bar:
-            fh = cache_path.open("a", encoding="utf-8") if cache_path else None
-            try:
-                for verdict in pool.map(ask, todo):
-                    cache[verdict["key"]] = verdict
-                    if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
-                        append_jsonl(fh, [verdict])
-                    bar.update(1)
-            finally:
-                if fh:
-                    fh.close()
-    return [{**cache[cache_key(cfg, it)], "id": it.get("id"), "benchmark": it.get("benchmark")} for it in items]
+        client.run(judge_all)
+    return [{**(cache.get(cache_key(cfg, it)) or failed[cache_key(cfg, it)]), "id": it.get("id"),
+             "benchmark": it.get("benchmark")} for it in items]
 
 
 def summarize_judgements(verdicts: list[dict], dimensions: tuple[str, ...]) -> dict:
     """Mean score per dimension over the items where it was read; unparsed counts shown beside."""
-    out: dict = {"n": len(verdicts), "dimensions": {}}
+    out: dict = {"n": len(verdicts), "failed": sum("error" in v for v in verdicts), "dimensions": {}}
     for d in dimensions:
         vals = [v["scores"][d] for v in verdicts if d in v["scores"]]
         out["dimensions"][d] = {"mean": round(sum(vals) / len(vals), 3) if vals else None, "scored": len(vals),

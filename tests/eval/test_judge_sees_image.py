@@ -38,17 +38,21 @@ def test_judge_is_sent_the_image_and_the_drawn_regions(tmp_path):
     with H.LoopbackServer(lambda body, headers: (200, H.completion(REPLY), 0.0)) as server:
         verdicts = judge_items(items, JudgeConfig(**{**cfg.__dict__, "base_url": server.base_url}))
     assert [v["scores"]["localization"] for v in verdicts] == [4.0, 4.0]
-    by_prompt = {next(p["text"] for p in r["messages"][0]["content"] if p["type"] == "text"): r
-                 for r in server.requests}
-    boxed_parts = by_prompt[f"Q: Lesion?\n{boxed}"]["messages"][0]["content"]
+
+    def sent(prediction):
+        (request,) = [r for r in server.requests
+                      if any(p["type"] == "text" and prediction in p["text"] for p in r["messages"][0]["content"])]
+        return request["messages"][0]["content"]
+
+    boxed_parts = sent(boxed)
     urls = [p["image_url"]["url"] for p in boxed_parts if p["type"] == "image_url"]
     assert len(urls) == 2  # the image, then the image with the <LOC> box drawn
+    assert "drawn in red" in boxed_parts[-1]["text"]
     plain, drawn = _decode(urls[0]), _decode(urls[1])
     assert plain.size == drawn.size == (200, 100) and plain.getpixel((60, 50)) == (40, 40, 40)
     # box_2d [y1, x1, y2, x2] on the 0-1000 grid -> x 20..100, y 20..80 pixels: its edge is red, its inside is not
     assert drawn.getpixel((20, 50)) == (255, 0, 0) and drawn.getpixel((60, 50)) == (40, 40, 40)
-    text_parts = by_prompt[f"Q: Lesion?\n{text_roi}"]["messages"][0]["content"]
-    assert sum(p["type"] == "image_url" for p in text_parts) == 1  # a textual region: nothing to draw
+    assert sum(p["type"] == "image_url" for p in sent(text_roi)) == 1  # a textual region: nothing to draw
 
     off = JudgeConfig(**{**cfg.__dict__, "send_image": False})
     assert cache_key(off, items[0]) != cache_key(cfg, items[0])  # a text-only verdict is not reused

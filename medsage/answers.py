@@ -342,5 +342,9 @@ def semantic_correct(predicted: str | None, answer: str, question_type: Question
     open answers (and closed items whose reference is not yes/no) the semantic check as well."""
     if match_answer(predicted, answer, question_type, options).correct:
         return True
-    judged_open = question_type == "open" or (question_type == "closed" and decide_yes_no(answer)[0] is None)
-    return judged_open and semantic_match(predicted, answer, rule).correct
+    return judged_as_open(answer, question_type) and semantic_match(predicted, answer, rule).correct
+
+
+def judged_as_open(answer: str, question_type: QuestionType) -> bool:
+    """Open items, and closed items whose reference is not yes/no (``match_answer`` judges them as open)."""
+    return question_type == "open" or (question_type == "closed" and decide_yes_no(answer)[0] is None)

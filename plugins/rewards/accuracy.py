@@ -9,14 +9,42 @@ or none, scores 0.
 
     medsage rl reward=accuracy reward.params.threshold=0.9 reward.params.metric=recall
     medsage rl reward=accuracy reward.params.open_match=exact     # exact match only
+    medsage rl reward=accuracy reward.params.open_match=llm +reward.params.judge='{base_url: ..., model: ...}'
+
+``open_match=llm`` asks an OpenAI-compatible model (``medsage.chat``, the one client) whether an
+open answer the rule does not accept still says what the reference says. It is for the reward
+only: the leak check and evaluation keep the rule, so say so when you report with it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from medsage.answers import DEFAULT_RULE, SemanticRule, extract_answer, score_output, semantic_correct
+from medsage.answers import (DEFAULT_RULE, SemanticRule, decide_yes_no, extract_answer, judged_as_open,
+                             score_output, semantic_correct)
 from medsage.plugins.rewards import RewardInput, final_trajectory
+
+JUDGE_PROMPT = ("A medical question has the reference answer below. Does the candidate answer say the same "
+                "thing (synonyms, more detail or a number within a reasonable range are fine; a different "
+                "finding, side, negation or a list of alternatives is not)? Reply with yes or no only.\n"
+                "Question: {question}\nReference answer: {reference}\nCandidate answer: {candidate}")
+
+
+class LLMAnswerJudge:
+    """An OpenAI-compatible model's yes/no on "does this open answer say what the reference says"."""
+
+    def __init__(self, client: dict[str, Any]):
+        from medsage.chat import ChatClient, client_config
+
+        self.client = ChatClient(client_config({"temperature": 0.0, "max_tokens": 8, **dict(client)},
+                                               "reward.params.judge"))
+
+    def __call__(self, candidate: str, reference: str, question: str | None) -> bool:
+        from medsage.chat import Message
+
+        prompt = JUDGE_PROMPT.format(question=question or "", reference=reference, candidate=candidate)
+        reply = self.client.run(lambda c: c.chat([Message("user", prompt)]))
+        return decide_yes_no(reply.text)[0] == "yes"
 
 
 def answer_correct(text: str, item: RewardInput, rule: SemanticRule | None = DEFAULT_RULE) -> bool:
@@ -27,16 +55,27 @@ def answer_correct(text: str, item: RewardInput, rule: SemanticRule | None = DEF
 
 
 class AccuracyReward:
-    """``reward=accuracy`` (or a composite component); the parameters are ``SemanticRule``'s."""
+    """``reward=accuracy`` (or a composite component); the parameters are ``SemanticRule``'s, plus
+    ``judge`` (a ``medsage.chat`` client node) for ``open_match=llm``."""
 
-    def __init__(self, open_match: Literal["semantic", "exact"] = "semantic", **rule):
-        if open_match not in ("semantic", "exact"):
-            raise ValueError(f"open_match must be semantic or exact, got {open_match!r}")
+    def __init__(self, open_match: Literal["semantic", "exact", "llm"] = "semantic",
+                 judge: dict[str, Any] | None = None, **rule):
+        if open_match not in ("semantic", "exact", "llm"):
+            raise ValueError(f"open_match must be semantic, exact or llm, got {open_match!r}")
+        if (open_match == "llm") != bool(judge):
+            raise ValueError("open_match=llm needs judge={base_url, model, ...}, and judge is only for llm")
         rule = {k: tuple(tuple(g) for g in v) if k.endswith("synonyms") else v for k, v in rule.items()}
-        self.rule = SemanticRule(**rule) if open_match == "semantic" else None
+        self.rule = SemanticRule(**rule) if open_match != "exact" else None
+        self.judge = LLMAnswerJudge(judge) if judge else None
 
     def __call__(self, item: RewardInput) -> float:
-        return 1.0 if answer_correct(final_trajectory(item.response), item, self.rule) else 0.0
+        text = final_trajectory(item.response)
+        if answer_correct(text, item, self.rule):
+            return 1.0
+        answer = extract_answer(text).answer
+        if self.judge is not None and answer and judged_as_open(item.ground_truth, item.question_type):
+            return 1.0 if self.judge(answer, item.ground_truth, item.question) else 0.0
+        return 0.0
 
 
 accuracy_reward = AccuracyReward()  # the default rule, for callers that score without a recipe

@@ -75,3 +75,27 @@ def test_synthesis_reward_and_evaluation_agree_on_correct(tmp_path):
         assert kept is rewarded is evaluated, (said, reference, kept, rewarded, evaluated)
         agreed.append(kept)
     assert agreed == [True, True, False, False, True, False, True, False, True, True, False]
+
+
+def test_optional_llm_judge_through_the_chat_client():
+    """open_match=llm asks the judge only when the rule says no. The server is the scripted loopback one
+    (tests/helpers): a real model cannot be made to answer yes for one pair and no for another."""
+    import synth_server as H
+
+    def script(body, headers):
+        text = body["messages"][0]["content"]
+        return 200, H.completion("Yes." if "Candidate answer: hepatic mass" in text else "No"), 0.0
+
+    with H.LoopbackServer(script) as server:
+        reward = build_reward("accuracy", {"open_match": "llm", "judge": {"base_url": server.base_url,
+                                                                          "model": "judge"}})
+
+        def score(said, reference="liver lesion"):
+            return reward(RewardInput(render("the liver", "v", "k", "c", said), reference, "open",
+                                      question="What is abnormal?"))["overall"]
+
+        assert score("liver lesion") == 1.0 and len(server.requests) == 0  # the rule decided, no call
+        assert score("hepatic mass") == 1.0 and score("renal cyst") == 0.0
+        assert len(server.requests) == 2
+    with pytest.raises(ValueError, match="needs judge"):
+        build_reward("accuracy", {"open_match": "llm"})

@@ -30,6 +30,7 @@ from medsage.data_pipeline.dedup import DedupConfig
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig
+from medsage.prompts import PromptConfig
 from medsage.records import Sample, read_records
 
 # Test hook: seconds to sleep after each finished ingest shard, so a test can kill a run mid-way.
@@ -56,7 +57,6 @@ class WriteConfig:
     easyr1_prompt_key: str = "problem"
     easyr1_answer_key: str = "answer"
     easyr1_image_key: str = "images"
-    system_prompt: str | None = None  # system turn of the verl prompt (the LVKC instruction), if any
     embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
 
 
@@ -73,6 +73,7 @@ class RunConfig:
     rois: RoIConfig = field(default_factory=RoIConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig.load)  # recipes/prompt/: the SFT and RL human turn
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -95,6 +96,8 @@ class RunConfig:
         nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
                   "write": WriteConfig}
         parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
+        if "prompt" in d:
+            parts["prompt"] = PromptConfig.from_cfg(d.pop("prompt"))
         unknown = set(d) - {"out_dir", "shard_size", "seed"}
         if unknown:
             raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
@@ -210,21 +213,21 @@ def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
+def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: PromptConfig) -> dict:
     """SFT (records with a trajectory), verl parquet and EasyR1 files; returns what was written."""
     from medsage.data_pipeline.writers import write_easyr1, write_llava_sft, write_verl_parquet
 
     written: dict = {}
     with_trajectory = [s for s in samples if s.trajectory is not None]
     if with_trajectory:
-        written["sft"] = str(write_llava_sft(with_trajectory, out / "sft", cfg.sft_name))
+        written["sft"] = str(write_llava_sft(with_trajectory, out / "sft", cfg.sft_name, prompt))
     written["sft_examples"] = len(with_trajectory)
     if samples and cfg.verl:
         written["verl"] = str(write_verl_parquet(samples, out / "rl" / "verl.parquet",
-                                                 system_prompt=cfg.system_prompt, embed_images=cfg.embed_images))
+                                                 prompt=prompt, embed_images=cfg.embed_images))
     if samples and cfg.easyr1:
         written["easyr1"] = str(write_easyr1(
-            samples, out / "rl" / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format,
+            samples, out / "rl" / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format, prompt=prompt,
             prompt_key=cfg.easyr1_prompt_key, answer_key=cfg.easyr1_answer_key, image_key=cfg.easyr1_image_key,
             embed_images=cfg.embed_images))
     written["rl_rows"] = len(samples)
@@ -270,7 +273,7 @@ def run(cfg: RunConfig) -> dict:
 
     atomic_write_text(out / "records.jsonl", _jsonl([s.to_json() for s in kept]))
     atomic_write_text(out / "rejected.jsonl", _jsonl([json.dumps(r, sort_keys=True) for r in rejected]))
-    written = write_outputs(kept, cfg.write, out)
+    written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
                "question_types": dict(sorted(question_types.items())), "dedup": dedup_summary,

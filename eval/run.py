@@ -77,7 +77,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
     ev = cfg.eval
     out_dir = Path(ev.output_dir)
-    prompt = PromptConfig.from_cfg(ev.prompt)
+    prompt = PromptConfig.from_cfg(cfg.prompt)
     generation = GenerationConfig(**OmegaConf.to_container(ev.generation, resolve=True))
     benchmarks = OmegaConf.to_container(ev.benchmarks, resolve=True)
     if not benchmarks:
@@ -95,7 +95,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
     for name, (samples, group_by) in loaded.items():
         predictions = out_dir / name / "predictions.jsonl"
         fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
-                       "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
+                       "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
                        "generation": OmegaConf.to_container(ev.generation, resolve=True),
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
         generate_predictions(samples, backend, prompt, predictions, name, int(ev.batch_size), group_by,

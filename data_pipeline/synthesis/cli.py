@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--by", default="question_type,modality", help="comma-separated stratum keys")
     rl.add_argument("--seed", type=int, default=0)
     rl.add_argument("--name", default="sage_rl", help="file name stem")
+    rl.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the human turn, as in "
+                                                      "SFT and evaluation")
     return p
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = list(read_records(args.kept))
         chosen, summary = balanced_sample(pool, args.target, tuple(k for k in args.by.split(",") if k), args.seed)
-        paths = write_rl(chosen, args.out, summary, args.name)
+        paths = write_rl(chosen, args.out, summary, args.name, args.prompt)
         print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
         return 0
     except (RecordError, RegistryError, HydraException, CallError, ValueError, OSError) as err:

@@ -167,8 +167,10 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
+        from medsage.prompts import PromptConfig
 
-        write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"))
+        prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
+        write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"), prompt=prompt)
     report = _report(samples, units, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
     atomic_write_json(out / "report.json", report)
     return RunResult(kept, rejected, report)

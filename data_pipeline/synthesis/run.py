@@ -3,10 +3,13 @@
     medsage data synth run --records pool.jsonl --out out/synth [overrides]
 
 1. read the records (``read_records``: a bad line names its file and line);
-2. plan units, M RoIs x T templates per record (``synth_rpa.plan_units``), or one unit per record
-   for the Table 3 "Low-level Aug" baseline (``rpa.mode=low_level``);
-3. draft, check and verify every unit concurrently (``synth_verify``), with a progress bar;
-4. drop duplicates and cap each image (``synth_rpa.select_per_image``);
+2. plan units, M RoIs x T templates per record (``rpa.plan_units``), or one unit per record
+   for the Table 3 "Low-level Aug" baseline (``rpa.mode=low_level``), and fix the order they are
+   drafted in before any call (``draw.draw_order``: seeded, round-robin over RoIs and templates);
+3. draft, check and verify round by round (``verify``), concurrently with a progress bar: each round
+   drafts only as many units as are still missing to ``rpa.target`` and to each image's
+   ``rpa.max_per_image``; a rejected or duplicate unit is replaced by the next candidate (``draw.Draw``);
+4. nothing to cap afterwards: the report gives drafts and calls per kept trajectory;
 5. write ``kept.jsonl`` (one record per trajectory), ``rejected.jsonl`` (every unit not kept, with its
    reason, its attempts' reasons and last trajectory: the scorer's negatives), SAGE-sft, and
    ``report.json`` (records in, kept, rejected per reason, calls made, tokens used).
@@ -26,7 +29,8 @@ from pathlib import Path
 
 from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
-from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, select_per_image
+from medsage.data_pipeline.synthesis.draw import Draw, draw_order
+from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
 from medsage.io import atomic_write_json, atomic_write_text
 from medsage.records import Sample, read_records
@@ -131,35 +135,44 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
     verifier = _verifier(cfg, client)
 
-    # Plan: M RoIs x T templates per record (one unit per record for the Low-level Aug baseline).
+    # Plan: M RoIs x T templates per record (one unit per record for the Low-level Aug baseline), then
+    # the order they are drafted in, so that the per-image cap and the SFT target are met before paying.
     rejected = [s for s in samples if not s.kept]  # rejected upstream: carried so the counts reconcile
-    units: list[Unit] = []
+    planned: list[Unit] = []
     for s in samples:
         if s.kept:
-            planned = plan_units(s, templates, max_rois=rpa.get("max_rois"), max_templates=rpa.get("max_templates"),
-                                 seed=seed, kinds=tuple(rpa.get("roi_kinds") or ("box", "text", "global")))
-            units += planned[:1] if mode == "low_level" else planned
+            units = plan_units(s, templates, max_rois=rpa.get("max_rois"), max_templates=rpa.get("max_templates"),
+                               seed=seed, kinds=tuple(rpa.get("roi_kinds") or ("box", "text", "global")))
+            planned += units[:1] if mode == "low_level" else units
+    if mode == "low_level":
+        draw = Draw(planned, cap=None, target=None)
+    else:
+        draw = Draw(draw_order(planned, seed), cap=int(rpa.get("max_per_image", 8)), target=rpa.get("target"))
 
-    # Draft, check and verify every unit; the client bounds the requests in flight.
+    # Draft, check and verify round by round; a rejected or duplicate unit is replaced by the next candidate.
     async def go() -> list[Outcome]:
+        done: list[Outcome] = []
         try:
-            return await _run_units(units, synthesizer, verifier, int((cfg.get("verify") or {}).get("k", 2)),
-                                    limit=4 * (client.cfg.concurrency if client else 8))
+            while batch := draw.next_round():
+                outcomes = await _run_units(batch, synthesizer, verifier, int((cfg.get("verify") or {}).get("k", 2)),
+                                            limit=4 * (client.cfg.concurrency if client else 8))
+                for o in outcomes:
+                    if o.kept is not None and not draw.accept(o.unit, o.kept.trajectory):
+                        o.duplicate = True
+                done += outcomes
+            return done
         finally:
             if client is not None:
                 await client.aclose()
 
     outcomes = asyncio.run(go())
-    kept = [_kept_record(o) for o in outcomes if o.kept is not None]
+    kept = [_kept_record(o) for o in outcomes if o.kept is not None and not o.duplicate]
     rejected += [_unit_rejection(o) for o in outcomes if o.kept is None]
+    rejected += [_rejected_record(_kept_record(o), "duplicate") for o in outcomes if o.duplicate]
 
-    # Augment: the baseline's perturbed copies, or RPA's dedup and per-image cap.
     if mode == "low_level":  # the original plus its perturbed copies, all with the one trajectory
         n = int(rpa.get("low_level_copies", 4))
         kept = [c for s in kept for c in [s, *low_level_copies(s, n, out / "images_lowaug", seed=seed)]]
-    else:
-        kept, dropped = select_per_image(kept, int(rpa.get("max_per_image", 8)))
-        rejected += [_rejected_record(s, why) for s, why in dropped]
 
     # Write: every file atomically, the report last (its presence marks a finished run).
     atomic_write_text(out / "kept.jsonl", "".join(s.to_json() + "\n" for s in kept))
@@ -171,7 +184,7 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
 
         prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
         write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"), prompt=prompt)
-    report = _report(samples, units, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
+    report = _report(samples, planned, draw, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
     atomic_write_json(out / "report.json", report)
     return RunResult(kept, rejected, report)
 
@@ -183,8 +196,9 @@ def _unit_rejection(outcome: Outcome) -> Sample:
     return s
 
 
-def _report(samples, units, outcomes, kept, rejected, client, cfg, seconds: float) -> dict:
+def _report(samples, planned, draw: Draw, outcomes, kept, rejected, client, cfg, seconds: float) -> dict:
     with_traj = {s.metadata["synth"]["record_id"] for s in kept if "synth" in s.metadata}
+    attempts = sum(len(o.attempts) + (o.kept is not None) for o in outcomes)
     all_reasons = Counter(r.code for o in outcomes for a in o.attempts for r in a.reasons)
     usage = client.usage.to_dict() if client else {"calls": 0, "cache_hits": 0, "prompt_tokens": 0,
                                                    "completion_tokens": 0, "cost": 0.0, "retries": {}, "failures": {}}
@@ -195,8 +209,17 @@ def _report(samples, units, outcomes, kept, rejected, client, cfg, seconds: floa
         "records_rejected_upstream": sum(not s.kept for s in samples),
         "records_with_trajectories": len(with_traj),
         "records_without_trajectories": sum(s.kept for s in samples) - len(with_traj),
-        "units": len(units),
+        "units_planned": len(planned),
+        "units": len(outcomes),  # drafted: the rest of the plan was never needed, so never paid for
+        "units_not_drafted": len(planned) - len(outcomes),
+        "draw_rounds": draw.rounds,
+        "sft_target": (cfg.get("rpa") or {}).get("target"),
         "trajectories_kept": len(kept),
+        "target_shortfall": max(0, ((cfg.get("rpa") or {}).get("target") or 0) - len(kept)),
+        "draft_attempts": attempts,
+        # Drafted trajectories (regenerations included) per kept one: what RPA's waste costs.
+        "drafts_per_kept_trajectory": round(attempts / len(kept), 3) if kept else None,
+        "calls_per_kept_trajectory": round(usage["calls"] / len(kept), 3) if kept else None,
         "rejected": len(rejected),
         "rejected_by_reason": dict(Counter(s.rejection for s in rejected).most_common()),
         "attempt_failures_by_reason": dict(all_reasons.most_common()),

@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from omegaconf import OmegaConf
 
-            from medsage.data_pipeline.synthesis.run import run_synthesis
+            from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
             from medsage.recipes import compose
 
             cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
             result = run_synthesis(args.records, cfg, args.out)
             print(json.dumps(result.report, indent=2))
+            print(summary_line(result.report), flush=True)
             return 0
         from medsage.data_pipeline.rl_sample import balanced_sample, write_rl
         from medsage.records import read_records

@@ -36,6 +36,21 @@ from medsage.io import atomic_write_json, atomic_write_text
 from medsage.records import Sample, read_records
 
 
+# Said in the report, the summary line and the pipeline report of every run the template synthesizer made.
+TEMPLATE_NOTE = "offline templates: not the paper's data"
+
+
+def summary_line(report: dict) -> str:
+    """One line for the log: who wrote the trajectories, how many were kept, what they cost."""
+    who = (f"{report['synthesizer']} ({report['data_note']})" if report.get("data_note")
+           else f"{report['synthesizer']} {report['model']}, verifier {report.get('verifier_model') or 'none'}")
+    per = report.get("drafts_per_kept_trajectory")
+    return (f"synthesis: {report['trajectories_kept']} trajectories kept of {report['units']} drafted "
+            f"({report['units_planned']} planned) from {report['records_in']} records by {who}; "
+            f"{per if per is not None else '-'} drafts and {report.get('calls_per_kept_trajectory') or 0} calls "
+            f"per kept trajectory")
+
+
 @dataclass
 class RunResult:
     kept: list[Sample]
@@ -52,17 +67,27 @@ def _client(cfg: dict, cache_dir: Path) -> SynthClient | None:
     return SynthClient(ClientConfig(**fields, cache_dir=str(cache_dir)))
 
 
-def _verifier(cfg: dict, client: SynthClient | None) -> LLMVerifier | None:
+def _verifier(cfg: dict, client: SynthClient | None, cache_dir: Path) -> tuple[LLMVerifier | None, SynthClient | None]:
+    """The verifier, and its own client when ``verify.base_url`` names another endpoint than the synthesizer's."""
     verify = cfg.get("verify") or {}
     mode = verify.get("mode", "none")
     if mode == "none":
-        return None
+        return None, None
     if mode != "llm":
         raise ValueError(f"verify.mode must be none or llm, got {mode!r}")
-    if client is None:
-        raise ValueError("verify.mode=llm needs client.base_url and client.model")
-    return LLMVerifier(client, load_prompts(cfg["prompts_file"])["verify"], verify.get("model"),
-                       with_image=bool(verify.get("with_image", True)))
+    own = None
+    if verify.get("base_url"):
+        c = {**(cfg.get("client") or {}), "base_url": verify["base_url"],
+             "model": verify.get("model") or (cfg.get("client") or {}).get("model")}
+        if verify.get("api_key_env"):
+            c["api_key_env"] = verify["api_key_env"]
+        own = _client({"client": c}, cache_dir)
+    chat = own or client
+    if chat is None:
+        raise ValueError("verify.mode=llm needs verify.base_url (or client.base_url) and verify.model (or client.model)")
+    verifier = LLMVerifier(chat, load_prompts(cfg["prompts_file"])["verify"], verify.get("model"),
+                           with_image=bool(verify.get("with_image", True)))
+    return verifier, own
 
 
 def _kept_record(outcome: Outcome) -> Sample:
@@ -133,7 +158,8 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     templates = list(load_templates(cfg["templates_file"]))
     client = _client(cfg, out / "cache")
     synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
-    verifier = _verifier(cfg, client)
+    verifier, verifier_client = _verifier(cfg, client, out / "cache")
+    clients = [c for c in (client, verifier_client) if c is not None]
 
     # Plan: M RoIs x T templates per record (one unit per record for the Low-level Aug baseline), then
     # the order they are drafted in, so that the per-image cap and the SFT target are met before paying.
@@ -155,15 +181,15 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         try:
             while batch := draw.next_round():
                 outcomes = await _run_units(batch, synthesizer, verifier, int((cfg.get("verify") or {}).get("k", 2)),
-                                            limit=4 * (client.cfg.concurrency if client else 8))
+                                            limit=4 * (clients[0].cfg.concurrency if clients else 8))
                 for o in outcomes:
                     if o.kept is not None and not draw.accept(o.unit, o.kept.trajectory):
                         o.duplicate = True
                 done += outcomes
             return done
         finally:
-            if client is not None:
-                await client.aclose()
+            for c in clients:
+                await c.aclose()
 
     outcomes = asyncio.run(go())
     kept = [_kept_record(o) for o in outcomes if o.kept is not None and not o.duplicate]
@@ -184,7 +210,8 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
 
         prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
         write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"), prompt=prompt)
-    report = _report(samples, planned, draw, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
+    models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
+    report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
     atomic_write_json(out / "report.json", report)
     return RunResult(kept, rejected, report)
 
@@ -196,15 +223,30 @@ def _unit_rejection(outcome: Outcome) -> Sample:
     return s
 
 
-def _report(samples, planned, draw: Draw, outcomes, kept, rejected, client, cfg, seconds: float) -> dict:
+def _usage(clients: list[SynthClient]) -> dict:
+    """The synthesizer's and the verifier's usage added up (one client when they share the endpoint)."""
+    total = {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
+             "retries": Counter(), "failures": Counter()}
+    for c in clients:
+        u = c.usage.to_dict()
+        for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost"):
+            total[k] += u[k]
+        total["retries"].update(u["retries"])
+        total["failures"].update(u["failures"])
+    return {**total, "retries": dict(total["retries"]), "failures": dict(total["failures"])}
+
+
+def _report(samples, planned, draw: Draw, outcomes, kept, rejected, clients, models, cfg, seconds: float) -> dict:
     with_traj = {s.metadata["synth"]["record_id"] for s in kept if "synth" in s.metadata}
     attempts = sum(len(o.attempts) + (o.kept is not None) for o in outcomes)
     all_reasons = Counter(r.code for o in outcomes for a in o.attempts for r in a.reasons)
-    usage = client.usage.to_dict() if client else {"calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-                                                   "completion_tokens": 0, "cost": 0.0, "retries": {}, "failures": {}}
+    usage = _usage(clients)
     return {
         "synthesizer": cfg["synthesizer"],
-        "model": client.cfg.model if client else None,
+        "model": models[0],
+        "verifier_model": models[1],
+        # The template synthesizer writes pixel statistics and fixed sentences: never mistake it for A.3.4's data.
+        "data_note": TEMPLATE_NOTE if cfg["synthesizer"] == "template" else None,
         "records_in": len(samples),
         "records_rejected_upstream": sum(not s.kept for s in samples),
         "records_with_trajectories": len(with_traj),

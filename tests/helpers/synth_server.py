@@ -157,8 +157,9 @@ class LvkcScript:
                 first = self.seen_know[text] == 1
             if self.leak_first_know and first:
                 reply = f"- A bright focus in this organ is typical of a {self.leak_word} lesion."
-            else:
-                reply = "- A focal area denser than its parenchyma indicates a focal lesion.\n- Sharp margins favour a contained process."
+            else:  # the angle shapes the knowledge, as it would a model's: templates give distinct trajectories
+                reply = ("- A focal area denser than its parenchyma indicates a focal lesion.\n- Sharp margins favour a "
+                         f"contained process.\n- {field(text, 'Interpretation angle')}")
         elif stage == "con":
             reply = json.dumps({"conclusion": "The bright, sharply marginated focus meets the criteria for a focal lesion.",
                                 "answer": field(text, "Reference answer")})

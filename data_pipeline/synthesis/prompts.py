@@ -15,7 +15,7 @@ from pathlib import Path
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "loc": frozenset({"question", "roi_hint"}),
     "vis": frozenset({"question", "roi_summary"}),
-    "know": frozenset({"question", "visual_summary", "template", "label"}),
+    "know": frozenset({"question", "visual_summary", "template", "label", "retrieved"}),
     "con": frozenset({"question", "visual_summary", "knowledge", "answer"}),
     "verify": frozenset({"question", "answer", "trajectory"}),
 }

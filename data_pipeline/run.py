@@ -276,11 +276,28 @@ def run(cfg: RunConfig) -> dict:
     written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
-               "question_types": dict(sorted(question_types.items())), "dedup": dedup_summary,
+               "question_types": dict(sorted(question_types.items())), "short_qa": _short_qa_counts(kept, rejected),
+               "dedup": dedup_summary,
                "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
     atomic_write_json(out / "summary.json", summary)
     _plot_counts(out / "summary.png", per_source)
     return summary
+
+
+def _short_qa_counts(kept: list[Sample], rejected: list[dict]) -> dict:
+    """Per source whose captions became short questions: records each rule produced, inputs dropped."""
+    from medsage.data_pipeline.short_qa import NoShortQA
+
+    out: dict[str, dict] = {}
+    for s in kept:
+        if rule := (s.metadata.get("short_qa") or {}).get("rule"):
+            entry = out.setdefault(s.source, {"produced": Counter(), "dropped": 0})
+            entry["produced"][rule] += 1
+    for r in rejected:
+        if r["reason"] == NoShortQA.reason:
+            out.setdefault(r["source"], {"produced": Counter(), "dropped": 0})["dropped"] += 1
+    return {src: {"produced": dict(sorted(e["produced"].items())), "dropped": e["dropped"]}
+            for src, e in sorted(out.items())}
 
 
 def _plot_counts(path: Path, per_source: dict[str, dict]) -> None:

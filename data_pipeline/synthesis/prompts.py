@@ -14,7 +14,7 @@ from pathlib import Path
 # The placeholders each stage's user text may use (the system text takes none).
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "loc": frozenset({"question", "roi_hint"}),
-    "vis": frozenset({"question", "roi_summary"}),
+    "vis": frozenset({"question", "roi_summary", "context"}),
     "know": frozenset({"question", "visual_summary", "template", "label", "retrieved"}),
     "con": frozenset({"question", "visual_summary", "knowledge", "answer"}),
     "verify": frozenset({"question", "answer", "trajectory"}),

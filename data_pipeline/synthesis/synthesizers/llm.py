@@ -86,7 +86,8 @@ class LLMSynthesizer:
         views = (full,)
         if unit.crop_box is not None:
             views = (full, Image.crop(sample.images[0], unit.crop_box))  # Eq. 2: global context + RoI evidence
-        vis = await self._ask("vis", views, salt, question=question, roi_summary=loc)
+        caption = (sample.metadata.get("context") or {}).get("caption") or "none"  # short_qa keeps it
+        vis = await self._ask("vis", views, salt, question=question, roi_summary=loc, context=caption)
         angle, label = self.templates[unit.template], guidance_label(sample)
         retrieved = (self.knowledge.retrieve(" ".join([question, label, vis, angle]), self.top_k)
                      if self.knowledge else [])

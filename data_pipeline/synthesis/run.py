@@ -30,6 +30,7 @@ from pathlib import Path
 from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.draw import Draw, draw_order
+from medsage.data_pipeline.synthesis.proposal import Proposer, needs_proposal, roi_provenance
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
 from medsage.io import atomic_write_json, atomic_write_text
@@ -90,12 +91,24 @@ def _verifier(cfg: dict, client: SynthClient | None, cache_dir: Path) -> tuple[L
     return verifier, own
 
 
+async def _same(sample: Sample) -> Sample:
+    return sample
+
+
+def _proposer(cfg: dict, client: SynthClient | None, verifier: LLMVerifier | None) -> Proposer | None:
+    """The RoI proposer of the llm synthesizer (``roi_proposal``), checked by the verifier's model when there is one."""
+    if not (cfg.get("roi_proposal") or {}).get("enabled", False) or client is None or cfg["synthesizer"] != "llm":
+        return None
+    checker, model = (verifier.client, verifier.model) if verifier else (client, None)
+    return Proposer(client, checker, load_prompts(cfg["prompts_file"]), model, cfg["roi_proposal"])
+
+
 def _kept_record(outcome: Outcome) -> Sample:
     unit, draft = outcome.unit, outcome.kept
     s = copy.deepcopy(unit.sample)
     s.id = unit.uid
     s.trajectory = draft.trajectory
-    s.provenance = draft.provenance
+    s.provenance = roi_provenance(unit.sample, unit.roi) + draft.provenance
     s.rois = [unit.roi]
     s.metadata = {**s.metadata, "synth": _synth_meta(outcome)}
     return s
@@ -161,24 +174,30 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     verifier, verifier_client = _verifier(cfg, client, out / "cache")
     clients = [c for c in (client, verifier_client) if c is not None]
 
-    # Plan: M RoIs x T templates per record (one unit per record for the Low-level Aug baseline), then
-    # the order they are drafted in, so that the per-image cap and the SFT target are met before paying.
     rejected = [s for s in samples if not s.kept]  # rejected upstream: carried so the counts reconcile
-    planned: list[Unit] = []
-    for s in samples:
-        if s.kept:
+    proposer = _proposer(cfg, client, verifier)
+
+    def plan(records: list[Sample]) -> tuple[list[Unit], Draw]:
+        """M RoIs x T templates per record (one unit for the Low-level Aug baseline), in drafting order, so that
+        the per-image cap and the SFT target are met before any draft is paid for."""
+        planned: list[Unit] = []
+        for s in records:
             units = plan_units(s, templates, max_rois=rpa.get("max_rois"), max_templates=rpa.get("max_templates"),
                                seed=seed, kinds=tuple(rpa.get("roi_kinds") or ("box", "text", "global")))
             planned += units[:1] if mode == "low_level" else units
-    if mode == "low_level":
-        draw = Draw(planned, cap=None, target=None)
-    else:
-        draw = Draw(draw_order(planned, seed), cap=int(rpa.get("max_per_image", 8)), target=rpa.get("target"))
+        if mode == "low_level":
+            return planned, Draw(planned, cap=None, target=None)
+        return planned, Draw(draw_order(planned, seed), cap=int(rpa.get("max_per_image", 8)), target=rpa.get("target"))
 
-    # Draft, check and verify round by round; a rejected or duplicate unit is replaced by the next candidate.
-    async def go() -> list[Outcome]:
-        done: list[Outcome] = []
+    async def go() -> tuple[list[Sample], list[Unit], Draw, list[Outcome]]:
         try:
+            records = [s for s in samples if s.kept]
+            if proposer is not None:  # RoI-less records: a proposed, verified region first
+                records = list(await asyncio.gather(*(proposer.propose(s) if needs_proposal(s) else _same(s)
+                                                      for s in records)))
+            planned, draw = plan(records)
+            # Draft, check and verify round by round; a rejected or duplicate unit is replaced by the next one.
+            done: list[Outcome] = []
             while batch := draw.next_round():
                 outcomes = await _run_units(batch, synthesizer, verifier, int((cfg.get("verify") or {}).get("k", 2)),
                                             limit=4 * (clients[0].cfg.concurrency if clients else 8))
@@ -186,12 +205,12 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
                     if o.kept is not None and not draw.accept(o.unit, o.kept.trajectory):
                         o.duplicate = True
                 done += outcomes
-            return done
+            return records, planned, draw, done
         finally:
             for c in clients:
                 await c.aclose()
 
-    outcomes = asyncio.run(go())
+    records, planned, draw, outcomes = asyncio.run(go())
     kept = [_kept_record(o) for o in outcomes if o.kept is not None and not o.duplicate]
     rejected += [_unit_rejection(o) for o in outcomes if o.kept is None]
     rejected += [_rejected_record(_kept_record(o), "duplicate") for o in outcomes if o.duplicate]
@@ -212,6 +231,7 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"), prompt=prompt)
     models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
     report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
+    report["roi_proposals"] = _proposal_counts(records)
     atomic_write_json(out / "report.json", report)
     return RunResult(kept, rejected, report)
 
@@ -221,6 +241,14 @@ def _unit_rejection(outcome: Outcome) -> Sample:
     s.id = outcome.unit.uid
     s.rois = [outcome.unit.roi]
     return s
+
+
+def _proposal_counts(records: list[Sample]) -> dict:
+    """RoI-less records given a proposed region: proposed, accepted (box / text), and why the others failed."""
+    metas = [r.metadata["roi_proposal"] for r in records if "roi_proposal" in r.metadata]
+    accepted = Counter(m["kind"] for m in metas if m["accepted"])
+    failed = Counter(m["reason"].split(":")[0] for m in metas if not m["accepted"])
+    return {"proposed": len(metas), "accepted": dict(accepted), "failed_by_reason": dict(failed.most_common())}
 
 
 def _usage(clients: list[SynthClient]) -> dict:

@@ -121,3 +121,18 @@ def test_demo_keeps_the_template_synthesizer_without_endpoint():
     cfg = compose("pipeline", ["+experiment=demo"])
     assert cfg.synthesizer == "template" and synthesis_endpoint_problem(cfg) is None
     assert "client.base_url" not in " ".join(map(str, cfg.stages.synth.argv))
+
+
+@pytest.mark.parametrize("experiment", ["demo", "paper_table1"])
+def test_every_stage_that_prompts_gets_the_one_prompt(experiment, tmp_path):
+    """data (SFT/RL files), synth (SAGE-sft), rl_data (SAGE-rl) and eval all name `prompt` (recipes/prompt/)."""
+    from medsage.launch.pipeline.dag import plan_stages
+
+    extra = [] if experiment == "demo" else ["model.path=/m", "eval_data_root=/e", "synthesis.base_url=http://h/v1",
+                                             "synthesis.model=m", "synthesis.verifier_model=v"]
+    cfg = compose("pipeline", [f"+experiment={experiment}", "prompt_name=plain", *extra])
+    stages = {s.name: s for s in plan_stages(OmegaConf.to_container(cfg.stages, resolve=True), tmp_path)}
+    for name in ("data", "synth", "eval"):
+        assert "prompt=plain" in stages[name].argv, name
+    argv = stages["rl_data"].argv
+    assert argv[argv.index("--prompt") + 1] == "plain"

@@ -67,3 +67,12 @@ def test_unknown_prompt_names_the_choices():
         PromptConfig.load("nope")
     with pytest.raises(ValueError, match="unknown key"):
         PromptConfig.from_cfg({"template": "{question}", "tempalte": "x"})
+
+
+def test_the_viewer_reads_question_and_options_back_from_the_human_turn(demo_samples):
+    from medsage.eval.view.load import _split_prompt
+    from medsage.prompts import human_turn
+
+    choice = next(s for s in demo_samples if s.options)
+    question, options = _split_prompt(human_turn(choice, PromptConfig.load()).replace("<image>", ""))
+    assert question == choice.question and options == choice.options  # the instruction is not an option

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,11 +36,7 @@ def _cmd_run(args) -> int:
     from medsage.recipes import compose
 
     cfg = compose(f"data/{args.config}", args.overrides, extra_dirs=args.recipes_dir or ())
-    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    missing = [f"sources.{i}.root" for i, s in enumerate(cfg.sources) if s.root in (None, "???")]
-    if missing:
-        print(f"medsage data run: set {', '.join(missing)} (or drop those sources with sources=[...])", file=sys.stderr)
-        return 2
+    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True), f"recipes/data/{args.config}.yaml")
     summary = run(cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -96,28 +91,19 @@ def _cmd_demo_sources(args) -> int:
     return 0
 
 
-# Sub-verbs that live in their own module with a ``main(argv)``; forwarded whole when the module is present.
-DELEGATED = {"synth": ("medsage.data_pipeline.synthesis.cli", "trajectory synthesis, verification and SAGE-rl sampling")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import importlib
-    import importlib.util
+def add_arguments(parser) -> None:
+    from medsage.data_pipeline.synthesis import cli as synth_cli
+    from medsage.launch.cli import add_commands, add_overrides
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    delegated = {verb: v for verb, v in DELEGATED.items() if importlib.util.find_spec(v[0]) is not None}
-    if argv and argv[0] in delegated:
-        return int(importlib.import_module(delegated[argv[0]][0]).main(argv[1:]) or 0)
-    epilog = "\n".join(f"  {verb:8s} {help_} (`medsage data {verb} --help`)" for verb, (_, help_) in delegated.items())
-    parser = argparse.ArgumentParser(prog="medsage data", description=__doc__.split("\n\n")[0],
-                                     epilog=f"also:\n{epilog}" if epilog else None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.description, _, parser.epilog = __doc__.strip().partition("\n\n")
+    sub = add_commands(parser)
 
     p = sub.add_parser("run", help="the whole resumable run from a recipe in recipes/data/")
     p.add_argument("--config", default="sage_pool", help="recipe name in recipes/data/ (default: sage_pool)")
     p.add_argument("--recipes-dir", action="append", help="extra folder with your own data/<name>.yaml recipes")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. out_dir=data_out sources.0.root=/data/DL")
+    add_overrides(p, "out_dir=data_out sources.0.root=/data/DL")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("ingest", help="one source -> records, rejections and RL files (no dedup against eval)")
@@ -150,15 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sources", help="list the registered source adapters")
     p.set_defaults(func=_cmd_sources)
 
-    for verb, (_, help_) in delegated.items():  # listed here, handled above by their own module
-        sub.add_parser(verb, help=help_, add_help=False)
+    synth_cli.add_arguments(sub.add_parser("synth", help="trajectory synthesis, verification and SAGE-rl sampling"))
 
     p = sub.add_parser("demo-sources", help="write one generated copy of each source, in its real layout (demo)")
     p.add_argument("out", help="folder to write DeepLesion/, roboflow_coco/, roboflow_yolo/, PubMedVision/ into")
     p.add_argument("--no-defects", action="store_true", help="leave out the DeepLesion rows the filter rejects")
     p.set_defaults(func=_cmd_demo_sources)
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synth"]:  # its own module runs it (its errors, its output)
+        from medsage.data_pipeline.synthesis.cli import main as synth
+
+        return synth(argv[1:])
+    args = parse("data", argv)
     if getattr(args, "threshold", 0) is None:
         from medsage.data_pipeline.dedup import DEFAULT_THRESHOLD
 

@@ -23,15 +23,16 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medsage.data_pipeline import layout
 from medsage.data_pipeline.dedup import DedupConfig
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig
 from medsage.prompts import PromptConfig
-from medsage.records import Sample, read_records
+from medsage.records import Sample, read_records, write_records
 
 # Test hook: seconds to sleep after each finished ingest shard, so a test can kill a run mid-way.
 PAUSE_ENV = "MEDSAGE_DATA_PAUSE_AFTER_SHARD"
@@ -82,36 +83,15 @@ class RunConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        """From a plain dict (a composed recipe); unknown keys are an error naming them."""
-        def build(kind, value, where):
-            value = dict(value or {})
-            unknown = set(value) - {f.name for f in fields(kind)}
-            if unknown:
-                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-            return kind(**value)
+    def from_dict(cls, d, where: str = "data recipe") -> "RunConfig":
+        """From a composed recipe (dict or DictConfig), typed by OmegaConf (``medsage.config.typed``)."""
+        from medsage.config import typed
 
-        d = dict(d)
-        sources = [build(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(d.pop("sources", None) or [])]
-        nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
-                  "write": WriteConfig}
-        parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
-        if "prompt" in d:
-            parts["prompt"] = PromptConfig.from_cfg(d.pop("prompt"))
-        unknown = set(d) - {"out_dir", "shard_size", "seed"}
-        if unknown:
-            raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
-        if not d.get("out_dir") or d["out_dir"] == "???":
-            raise ValueError("data recipe: out_dir is required")
-        return cls(sources=sources, **parts, **d)
+        return typed(cls, d, where)
 
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _jsonl(rows: list[str]) -> str:
-    return "".join(r + "\n" for r in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +104,7 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
     from tqdm import tqdm
 
     from medsage.data_pipeline.sources.base import build_samples
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.registry import SOURCES
 
     adapter = SOURCES.get(spec.name)(spec.root, out / "images", **spec.options)
@@ -153,11 +133,11 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
             except Exception as err:  # a bug or an unforeseen input: stop, naming the input (finished shards stay)
                 raise RuntimeError(f"{adapter.name} input {key!r} (root {spec.root}): "
                                    f"{type(err).__name__}: {err}") from err
-            records += [s.to_json() for s in samples]
+            records += [s.to_dict() for s in samples]
             if rejection:
-                rejections.append(json.dumps(rejection.to_dict(), sort_keys=True))
-        atomic_write_text(stem.with_suffix(".records.jsonl"), _jsonl(records))
-        atomic_write_text(stem.with_suffix(".rejected.jsonl"), _jsonl(rejections))
+                rejections.append(rejection.to_dict())
+        atomic_write_jsonl(layout.shard_file(stem, layout.RECORDS), records)
+        atomic_write_jsonl(layout.shard_file(stem, layout.REJECTED), rejections)
         atomic_write_json(marker, {"fingerprint": fingerprint, "inputs": len(shard_keys), "records": len(records),
                                    "rejected": len(rejections)})
         computed += 1
@@ -171,8 +151,8 @@ def _merge_source(stems: list[Path]) -> tuple[list[Sample], list[dict], int]:
     samples, rejections, inputs = [], [], 0
     for stem in stems:
         inputs += json.loads(stem.with_suffix(".done").read_text())["inputs"]
-        samples += list(read_records(stem.with_suffix(".records.jsonl")))
-        text = stem.with_suffix(".rejected.jsonl").read_text()
+        samples += list(read_records(layout.shard_file(stem, layout.RECORDS)))
+        text = layout.shard_file(stem, layout.REJECTED).read_text()
         rejections += [json.loads(line) for line in text.splitlines() if line.strip()]
     return samples, rejections, inputs
 
@@ -220,14 +200,14 @@ def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: Pr
     written: dict = {}
     with_trajectory = [s for s in samples if s.trajectory is not None]
     if with_trajectory:
-        written["sft"] = str(write_llava_sft(with_trajectory, out / "sft", cfg.sft_name, prompt))
+        written["sft"] = str(write_llava_sft(with_trajectory, out / layout.SFT_DIR, cfg.sft_name, prompt))
     written["sft_examples"] = len(with_trajectory)
     if samples and cfg.verl:
-        written["verl"] = str(write_verl_parquet(samples, out / "rl" / "verl.parquet",
+        written["verl"] = str(write_verl_parquet(samples, out / layout.RL_DIR / layout.VERL_FILE,
                                                  prompt=prompt, embed_images=cfg.embed_images))
     if samples and cfg.easyr1:
         written["easyr1"] = str(write_easyr1(
-            samples, out / "rl" / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format, prompt=prompt,
+            samples, out / layout.RL_DIR / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format, prompt=prompt,
             prompt_key=cfg.easyr1_prompt_key, answer_key=cfg.easyr1_answer_key, image_key=cfg.easyr1_image_key,
             embed_images=cfg.embed_images))
     written["rl_rows"] = len(samples)
@@ -236,7 +216,7 @@ def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: Pr
 
 def run(cfg: RunConfig) -> dict:
     """The whole data run; returns the summary also written to ``<out_dir>/summary.json``."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -271,15 +251,15 @@ def run(cfg: RunConfig) -> dict:
         if entry["kept"] + entry["rejected"] != entry["inputs"]:
             raise RuntimeError(f"{name}: counts do not reconcile: {entry}")
 
-    atomic_write_text(out / "records.jsonl", _jsonl([s.to_json() for s in kept]))
-    atomic_write_text(out / "rejected.jsonl", _jsonl([json.dumps(r, sort_keys=True) for r in rejected]))
+    write_records(out / layout.RECORDS, kept)
+    atomic_write_jsonl(out / layout.REJECTED, rejected)
     written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
                "question_types": dict(sorted(question_types.items())), "short_qa": _short_qa_counts(kept, rejected),
                "dedup": dedup_summary,
                "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / layout.SUMMARY, summary)
     _plot_counts(out / "summary.png", per_source)
     return summary
 

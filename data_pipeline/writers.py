@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from medsage.prompts import IMAGE_PLACEHOLDER, PromptConfig, human_turn
+from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from medsage.prompts import PromptConfig, human_turn
 from medsage.records import Sample
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 __all__ = ["IMAGE_PLACEHOLDER", "sft_example", "write_llava_sft", "verl_row", "easyr1_row", "rl_options",
            "write_verl_parquet", "write_easyr1"]
@@ -161,4 +162,4 @@ def write_easyr1(samples: list[Sample], path: str | Path, *, fmt: Literal["jsonl
         return _write_parquet(Path(path), rows)
     if fmt != "jsonl":
         raise ValueError(f"EasyR1 format must be jsonl or parquet, got {fmt!r}")
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    return atomic_write_jsonl(path, rows)

@@ -20,12 +20,12 @@ from pathlib import Path
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class JudgeConfig:
     base_url: str
     model: str
     rubric: str
-    dimensions: tuple[str, ...]
+    dimensions: list[str]
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int = 512
     temperature: float = 0.0
@@ -34,10 +34,10 @@ class JudgeConfig:
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
-        return cls(base_url=str(cfg.base_url), model=str(cfg.model), rubric=str(cfg.rubric),
-                   dimensions=tuple(cfg.dimensions), api_key_env=str(cfg.get("api_key_env", "OPENAI_API_KEY")),
-                   max_tokens=int(cfg.get("max_tokens", 512)), temperature=float(cfg.get("temperature", 0.0)),
-                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"))
+        """The ``eval.judge`` section, typed (``medsage.config.typed``)."""
+        from medsage.config import typed
+
+        return typed(cls, cfg, "recipes/eval/judge", prefix="eval.judge.")
 
 
 def parse_scores(reply: str, dimensions: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:
@@ -93,6 +93,8 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
     """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached."""
     from tqdm import tqdm
 
+    from medsage.io import append_jsonl
+
     cache_path = Path(cfg.cache) if cfg.cache else None
     cache = _load_cache(cache_path)
     if client is None:
@@ -121,8 +123,7 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
                 for verdict in pool.map(ask, todo):
                     cache[verdict["key"]] = verdict
                     if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
-                        fh.write(json.dumps(verdict, ensure_ascii=False) + "\n")
-                        fh.flush()
+                        append_jsonl(fh, [verdict])
                     bar.update(1)
             finally:
                 if fh:

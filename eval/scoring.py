@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Iterable
 
 from medsage.answers import score_output_explained
+from medsage.eval import layout
 from medsage.scaffold import split_retry
+from medsage.vocab import QUESTION_TYPES
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
 ITEM_FIELDS = ("question", "answer", "answer_type")
@@ -34,7 +36,7 @@ class PredictionError(ValueError):
 def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
     """The lines of a predictions file. A torn last line (an interrupted append) is dropped, and with
     ``repair`` removed from the file; a bad line anywhere else is an error naming file and line."""
-    from medsage.io import atomic_write_text
+    from medsage.io import atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
@@ -57,7 +59,7 @@ def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
             raise PredictionError(f"{path}:{n}: not a JSON object ({err})") from None
         rows.append(obj)
     if torn and repair:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(path, rows)
     return rows
 
 
@@ -75,7 +77,7 @@ def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | No
         item = {**lookup[key], **{k: v for k, v in row.items() if k not in ITEM_FIELDS}}
     else:
         raise PredictionError(f"{where}: needs either the item (question, answer, answer_type) or (benchmark, id)")
-    if item["answer_type"] not in ("closed", "open", "choice"):
+    if item["answer_type"] not in QUESTION_TYPES:
         raise PredictionError(f"{where}: answer_type {item['answer_type']!r} is not closed, open or choice")
     if item["answer_type"] == "choice" and not isinstance(item.get("options"), dict):
         raise PredictionError(f"{where}: a choice item needs 'options' as a letter -> text map")
@@ -118,7 +120,7 @@ def _rate(num: float, den: int) -> float | None:
 
 def _summary(name: str, vs: list[dict], examples: int) -> dict:
     by_type: dict[str, dict] = {}
-    for t in ("closed", "open", "choice"):
+    for t in QUESTION_TYPES:
         tv = [v for v in vs if v["answer_type"] == t]
         if not tv:
             continue
@@ -149,7 +151,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
 def score_predictions(path: str | Path, out_dir: str | Path | None = None,
                       lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
     """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
@@ -158,9 +160,8 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
     rows = read_predictions(path)
     verdicts = [score_item(resolve_item(r, f"{path} line {n}", lookup)) for n, r in enumerate(rows, 1)]
     summary = summarize(verdicts)
-    verdicts_path = atomic_write_text(out_dir / f"{path.stem}.verdicts.jsonl",
-                                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
-    summary_path = atomic_write_json(out_dir / f"{path.stem}.summary.json", summary)
+    verdicts_path = atomic_write_jsonl(layout.beside(out_dir / path.name, "verdicts.jsonl"), verdicts)
+    summary_path = atomic_write_json(layout.beside(out_dir / path.name, "summary.json"), summary)
     return verdicts_path, summary_path, summary
 
 

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees half a file, and an interrupted write leaves none behind."""
+"""Atomic file writes: a reader never sees half a file, and an interrupted write leaves none behind.
+
+JSON lines are written only here (``json_line``): one encoding for every stage's rows, so two writers
+cannot disagree on key order or on how non-ASCII text is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Iterable
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -31,3 +36,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def json_line(row: object) -> str:
+    """One JSON-lines row: UTF-8 text as is, keys sorted (reruns diff cleanly), newline-terminated."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[object]) -> Path:
+    """``rows`` as a JSON-lines file, written atomically."""
+    return atomic_write_text(path, "".join(json_line(r) for r in rows))
+
+
+def append_jsonl(fh: IO[str], rows: Iterable[object]) -> None:
+    """Append ``rows`` to an open JSON-lines file and fsync: what was appended survives a kill."""
+    fh.write("".join(json_line(r) for r in rows))
+    fh.flush()
+    os.fsync(fh.fileno())

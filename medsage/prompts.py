@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsage.records import Sample
-
-IMAGE_PLACEHOLDER = "<image>"
+from medsage.vocab import IMAGE_PLACEHOLDER
 # Between the image placeholders and the instruction text (Figure 6: "<image>\n<Instructions>").
 IMAGE_SEPARATOR = "\n"
 DEFAULT_PROMPT = "lvkc"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PromptConfig:
     """One ``recipes/prompt/<name>.yaml``: the instruction template and the system turn."""
 
@@ -33,14 +32,11 @@ class PromptConfig:
     options_header: str = "Options:\n"
 
     @classmethod
-    def from_cfg(cls, cfg) -> "PromptConfig":
-        """From a composed ``prompt`` node (DictConfig or dict); unknown keys are an error."""
-        d = dict(cfg)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"prompt recipe: unknown key(s) {sorted(unknown)}")
-        return cls(template=str(d.get("template", cls.template)), instructions=dict(d.get("instructions") or {}),
-                   system=d.get("system"), options_header=str(d.get("options_header", cls.options_header)))
+    def from_cfg(cls, cfg, where: str = "recipes/prompt") -> "PromptConfig":
+        """From a composed ``prompt`` node (DictConfig or dict), typed by OmegaConf: unknown keys are an error."""
+        from medsage.config import typed
+
+        return typed(cls, cfg, where, prefix="prompt.")
 
     @classmethod
     def load(cls, name_or_path: str | Path = DEFAULT_PROMPT) -> "PromptConfig":
@@ -55,7 +51,7 @@ class PromptConfig:
         if not p.is_file():
             names = sorted(f.stem for f in (recipes_dir() / "prompt").glob("*.yaml"))
             raise ValueError(f"prompt {name_or_path!r}: no file {p} (recipes/prompt has {names})")
-        return cls.from_cfg(OmegaConf.to_container(OmegaConf.load(p), resolve=True))
+        return cls.from_cfg(OmegaConf.load(p), str(p))
 
 
 def instruction_text(sample: Sample, prompt: PromptConfig) -> str:

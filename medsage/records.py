@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Literal, get_args
 
-from medsage.io import atomic_write_text
+from medsage.io import atomic_write_jsonl, json_line
 from medsage.scaffold import Trajectory
+from medsage.vocab import QUESTION_TYPES, QuestionType
 
-QuestionType = Literal["closed", "open", "choice"]
 RoIKind = Literal["box", "text", "global"]
-QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
 
 
 class RecordError(ValueError):
@@ -108,7 +107,7 @@ class Sample:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        return json_line(self.to_dict()).rstrip("\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sample":
@@ -153,4 +152,4 @@ def read_records(path: str | Path) -> Iterator[Sample]:
 
 def write_records(path: str | Path, samples: list[Sample]) -> Path:
     """Write samples as JSON lines, atomically."""
-    return atomic_write_text(path, "".join(s.to_json() + "\n" for s in samples))
+    return atomic_write_jsonl(path, (s.to_dict() for s in samples))

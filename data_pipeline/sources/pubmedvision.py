@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medsage.data_pipeline.sources.base import InputRejected, SourceItem
 from medsage.records import RoI
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 _SIDE = r"(?:left|right|bilateral|contralateral|ipsilateral)"
 _POSITION = (r"(?:upper|lower|middle|mid|anterior|posterior|medial|lateral|superior|inferior|apical|basal|"
@@ -29,7 +30,7 @@ _ANATOMY_RE = re.compile(
     re.IGNORECASE)
 _ARROW_RE = re.compile(r"\b(?:(?:white|black|red|yellow|blue|green|thin|thick|curved|open)\s+)?"
                        r"(?:arrows?|arrowheads?|asterisks?)\b(?:\s*\([^)]{1,40}\))?", re.IGNORECASE)
-_IMAGE_TOKEN_RE = re.compile(r"<image>\s*")
+_IMAGE_TOKEN_RE = re.compile(re.escape(IMAGE_PLACEHOLDER) + r"\s*")
 
 
 def text_cues(*texts: str) -> list[RoI]:

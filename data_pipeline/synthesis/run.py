@@ -27,14 +27,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsage.data_pipeline import layout
 from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.draw import Draw, draw_order
 from medsage.data_pipeline.synthesis.proposal import Proposer, needs_proposal, roi_provenance
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
-from medsage.io import atomic_write_json, atomic_write_text
-from medsage.records import Sample, read_records
+from medsage.io import atomic_write_json
+from medsage.records import Sample, read_records, write_records
 
 
 # Said in the report, the summary line and the pipeline report of every run the template synthesizer made.
@@ -169,9 +170,9 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     if mode not in ("rpa", "low_level"):
         raise ValueError(f"rpa.mode must be rpa or low_level, got {mode!r}")
     templates = list(load_templates(cfg["templates_file"]))
-    client = _client(cfg, out / "cache")
+    client = _client(cfg, out / layout.CACHE_DIR)
     synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
-    verifier, verifier_client = _verifier(cfg, client, out / "cache")
+    verifier, verifier_client = _verifier(cfg, client, out / layout.CACHE_DIR)
     clients = [c for c in (client, verifier_client) if c is not None]
 
     rejected = [s for s in samples if not s.kept]  # rejected upstream: carried so the counts reconcile
@@ -220,19 +221,19 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         kept = [c for s in kept for c in [s, *low_level_copies(s, n, out / "images_lowaug", seed=seed)]]
 
     # Write: every file atomically, the report last (its presence marks a finished run).
-    atomic_write_text(out / "kept.jsonl", "".join(s.to_json() + "\n" for s in kept))
-    atomic_write_text(out / "rejected.jsonl", "".join(s.to_json() + "\n" for s in rejected))
+    write_records(out / layout.KEPT, kept)
+    write_records(out / layout.REJECTED, rejected)
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
         from medsage.prompts import PromptConfig
 
         prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
-        write_llava_sft(kept, out / "sft", name=output.get("sft_name", "sage_sft"), prompt=prompt)
+        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"), prompt=prompt)
     models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
     report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
     report["roi_proposals"] = _proposal_counts(records)
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)
 
 

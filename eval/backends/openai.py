@@ -35,6 +35,12 @@ def openai_messages(request: ChatRequest) -> list[dict]:
 class OpenAIBackend:
     name = "openai"
 
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "OpenAIBackend":
+        return cls(base_url=cfg.base_url, model=cfg.get("model") or model_path, generation=generation,
+                   api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"), concurrency=int(cfg.get("concurrency", 4)),
+                   timeout_s=float(cfg.get("timeout_s", 600)))
+
     def __init__(self, base_url: str, model: str, generation: GenerationConfig, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 4, timeout_s: float = 600):
         from openai import OpenAI

@@ -422,6 +422,6 @@ def test_serve_flag_serves_after_writing(tmp_path, monkeypatch):
 
 
 def test_cli_verb_is_wired():
-    from medsage.launch.cli import available
+    from medsage.launch.cli import COMMANDS
 
-    assert available()["view"][0] == "medsage.eval.view.build"
+    assert COMMANDS["view"][0] == "medsage.eval.view.build"

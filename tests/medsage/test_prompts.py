@@ -65,12 +65,12 @@ def test_one_recipe_group_composes_into_every_stage():
 def test_unknown_prompt_names_the_choices():
     with pytest.raises(ValueError, match="lvkc"):
         PromptConfig.load("nope")
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="tempalte"):
         PromptConfig.from_cfg({"template": "{question}", "tempalte": "x"})
 
 
 def test_the_viewer_reads_question_and_options_back_from_the_human_turn(demo_samples):
-    from medsage.eval.view.load import _split_prompt
+    from medsage.eval.view.records import split_prompt as _split_prompt
     from medsage.prompts import human_turn
 
     choice = next(s for s in demo_samples if s.options)

@@ -91,3 +91,18 @@ def test_template_path_keeps_the_global_roi(demo_samples, tmp_path):
     result = run_synthesis(_roi_less(demo_samples), _cfg("template"), tmp_path / "t")
     assert result.report["roi_proposals"]["proposed"] == 0
     assert {s.rois[0].kind for s in result.kept} == {"global"}
+
+
+@pytest.mark.slow
+def test_proposal_against_a_real_server(lf_api, demo_samples, tmp_path):
+    """`llamafactory-cli api` serving the tiny random model: its text is no region, so the proposal fails with a
+    reason on record and the record is still reasoned over the global RoI."""
+    records = _roi_less(demo_samples, 1)
+    cfg = _cfg(base_url=lf_api, **{"client.model": "tiny", "client.max_tokens": 24, "verify.model": "tiny"})
+    result = run_synthesis(records, cfg, tmp_path / "real")
+    props = result.report["roi_proposals"]
+    assert props["proposed"] == 1 and props["accepted"] == {}
+    (reason,) = props["failed_by_reason"]
+    assert reason.startswith(("propose_", "roi_check_", "call_failed", "roi_not_relevant"))
+    assert result.report["units"] == 1  # the global RoI only
+    assert result.report["calls_made"] >= 2

@@ -114,7 +114,8 @@ class Proposer:
             out.metadata = {**out.metadata, "roi_proposal": record}
             return out
         record.update(accepted=True, reason=reason, kind=roi.kind)
-        out.rois = [roi, *out.rois]  # before the global RoI, which stays
+        # Before the global RoI, which stays (a record with no RoI at all had it implicitly: plan_units).
+        out.rois = [roi, *(out.rois or [RoI("global", label="full image", origin="global")])]
         out.metadata = {**out.metadata, "roi_proposal": record}
         return out
 

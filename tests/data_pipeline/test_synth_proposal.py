@@ -80,6 +80,10 @@ def test_a_text_proposal_and_a_refused_one(demo_samples, tmp_path):
         result = run_synthesis(records, _cfg(base_url=server.base_url), tmp_path / "text")
     assert result.report["roi_proposals"]["accepted"] == {"text": 2}
     assert {s.rois[0].kind for s in result.kept} == {"text", "global"}
+    records[0].rois = []  # no RoI at all: the global RoI is implicit, and stays beside the proposal
+    with H.LoopbackServer(H.LvkcScript(PROMPTS)) as server:
+        result = run_synthesis(records[:1], _cfg(base_url=server.base_url), tmp_path / "none")
+    assert {s.rois[0].kind for s in result.kept} == {"box", "global"}
     with H.LoopbackServer(H.LvkcScript(PROMPTS, roi_relevant=False)) as server:
         result = run_synthesis(records, _cfg(base_url=server.base_url), tmp_path / "no")
     assert result.report["roi_proposals"]["failed_by_reason"] == {"roi_not_relevant": 2}

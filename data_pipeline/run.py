@@ -4,8 +4,10 @@ Steps, top to bottom:
 
 1. ingest: each source's inputs in shards of ``shard_size``; a shard writes its records and rejections
    atomically, then a ``.done`` marker holding a fingerprint of everything that decides its bytes
-   (source, options, filter/question/RoI settings, seed, the shard's input keys). A rerun skips
-   every shard whose marker matches, so killed work is redone only for the shard in flight.
+   (source, options, filter/question/RoI settings, seed, the shard's input keys, and each input's
+   stamp: its raw annotation and the size and mtime of the files it reads). A rerun skips every
+   shard whose marker matches, so killed work is redone only for the shard in flight, and a fixed
+   CSV row or a replaced image is read again.
 2. dedup: pHash of every kept training image (hash shards cached the same way) against the
    evaluation folders and within the pool; records whose image is removed become rejections.
 3. write: ``records.jsonl`` (kept), ``rejected.jsonl`` (every rejection with its reason),
@@ -13,7 +15,8 @@ Steps, top to bottom:
    ``summary.json`` whose counts reconcile: per source, inputs = kept + rejected.
 
 All randomness is seeded from item keys and the merges are in input order, so an interrupted run
-rerun with the same command ends with the same bytes as an uninterrupted one.
+rerun with the same command ends with the same bytes as an uninterrupted one. The output folder is
+locked for the run (``medsage.lock``): a second run into it stops at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -59,6 +63,16 @@ class WriteConfig:
     easyr1_answer_key: str = "answer"
     easyr1_image_key: str = "images"
     embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
+
+    def __post_init__(self) -> None:
+        check_name(self.sft_name, "write.sft_name")
+
+
+def check_name(name: str, what: str) -> str:
+    """A name that becomes a file or folder name: one plain component, so nothing lands outside out_dir."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ValueError(f"{what} {name!r} must be a plain name (letters, digits, _ . -), not a path")
+    return name
 
 
 @dataclass
@@ -103,11 +117,14 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
     """Ingest one source shard by shard; returns (source name, this run's shard stems, computed, reused)."""
     from tqdm import tqdm
 
-    from medsage.data_pipeline.sources.base import build_samples
+    from medsage.data_pipeline.sources.base import build_samples, input_stamp
     from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.registry import SOURCES
 
     adapter = SOURCES.get(spec.name)(spec.root, out / "images", **spec.options)
+    check_name(adapter.name, f"source {spec.name}: name")
+    if hasattr(adapter, "max_pixels"):  # adapters that decode images themselves
+        adapter.max_pixels = cfg.quality.max_pixels
     keys = adapter.inputs()
     shard_dir = out / "steps" / "ingest" / adapter.name
     settings = (asdict(spec), asdict(cfg.quality), asdict(cfg.questions), asdict(cfg.rois), cfg.seed)
@@ -121,7 +138,7 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         stem = shard_dir / f"shard-{shard:05d}"
         marker = stem.with_suffix(".done")
         stems.append(stem)
-        fingerprint = _fingerprint(settings, shard_keys)
+        fingerprint = _fingerprint(settings, [(key, input_stamp(adapter, key)) for key in shard_keys])
         if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
             reused += 1
             continue
@@ -129,7 +146,8 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         for offset, key in enumerate(shard_keys):
             try:
                 samples, rejection = build_samples(adapter, key, start + offset, quality=cfg.quality,
-                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed)
+                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed,
+                                                   image_dir=out / "images")
             except Exception as err:  # a bug or an unforeseen input: stop, naming the input (finished shards stay)
                 raise RuntimeError(f"{adapter.name} input {key!r} (root {spec.root}): "
                                    f"{type(err).__name__}: {err}") from err
@@ -216,10 +234,16 @@ def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: Pr
 
 def run(cfg: RunConfig) -> dict:
     """The whole data run; returns the summary also written to ``<out_dir>/summary.json``."""
+    from medsage.lock import folder_lock
+
+    with folder_lock(cfg.out_dir, "data run"):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> dict:
     from medsage.io import atomic_write_json, atomic_write_jsonl
 
     out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".*.tmp"):  # a write cut by kill -9 (medsage.io names temp files .<name>.*.tmp)
         stale.unlink()
     kept: list[Sample] = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 
-from medsage.data_pipeline.synthesis.client import FATAL, CallError, Image, Message, SynthClient
+from medsage.chat import FATAL, CallError, ChatClient, Image, Message
 from medsage.data_pipeline.synthesis.prompts import StagePrompt
 from medsage.data_pipeline.synthesis.rpa import SynthesisError
 from medsage.records import Provenance, RoI, Sample
@@ -70,7 +70,7 @@ def parse_proposal(text: str, width: int, height: int, min_area: float, max_area
 class Proposer:
     """Proposes and verifies one region per RoI-less record; calls go through the run's cached clients."""
 
-    def __init__(self, client: SynthClient, checker: SynthClient, prompts: dict[str, StagePrompt],
+    def __init__(self, client: ChatClient, checker: ChatClient, prompts: dict[str, StagePrompt],
                  checker_model: str | None, cfg: dict):
         self.client, self.checker, self.checker_model = client, checker, checker_model
         self.propose_prompt, self.check_prompt = prompts["propose"], prompts["roi_check"]

@@ -22,20 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsage.chat import ChatClient, Usage, client_config, redact
 from medsage.data_pipeline import layout
-from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.draw import Draw, draw_order
 from medsage.data_pipeline.synthesis.proposal import Proposer, needs_proposal, roi_provenance
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
-from medsage.io import atomic_write_json
-from medsage.records import Sample, read_records, write_records
+from medsage.io import atomic_write_json, atomic_write_text
+from medsage.records import Sample, read_records
 
 
 # Said in the report, the summary line and the pipeline report of every run the template synthesizer made.
@@ -60,16 +61,16 @@ class RunResult:
     report: dict
 
 
-def _client(cfg: dict, cache_dir: Path) -> SynthClient | None:
+def _client(cfg: dict, cache_dir: Path) -> ChatClient | None:
     """The endpoint's client, or None when the recipe names no endpoint (template synthesizer)."""
     c = cfg.get("client") or {}
     if not c.get("base_url") or c.get("base_url") == "???" or not c.get("model") or c.get("model") == "???":
+        client_config({**c, "base_url": "http://unset", "model": "unset"})  # a key in the recipe is refused anyway
         return None
-    fields = {k: c[k] for k in ClientConfig.__dataclass_fields__ if k in c and k != "cache_dir"}
-    return SynthClient(ClientConfig(**fields, cache_dir=str(cache_dir)))
+    return ChatClient(client_config(c, cache_dir=str(cache_dir)))
 
 
-def _verifier(cfg: dict, client: SynthClient | None, cache_dir: Path) -> tuple[LLMVerifier | None, SynthClient | None]:
+def _verifier(cfg: dict, client: ChatClient | None, cache_dir: Path) -> tuple[LLMVerifier | None, ChatClient | None]:
     """The verifier, and its own client when ``verify.base_url`` names another endpoint than the synthesizer's."""
     verify = cfg.get("verify") or {}
     mode = verify.get("mode", "none")
@@ -96,7 +97,7 @@ async def _same(sample: Sample) -> Sample:
     return sample
 
 
-def _proposer(cfg: dict, client: SynthClient | None, verifier: LLMVerifier | None) -> Proposer | None:
+def _proposer(cfg: dict, client: ChatClient | None, verifier: LLMVerifier | None) -> Proposer | None:
     """The RoI proposer of the llm synthesizer (``roi_proposal``), checked by the verifier's model when there is one."""
     if not (cfg.get("roi_proposal") or {}).get("enabled", False) or client is None or cfg["synthesizer"] != "llm":
         return None
@@ -158,8 +159,16 @@ async def _run_units(units: list[Unit], synthesizer, verifier, k: int, limit: in
 def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | Path) -> RunResult:
     """Run the whole synthesis for ``records`` (a JSON-lines path or samples) into ``out_dir``.
 
-    ``cfg`` is the composed ``recipes/synthesis/default.yaml`` as a plain dict.
+    ``cfg`` is the composed ``recipes/synthesis/default.yaml`` as a plain dict. The output folder is
+    locked for the run (``medsage.lock``): a second run into it stops at once instead of paying twice.
     """
+    from medsage.lock import folder_lock
+
+    with folder_lock(out_dir, "synthesis run"):
+        return _run_synthesis(records, cfg, out_dir)
+
+
+def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | Path) -> RunResult:
     from medsage.registry import SYNTHESIZERS
 
     started = time.monotonic()
@@ -221,8 +230,9 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         kept = [c for s in kept for c in [s, *low_level_copies(s, n, out / "images_lowaug", seed=seed)]]
 
     # Write: every file atomically, the report last (its presence marks a finished run).
-    write_records(out / layout.KEPT, kept)
-    write_records(out / layout.REJECTED, rejected)
+    # Redacted as a whole: a reply or an error body that echoes a key never reaches the disk.
+    atomic_write_text(out / layout.KEPT, redact("".join(s.to_json() + "\n" for s in kept)))
+    atomic_write_text(out / layout.REJECTED, redact("".join(s.to_json() + "\n" for s in rejected)))
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
@@ -233,6 +243,7 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
     models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
     report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
     report["roi_proposals"] = _proposal_counts(records)
+    report = json.loads(redact(json.dumps(report)))
     atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)
 
@@ -252,17 +263,13 @@ def _proposal_counts(records: list[Sample]) -> dict:
     return {"proposed": len(metas), "accepted": dict(accepted), "failed_by_reason": dict(failed.most_common())}
 
 
-def _usage(clients: list[SynthClient]) -> dict:
+def _usage(clients: list[ChatClient]) -> dict:
     """The synthesizer's and the verifier's usage added up (one client when they share the endpoint)."""
-    total = {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
-             "retries": Counter(), "failures": Counter()}
+    total: dict = Usage().to_dict()
     for c in clients:
-        u = c.usage.to_dict()
-        for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost"):
-            total[k] += u[k]
-        total["retries"].update(u["retries"])
-        total["failures"].update(u["failures"])
-    return {**total, "retries": dict(total["retries"]), "failures": dict(total["failures"])}
+        for k, v in c.usage.to_dict().items():
+            total[k] = dict(Counter(total[k]) + Counter(v)) if isinstance(v, dict) else total[k] + v
+    return total
 
 
 def _report(samples, planned, draw: Draw, outcomes, kept, rejected, clients, models, cfg, seconds: float) -> dict:
@@ -302,6 +309,12 @@ def _report(samples, planned, draw: Draw, outcomes, kept, rejected, clients, mod
         "cost": usage["cost"],
         "retries_by_reason": usage["retries"],
         "failed_calls_by_reason": usage["failures"],
+        # The calls/tokens/cost above are this invocation's; a resumed run answers from the cache and pays
+        # little. What the whole output cost (every reply it used, whichever run paid for it):
+        "dataset_total": {"replies": usage["output_replies"], "prompt_tokens": usage["output_prompt_tokens"],
+                          "completion_tokens": usage["output_completion_tokens"],
+                          "tokens": usage["output_prompt_tokens"] + usage["output_completion_tokens"],
+                          "cost": usage["output_cost"]},
         "seconds": round(seconds, 2),
         "config": cfg,  # holds the NAME of the key's environment variable, never the key
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medsage.data_pipeline.short_qa import RULES, derive
+from medsage.data_pipeline.short_qa import RULES, derive, is_caption
 from medsage.data_pipeline.sources.base import SourceAdapter, SourceItem, safe_id, seeded_rng
 from medsage.records import Sample
 
@@ -47,7 +47,8 @@ def ask(adapter: SourceAdapter, item: SourceItem, index: int, cfg: QuestionConfi
     """The record for one item: its question, answer, options and question type."""
     sample_id = f"{adapter.name}-{safe_id(item.key)}"
     common = dict(id=sample_id, source=adapter.name, images=item.images, modality=item.modality or adapter.modality)
-    if item.question is not None and cfg.from_text:  # a caption: one short question it supports
+    if item.question is not None and cfg.from_text and is_caption(item.question_type, item.answer):
+        # A caption: one short question it supports.
         return _from_text(item, index, cfg, common, seeded_rng(adapter.name, item.key, "short_qa"))
     if item.question is not None:  # the source's own question and answer
         return Sample(question=item.question, answer=item.answer or "", question_type=item.question_type,

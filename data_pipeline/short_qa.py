@@ -11,7 +11,8 @@ asks one short question the text (or the item's own fields) supports, and keeps 
 - ``finding``: a finding of the vocabulary named in the text -> closed yes, or no when the text
   negates it ("no pleural effusion", "without fracture").
 
-One record per input (so an input stays one kept record or one rejection): the rules are tried in an
+Only an open answer longer than ``SHORT_ANSWER_WORDS`` words is a caption; a source's closed, choice or
+short answer stays as it is. One record per input (so an input stays one kept record or one rejection): the rules are tried in an
 order rotated by the input's position, so each rule serves its share of the source; an item no rule
 supports is rejected as ``no-short-qa``. ``metadata["short_qa"]`` names the rule that asked.
 """
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 RULES = ("modality", "body_part", "laterality", "finding")
+# A source's own answer this short (or a closed or choice question) is already checkable: kept as it is.
+SHORT_ANSWER_WORDS = 3
 
 # Canonical modality -> how fields and captions name it.
 MODALITIES: dict[str, tuple[str, ...]] = {
@@ -149,6 +152,11 @@ def finding(text: str, fields: dict, rng) -> Derived | None:
 
 RULE_FUNCS: dict[str, Callable[[str, dict, object], Derived | None]] = {
     "modality": modality, "body_part": body_part, "laterality": laterality, "finding": finding}
+
+
+def is_caption(question_type: str, answer: str | None) -> bool:
+    """Whether a source's own answer is a paragraph to derive from, rather than an answer to keep."""
+    return question_type == "open" and len((answer or "").split()) > SHORT_ANSWER_WORDS
 
 
 def derive(text: str, fields: dict, index: int, rng, rules: tuple[str, ...] = RULES) -> Derived:

@@ -41,6 +41,12 @@ def test_each_rule_reads_what_the_text_supports():
     assert finding("Normal study.", {}, rng()) is None
 
 
+def test_only_paragraph_answers_are_captions():
+    from medsage.data_pipeline.short_qa import is_caption
+
+    assert is_caption("open", CAPTION) and not is_caption("open", "left kidney") and not is_caption("closed", "yes")
+
+
 def test_rules_rotate_over_inputs_and_unsupported_text_is_dropped():
     rules = [derive(CAPTION, FIELDS, i, rng()).rule for i in range(4)]
     assert rules == list(RULES)  # each rule serves its share of the source

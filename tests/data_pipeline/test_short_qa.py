@@ -60,7 +60,7 @@ def test_data_run_asks_short_questions_and_counts_rules(tmp_path):
 
     root = make_pubmedvision(tmp_path / "PMV", n=9)
     items = json.loads((root / "PubMedVision_Alignment_VQA.json").read_text())
-    items[0]["conversations"] = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "Image."}]
+    items[0]["conversations"] = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "An illustration of unclear content is provided here."}]
     items[0]["modality"] = items[0]["body_part"] = None
     (root / "PubMedVision_Alignment_VQA.json").write_text(json.dumps(items))
     summary = run(RunConfig.from_dict({"out_dir": str(tmp_path / "out"), "sources": [

@@ -43,11 +43,12 @@ def sft_example(sample: Sample, prompt: PromptConfig, image_root: Path | None = 
 
 
 def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = "sage_sft",
-                    prompt: PromptConfig | None = None) -> Path:
+                    prompt: PromptConfig | None = None, note: str | None = None) -> Path:
     """Write ``<dataset_dir>/<name>.json`` and add ``name`` to ``<dataset_dir>/dataset_info.json``.
 
     Image paths under ``dataset_dir`` are written relative to it (LLaMA-Factory's media_dir default).
-    ``prompt`` defaults to ``recipes/prompt/lvkc.yaml``.
+    ``prompt`` defaults to ``recipes/prompt/lvkc.yaml``; ``note`` (e.g. "offline templates: not the paper's
+    data") rides in the entry as ``medsage_note``, which LLaMA-Factory ignores and the SFT stage hashes.
     """
     prompt = prompt or PromptConfig.load()
     dataset_dir = Path(dataset_dir).resolve()
@@ -61,6 +62,7 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
         "columns": {"messages": "conversations", "images": "images"},
         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "system_tag": "system"},
+        **({"medsage_note": note} if note else {}),
     }
     atomic_write_json(info_path, info)
     return data_file

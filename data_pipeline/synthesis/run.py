@@ -239,7 +239,8 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
         from medsage.prompts import PromptConfig
 
         prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
-        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"), prompt=prompt)
+        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"), prompt=prompt,
+                        note=TEMPLATE_NOTE if cfg["synthesizer"] == "template" else None)
     models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
     report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
     report["roi_proposals"] = _proposal_counts(records)

@@ -99,6 +99,8 @@ def test_template_output_says_it_is_not_the_papers_data(demo_samples, tmp_path, 
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("synthesis:") and TEMPLATE_NOTE in last
     assert json.loads((tmp_path / "out" / "report.json").read_text())["data_note"] == TEMPLATE_NOTE
+    info = json.loads((tmp_path / "out" / "sft" / "dataset_info.json").read_text())
+    assert info["sage_sft"]["medsage_note"] == TEMPLATE_NOTE  # the SFT data's own manifest says it too
 
 
 def test_the_pipeline_report_carries_the_data_note(tmp_path):

@@ -9,6 +9,7 @@ from medsage.data_pipeline.writers import easyr1_row, verl_row
 from medsage.plugins.engines import easyr1_reward
 from medsage.plugins.rewards import REWARD_GRID, RewardInput
 from medsage.plugins.rewards.composite import CompositeReward, normalise_batch
+from medsage.prompts import PromptConfig
 from medsage.records import Sample
 from medsage.scaffold import render
 
@@ -107,7 +108,8 @@ def test_verl_and_easyr1_give_the_same_score_for_a_choice_answer(tmp_path):
     image.write_bytes(b"png")
     sample = Sample(id="s1", source="slake", images=[str(image)], question="Which organ?", answer="B",
                     question_type="choice", options={"A": "Lung", "B": "Liver"})
-    vrow, erow = verl_row(sample, 0), easyr1_row(sample)
+    prompt = PromptConfig.load("lvkc")
+    vrow, erow = verl_row(sample, 0, prompt), easyr1_row(sample, prompt)
     verl_fn = _verl_reward_fn()
     for answer, correct in (("B. Liver", 1.0), ("B", 1.0), ("Liver", 1.0), ("A. Lung", 0.0)):
         v = verl_fn(data_source=vrow["data_source"], solution_str=traj(answer),

@@ -2,8 +2,9 @@
 
 One input per image. Boxes are COCO ``bbox`` ``[x, y, width, height]`` in pixels. Roboflow adds a
 placeholder category named after the project (supercategory ``"none"``) that every real class points
-to as its supercategory; it is not a label and is left out of the label set. An image without
-annotations has nothing to ask about and is rejected as ``no-annotation``.
+to as its supercategory; it is not a label and is left out of the label set, as is any category no
+annotation uses (``dropped_classes`` lists both), so neither is asked about nor used as a distractor.
+An image without annotations has nothing to ask about and is rejected as ``no-annotation``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class RoboflowCocoSource:
             raise FileNotFoundError(f"Roboflow COCO: no <split>/{ANNOTATION_FILE} under {self.root}")
         self.images: dict[str, tuple[Path, dict, list[dict]]] = {}
         labels: dict[str, None] = {}
+        used: set[str] = set()
+        categories: dict[str, None] = {}
         for path in files:
             try:
                 coco = json.loads(path.read_text(encoding="utf-8"))
@@ -49,6 +52,8 @@ class RoboflowCocoSource:
             names = {cid: c["name"] for cid, c in cats.items()
                      if not (c.get("supercategory") == "none" and c["name"] in parents)}
             labels.update(dict.fromkeys(names[c] for c in sorted(names)))
+            categories.update(dict.fromkeys(c["name"] for c in coco["categories"]))
+            used.update(names[a.get("category_id")] for a in coco["annotations"] if a.get("category_id") in names)
             per_image: dict[int, list[dict]] = {}
             for ann in coco["annotations"]:
                 per_image.setdefault(ann.get("image_id"), []).append(ann)
@@ -56,7 +61,8 @@ class RoboflowCocoSource:
             for img in coco["images"]:
                 anns = [dict(a, _label=names.get(a.get("category_id"))) for a in per_image.get(img["id"], [])]
                 self.images[f"{split}/{img['file_name']}"] = (path, img, anns)
-        self.labels = list(labels)
+        self.labels = [label for label in labels if label in used]
+        self.dropped_classes = [c for c in categories if c not in self.labels]
 
     def inputs(self) -> list[str]:
         return list(self.images)

@@ -123,11 +123,18 @@ def make_roboflow_coco(root: Path, per_split: int = 4, size: int = 96) -> Path:
 YOLO_CLASSES = ["fracture", "implant"]
 
 
-def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100) -> Path:
-    """A Roboflow YOLO export with one bad label line and one image without a label file."""
+def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100, polygons: bool = False,
+                       placeholder: bool = False) -> Path:
+    """A Roboflow YOLO export with one bad label line and one image without a label file.
+
+    ``polygons`` writes every odd train image's label as a polygon (a segmentation export's line
+    ``class x1 y1 ... xn yn`` around the same box); ``placeholder`` puts the dataset's own name first
+    in ``names``, a class no line uses, as Roboflow exports do."""
     root.mkdir(parents=True, exist_ok=True)
+    names = ["xray-dataset", *YOLO_CLASSES] if placeholder else YOLO_CLASSES
+    offset = 1 if placeholder else 0
     (root / "data.yaml").write_text(
-        "train: ../train/images\nval: ../valid/images\n\nnc: 2\nnames: ['fracture', 'implant']\n")
+        f"train: ../train/images\nval: ../valid/images\n\nnc: {len(names)}\nnames: {names!r}\n")
     for s, split in enumerate(["train", "valid"]):
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "labels").mkdir(parents=True, exist_ok=True)
@@ -138,7 +145,11 @@ def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100) -> Path:
                 root / split / "images" / f"{name}.png")
             if split == "valid" and i == per_split - 1:
                 continue  # no label file
-            line = f"{(i + s) % 2} {(x + 15) / size:.6f} {(y + 10) / size:.6f} {30 / size:.6f} {20 / size:.6f}\n"
+            cls = (i + s) % 2 + offset
+            line = f"{cls} {(x + 15) / size:.6f} {(y + 10) / size:.6f} {30 / size:.6f} {20 / size:.6f}\n"
+            if polygons and split == "train" and i % 2 == 1:  # a diamond touching the box's four sides
+                pts = [(x + 15, y), (x + 30, y + 10), (x + 15, y + 20), (x, y + 10)]
+                line = f"{cls} " + " ".join(f"{px / size:.6f} {py / size:.6f}" for px, py in pts) + "\n"
             if split == "valid" and i == 0:
                 line = "7 0.5 0.5 0.2 0.2\n"  # class out of range
             (root / split / "labels" / f"{name}.txt").write_text(line)

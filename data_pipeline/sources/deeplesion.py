@@ -8,11 +8,20 @@ once under ``image_dir/deeplesion/`` (atomically; rows sharing a slice reuse it)
 ``Bounding_boxes`` (x1, y1, x2, y2 in pixels), the label ``Coarse_lesion_type``; ``Possibly_noisy`` and
 ``Train_Val_Test`` (1 train, 2 val, 3 test) are kept as metadata. Unknown type (−1) gets only the
 closed question "is there a lesion", since there is no label to ask about.
+
+The full release's ``DL_info.csv`` has 32,735 rows (one per lesion) and 18 columns, read by name:
+File_name, Patient_index, Study_index, Series_ID, Key_slice_index, Measurement_coordinates,
+Bounding_boxes, Lesion_diameters_Pixel_, Normalized_lesion_location, Coarse_lesion_type,
+Possibly_noisy, Slice_range, Spacing_mm_px_, Image_size, DICOM_windows, Patient_gender, Patient_age,
+Train_Val_Test. Lists inside a cell are ", "-separated. The coarse type is labelled only for the
+val and test lesions; train rows carry -1. ``splits`` (e.g. ``[train]``) keeps only the rows of
+those ``Train_Val_Test`` splits as inputs; ``split_counts`` and ``rows_in_file`` report what the file held.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from medsage.data_pipeline.sources.base import InputRejected, SourceItem
@@ -25,6 +34,7 @@ HU_OFFSET = 32768
 # Default windows (HU) when a row has none: the usual lung, bone and soft-tissue CT windows.
 DEFAULT_WINDOWS = {"lung": (-1350.0, 150.0), "bone": (-450.0, 1050.0)}
 SOFT_TISSUE_WINDOW = (-175.0, 275.0)
+PUBLISHED_ROWS = 32735
 REQUIRED_COLUMNS = ("File_name", "Bounding_boxes", "Coarse_lesion_type", "DICOM_windows", "Possibly_noisy",
                     "Train_Val_Test", "Image_size")
 
@@ -37,6 +47,13 @@ def _floats(text: str, n: int, column: str) -> list[float]:
     if len(values) != n:
         raise InputRejected("bad-annotation", f"{column} {text!r} needs {n} numbers")
     return values
+
+
+def _int_or_none(text) -> int | None:
+    try:
+        return int(float(text))
+    except (TypeError, ValueError):
+        return None
 
 
 def window_to_uint8(hu, low: float, high: float):
@@ -56,7 +73,8 @@ class DeepLesionSource:
     templates = {"closed": "Is there a lesion in the {label} on this CT slice?",
                  "which": "Which body region does the lesion on this CT slice belong to?"}
 
-    def __init__(self, root: str | Path, image_dir: str | Path, csv_name: str = "DL_info.csv"):
+    def __init__(self, root: str | Path, image_dir: str | Path, csv_name: str = "DL_info.csv",
+                 splits: list[str] | None = None):
         self.root = Path(root)
         self.csv_path = self.root / csv_name
         self.image_dir = Path(image_dir) / self.name
@@ -68,7 +86,17 @@ class DeepLesionSource:
             if missing:
                 raise ValueError(f"{self.csv_path}: missing column(s) {missing}; found {reader.fieldnames}")
             # Row numbers are file lines (header is line 1), so a rejection names the line to look at.
-            self.rows = {f"row{line:06d}": row for line, row in enumerate(reader, start=2)}
+            rows = {f"row{line:06d}": row for line, row in enumerate(reader, start=2)}
+        self.rows_in_file = len(rows)
+        split_of = {k: SPLITS.get(_int_or_none(r.get("Train_Val_Test")), str(r.get("Train_Val_Test")))
+                    for k, r in rows.items()}
+        self.split_counts = dict(sorted(Counter(split_of.values()).items()))
+        if splits:
+            unknown = set(splits) - set(SPLITS.values())
+            if unknown:
+                raise ValueError(f"{self.csv_path}: splits {sorted(unknown)} are not among {list(SPLITS.values())}")
+            rows = {k: r for k, r in rows.items() if split_of[k] in splits}
+        self.rows = rows
 
     def inputs(self) -> list[str]:
         return list(self.rows)

@@ -126,6 +126,22 @@ def make_pathvqa_pickles(root: Path, n: int = 3, repeats: int = 0) -> Path:
     return root
 
 
+def make_pmc_vqa_clean(root: Path, n: int = 3) -> Path:
+    """``test_clean.csv`` with version 1's header (Answer = option text, Answer_label = letter) + ``images/``."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "test_clean.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C", "Choice D", "Answer_label"])
+        options = ["Diffuse uptake", "Focal uptake", "No uptake", "Cannot determine"]
+        for i in range(n):
+            fig = f"PMC{100 + i}_F1.jpg"
+            write_png(root / "images" / fig, 130 + i)
+            letter = "ABCD"[(i + 1) % 4]
+            w.writerow([fig, f"What is the uptake pattern {i}?", options["ABCD".index(letter)],
+                        *(f"{k}:{o}" for k, o in zip("ABCD", options)), letter])
+    return root
+
+
 def make_pmc_vqa(root: Path, n: int = 4) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with (root / "test_2.csv").open("w", newline="") as fh:
@@ -167,7 +183,10 @@ def make_mmmu(root: Path, per_subject: int = 2) -> Path:
     return root
 
 
-def make_omnimedvqa(root: Path) -> Path:
+def make_omnimedvqa(root: Path, restricted: bool = False) -> Path:
+    """``OmniMedVQA/QA_information/Open-access/ACRIMA.json`` + ``Images/``; ``restricted`` adds a
+    ``Restricted-access/`` JSON whose images, as in the release, are not there (and one row that writes
+    ``modality`` for ``modality_type``, as the release's ``Chest CT Scan.json`` does)."""
     base = root / "OmniMedVQA"
     rows = []
     for i, modality in enumerate(["CT(Computed Tomography)", "X-Ray", "CT(Computed Tomography)"]):
@@ -181,6 +200,12 @@ def make_omnimedvqa(root: Path) -> Path:
         rows.append(row)
     (base / "QA_information" / "Open-access").mkdir(parents=True, exist_ok=True)
     (base / "QA_information" / "Open-access" / "ACRIMA.json").write_text(json.dumps(rows))
+    if restricted:
+        row = {"dataset": "Chest CT Scan", "question_id": "Chest CT Scan_0001", "question_type": "Modality Recognition",
+               "question": "What imaging modality is this?", "gt_answer": "CT", "image_path": "Images/Chest CT Scan/a.png",
+               "option_A": "MRI", "option_B": "CT", "option_C": "X-ray", "modality": "CT(Computed Tomography)"}
+        (base / "QA_information" / "Restricted-access").mkdir(parents=True, exist_ok=True)
+        (base / "QA_information" / "Restricted-access" / "Chest CT Scan.json").write_text(json.dumps([row]))
     return base
 
 

@@ -156,8 +156,11 @@ def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100, polygons
     return root
 
 
-def make_pubmedvision(root: Path, n: int = 4, size: int = 90) -> Path:
-    """A PubMedVision JSON with localisation cues in the text and one item whose image is missing."""
+def make_pubmedvision(root: Path, n: int = 4, size: int = 90, instruction: bool = False) -> Path:
+    """A PubMedVision JSON with localisation cues in the text and one item whose image is missing.
+
+    ``instruction`` also writes ``PubMedVision_InstructionTuning_VQA.json`` (same fields, the same ids
+    and images, a question asked about each image) as the release ships both files."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     texts = [
         ("What does the chest CT show?", "A mass in the right lower lobe (white arrow) with pleural thickening."),
@@ -174,6 +177,11 @@ def make_pubmedvision(root: Path, n: int = 4, size: int = 90) -> Path:
         items.append({"id": f"pmc{i}", "image": [path], "modality": "Computed Tomography", "body_part": "Chest",
                       "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]})
     (root / "PubMedVision_Alignment_VQA.json").write_text(json.dumps(items, indent=1))
+    if instruction:
+        asked = [{**item, "conversations": [{"from": "human", "value": f"<image>\nWhich body part is shown? ({k})"},
+                                            {"from": "gpt", "value": "The chest, with a mass in the right lung."}]}
+                 for k, item in enumerate(items)]
+        (root / "PubMedVision_InstructionTuning_VQA.json").write_text(json.dumps(asked, indent=1))
     return root
 
 

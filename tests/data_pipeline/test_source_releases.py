@@ -67,3 +67,31 @@ def test_coco_category_without_annotations_is_dropped(make_source, tmp_path):
     adapter = SOURCES.get("roboflow_coco")(root, tmp_path / "img")
     assert adapter.labels == ["glioma", "meningioma", "pituitary"]
     assert adapter.dropped_classes == ["brain-tumors", "polygon-only"]
+
+
+def test_pubmedvision_reads_both_published_files(make_source, tmp_path):
+    root = make_source("pubmedvision", tmp_path / "PMV", n=3, instruction=True)
+    adapter, kept, rejected = ingest_all("pubmedvision", root, tmp_path)
+    assert len(adapter.inputs()) == 6 and len(set(adapter.inputs())) == 6  # same ids in both files, keys differ
+    assert {s.metadata["file"] for s in kept} == {"PubMedVision_Alignment_VQA.json",
+                                                   "PubMedVision_InstructionTuning_VQA.json"}
+    assert [r.reason for r in rejected] == ["unreadable-image", "unreadable-image"]
+    one = SOURCES.get("pubmedvision")(root, tmp_path / "i", json_name="PubMedVision_InstructionTuning_VQA.json")
+    assert len(one.inputs()) == 3 and one.load(one.inputs()[0]).question.startswith("Which body part")
+
+
+def test_deeplesion_full_header_and_train_val_test(make_source, tmp_path):
+    import csv
+
+    from medsage.launch.demo.sources import DL_COLUMNS
+
+    root = make_source("deeplesion", tmp_path / "DL", n=9)
+    with (root / "DL_info.csv").open() as fh:
+        assert next(csv.reader(fh)) == DL_COLUMNS and len(DL_COLUMNS) == 18
+    adapter = SOURCES.get("deeplesion")(root, tmp_path / "img")
+    assert adapter.rows_in_file == 9 and adapter.split_counts == {"test": 3, "train": 3, "val": 3}
+    train = SOURCES.get("deeplesion")(root, tmp_path / "img", splits=["train"])
+    assert len(train.inputs()) == 3
+    assert {train.load(k).metadata["split"] for k in train.inputs()} == {"train"}
+    with pytest.raises(ValueError, match="not among"):
+        SOURCES.get("deeplesion")(root, tmp_path / "img", splits=["validation"])

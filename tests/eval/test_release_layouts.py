@@ -114,3 +114,43 @@ def test_bad_mevf_row_names_file_row_and_reason(layouts, tmp_path):
     path.write_text(json.dumps(rows))
     with pytest.raises(Exception, match=r"testset.json row 1: missing field 'question'"):
         load_benchmark("vqa_rad", root)
+
+
+def test_pmc_vqa_reads_both_test_files_and_says_which(layouts, tmp_path):
+    root = layouts.make_pmc_vqa(tmp_path / "PMC-VQA", n=4)
+    layouts.make_pmc_vqa_clean(root, n=3)
+    bench, test = _bench("pmc_vqa", root)
+    assert bench.files_read[0].endswith("test_2.csv") and len(test) == 4
+    bench, clean = _bench("pmc_vqa", root, split="test_clean")
+    assert bench.files_read[0].endswith("test_clean.csv") and bench.layout == "test_clean.csv"
+    assert [s.answer for s in clean] == ["B", "C", "D"]  # Answer_label; Answer holds the option text
+    assert clean[0].options == {"A": "Diffuse uptake", "B": "Focal uptake", "C": "No uptake", "D": "Cannot determine"}
+    with pytest.raises(UnknownSplitError, match=r"splits found are: test, test_clean"):
+        load_benchmark("pmc_vqa", root, split="train")
+
+
+def test_mmmu_medical_validation_is_30_per_subject(layouts, tmp_path):
+    root = layouts.make_mmmu(tmp_path / "MMMU", per_subject=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitSizeWarning)
+        bench = BENCHMARKS.get("mmmu_med")(root, split="validation", image_cache=tmp_path / "c")
+        samples = bench.load()
+    assert len(samples) == 150 and len(bench.files_read) == 5
+    assert sum("<image 1>" in s.question for s in samples) == 150
+    with pytest.raises(UnknownSplitError, match=r"splits found are: validation"):
+        load_benchmark("mmmu_med", root, split="dev")
+
+
+def test_omnimedvqa_access_levels(layouts, tmp_path):
+    root = layouts.make_omnimedvqa(tmp_path, restricted=True)
+    assert len(_bench("omnimedvqa", root)[1]) == 3
+    bench = BENCHMARKS.get("omnimedvqa")(root, split="all", strict=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitSizeWarning)
+        both = bench.load()
+    assert len(both) == 4 and both[-1].modality == "CT(Computed Tomography)"  # read from `modality`
+    assert len(bench.missing_images) == 1 and "Chest CT Scan.json row 0" in bench.missing_images[0]
+    with pytest.raises(Exception, match=r"image 'Images/Chest CT Scan/a.png' not found"):
+        load_benchmark("omnimedvqa", root, split="restricted-access")
+    with pytest.raises(UnknownSplitError, match=r"open-access, restricted-access"):
+        load_benchmark("omnimedvqa", root, split="test")

@@ -35,7 +35,8 @@ def _run(argv: list[str]) -> int:
         print(f"medsage eval run: {err}", file=sys.stderr)
         return 2
     for name, s in summaries.items():
-        print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}")
+        print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}  "
+              f"closed-only={s.get('closed_only_accuracy')}  MedEvalKit-compatible={s.get('medevalkit_accuracy')}")
     return 0
 
 
@@ -71,7 +72,8 @@ def _score(argv: list[str]) -> int:
         return 2
     for name, s in summary.items():
         print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  unparsed={s['unparsed']}  "
-              f"open recall={s['open_recall']}")
+              f"open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
+              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)")
     print(f"verdicts: {verdicts}\nsummary:  {summary_path}")
     return 0
 

@@ -4,6 +4,7 @@
     medsage eval score PREDICTIONS.jsonl [--data vqa_rad=/data/vqa_rad] [--out DIR]
     medsage eval judge PREDICTIONS.jsonl [hydra overrides...]   # Table 2 GPT-score
     medsage eval list                                # installed benchmarks and their published sizes
+    medsage eval doctor ROOT [--benchmarks paper_five,omnimedvqa] [--json FILE]  # check the downloads
     medsage eval demo-benchmarks OUT                 # the five benchmarks, generated in their release layouts
 """
 
@@ -122,6 +123,26 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
+def _doctor(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="medsage eval doctor",
+                                     description="Check every benchmark's downloaded files under ROOT: layout, split "
+                                                 "counts against the published ones, repeats, missing images.")
+    parser.add_argument("root", help="the eval.data_root folder (vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/, ...)")
+    parser.add_argument("--benchmarks", default="paper_five", help="recipe groups (recipes/eval/benchmarks), comma-separated")
+    parser.add_argument("--json", default=None, help="also write the report as JSON here")
+    args = parser.parse_args(argv)
+    from dataclasses import asdict
+
+    from medsage.eval.doctor import diagnose, render
+    from medsage.io import atomic_write_json
+
+    reports = diagnose(args.root, tuple(g for g in args.benchmarks.split(",") if g))
+    print(render(reports))
+    if args.json:
+        atomic_write_json(Path(args.json), [asdict(r) | {"ok": r.ok} for r in reports])
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _demo_benchmarks(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="medsage eval demo-benchmarks",
                                      description="Write small generated copies of the five Table 1 benchmarks, "
@@ -134,7 +155,8 @@ def _demo_benchmarks(argv: list[str]) -> int:
     return 0
 
 
-VERBS = {"run": _run, "score": _score, "judge": _judge, "list": _list, "demo-benchmarks": _demo_benchmarks}
+VERBS = {"run": _run, "score": _score, "judge": _judge, "list": _list, "doctor": _doctor,
+         "demo-benchmarks": _demo_benchmarks}
 
 
 def main(argv: list[str] | None = None) -> int:

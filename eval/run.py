@@ -84,17 +84,26 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
     # Load every benchmark first: a missing dataset fails before any model is loaded.
     loaded: dict[str, tuple[list[Sample], str | None]] = {}
+    data_files: dict[str, dict] = {}  # which files and layout each benchmark was read from (e.g. PMC-VQA's csv)
     for name, spec in benchmarks.items():
         bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.get("image_cache"), **_benchmark_options(spec))
         samples = bench.load()
+        data_files[name] = {"split": bench.split, "layout": bench.layout, "files": bench.files_read, **bench.stats}
         limit = spec.get("limit", ev.get("limit"))
         loaded[name] = (samples[:limit] if limit else samples, bench.info.group_by)
+    blind = bool(ev.get("blind", False))
+    if blind:  # the blind baseline: same items, every image blank (medsage.eval.blind)
+        from medsage.eval.blind import blind_samples
+        from medsage.eval.benchmarks.base import cache_root
+
+        blank_dir = Path(ev.get("image_cache") or cache_root() / "images") / "blank"
+        loaded = {n: (blind_samples(s, blank_dir), g) for n, (s, g) in loaded.items()}
     if backend is None:
         backend = make_backend(ev.backend, str(cfg.model.path), generation)
     summaries = {}
     for name, (samples, group_by) in loaded.items():
-        predictions = out_dir / name / "predictions.jsonl"
-        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
+        predictions = out_dir / name / ("predictions.blind.jsonl" if blind else "predictions.jsonl")
+        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name), "blind": blind,
                        "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
                        "generation": OmegaConf.to_container(ev.generation, resolve=True),
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
@@ -102,10 +111,15 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
         summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
+    # A blind run and a sighted run into the same folder keep each other's summaries.
+    before = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
+    before = before if before.get("model_path") == str(cfg.model.path) else {}
     atomic_write_json(out_dir / "run.json", {
+        **before,
         "label": str(ev.label), "model": str(cfg.model.name), "model_path": str(cfg.model.path),
         "backend": str(ev.backend.name), "tags": OmegaConf.to_container(ev.tags, resolve=True) if ev.get("tags") else {},
         "generation": OmegaConf.to_container(ev.generation, resolve=True),
-        "summaries": summaries,
+        "summaries" if not blind else "blind_summaries": summaries,
+        "data_files": {**before.get("data_files", {}), **data_files},
     })
     return summaries

@@ -31,6 +31,7 @@ class SplitReport:
     types: dict = field(default_factory=dict)
     repeats: int = 0
     missing_images: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -72,6 +73,10 @@ def check_split(cls, path: str, split: str, options: dict, image_cache: Path, re
         report.problems.append(f"{report.n} items, the published split has {report.published}")
     if report.missing_images:
         report.problems.append(f"{len(report.missing_images)} missing image(s)")
+    types = cls.info.published_types.get(split)
+    if types and report.n == report.published and types != report.types:
+        rule = Counter(s.metadata.get("type_rule") for s in samples).most_common(1)[0][0]
+        report.notes.append(f"question types {report.types} differ from the release's {types} (types here by: {rule})")
     return report
 
 
@@ -118,5 +123,6 @@ def render(reports: list[BenchmarkReport]) -> str:
             lines.append(f"  {s.split}: {s.n} items{published} [{types}]{extra}; repeated items {s.repeats}; "
                          f"missing images {len(s.missing_images)}; layout {s.layout}: {', '.join(s.files)}")
             lines += [f"    ! {p}" for p in s.problems]
+            lines += [f"    note: {n}" for n in s.notes]
             lines += [f"    missing: {m}" for m in s.missing_images[:3]]
     return "\n".join(lines)

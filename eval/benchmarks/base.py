@@ -46,6 +46,7 @@ class BenchmarkInfo:
     default_split: str = "test"
     table1_column: str | None = None  # column in the paper's Table 1, when it has one
     group_by: str | None = None       # metadata key for a per-group breakdown (modality, subject)
+    published_types: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> question type -> count
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 

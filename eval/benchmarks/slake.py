@@ -23,7 +23,7 @@ class Slake(Benchmark):
         name="slake", title="SLAKE",
         published_at="https://www.med-vqa.com/slake/ (Slake1.0.zip); also huggingface.co/datasets/BoKelvin/SLAKE",
         published_sizes={"test": 1061, "validation": 1053, "train": 4919}, question_types=("closed", "open"),
-        table1_column="SLAKE", group_by="modality",
+        table1_column="SLAKE", group_by="modality", published_types={"test": {"closed": 416, "open": 645}},
     )
 
     def published_size(self) -> int | None:

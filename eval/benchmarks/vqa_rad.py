@@ -44,7 +44,7 @@ class VQARad(Benchmark):
         published_at="https://osf.io/89kps/ (original JSON + images); MEVF's data_RAD/ (trainset.json, testset.json); "
                      "parquet copy: huggingface.co/datasets/flaviagiammarino/vqa-rad",
         published_sizes={"test": 451}, question_types=("closed", "open"), table1_column="VQA-RAD",
-        group_by="organ", notes=("test: 272 closed / 179 open by the release's answer_type",),
+        group_by="organ", published_types={"test": {"closed": 272, "open": 179}},
     )
 
     def published_size(self) -> int | None:

@@ -43,3 +43,19 @@ def test_doctor_exits_zero_when_nothing_is_wrong(tmp_path, capsys):
                                                       answer="yes", question_type="closed")])
     assert main(["doctor", str(tmp_path), "--benchmarks", "records"]) == 0
     assert "records: ok" in capsys.readouterr().out
+
+
+def test_doctor_notes_question_types_that_differ_from_the_release(layouts, tmp_path, monkeypatch):
+    import dataclasses
+
+    from medsage.eval.benchmarks.vqa_rad import VQARad
+    from medsage.eval.doctor import check_split
+
+    # A parquet copy without answer_type, against a release whose 3 test items are all CLOSED.
+    monkeypatch.setattr(VQARad, "info", dataclasses.replace(VQARad.info, published_sizes={"test": 3},
+                                                            published_types={"test": {"closed": 3}}))
+    root = layouts.make_vqa_rad_parquet(tmp_path / "pq", n=3)
+    report = check_split(VQARad, str(root), "test", {}, tmp_path / "c", required=True)
+    assert not report.problems and report.types == {"closed": 2, "open": 1}
+    assert report.notes == ["question types {'closed': 2, 'open': 1} differ from the release's {'closed': 3} "
+                            "(types here by: yes/no reference)"]

@@ -38,6 +38,8 @@ def _run(argv: list[str]) -> int:
     for name, s in summaries.items():
         print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}  "
               f"closed-only={s.get('closed_only_accuracy')}  MedEvalKit-compatible={s.get('medevalkit_accuracy')}")
+        data = s.get("data") or {}
+        print(f"{'':<12} {data.get('split')} split, {data.get('layout')}: {', '.join(data.get('files') or [])}")
     return 0
 
 

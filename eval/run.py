@@ -110,7 +110,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
         generate_predictions(samples, backend, prompt, predictions, name, int(ev.batch_size), group_by,
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
-        summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
+        summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
     # A blind run and a sighted run into the same folder keep each other's summaries.
     before = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
     before = before if before.get("model_path") == str(cfg.model.path) else {}

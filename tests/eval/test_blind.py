@@ -60,5 +60,6 @@ def test_blind_run_beside_the_sighted_one(tiny_model_dir, layouts, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["summaries"]["vqa_rad"]["n"] == run["blind_summaries"]["vqa_rad"]["n"] == 2
     assert run["data_files"]["vqa_rad"]["layout"] == "original"
+    assert run["summaries"]["vqa_rad"]["data"]["files"][0].endswith("VQA_RAD Dataset Public.json")
     report = write_report([tmp_path / "runs"], tmp_path / "report")["report.md"].read_text()
     assert "Blind baseline" in report and "| tiny | vqa_rad |" in report

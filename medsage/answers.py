@@ -201,6 +201,9 @@ def score_output_explained(output: str, answer: str | list[str], question_type: 
 # - another closed reference: the text equals it; an open reference: exact match, no normalisation;
 # - choice: a leading letter, the text before the first "." after a ":", an option text; when none
 #   of these is an option, the option most similar to the text (difflib) is taken as the answer.
+# Where this mode still departs from MedEvalKit itself: its optional LLM judge for open answers is not
+# run; SLAKE OPEN items with a yes/no reference are scored by exact text there (by substring here);
+# MMMU goes through MMMU's own parser there; PMC-VQA options keep their "A:" prefix there.
 _MEK_MARKERS = ("**answer**:", "**answer**", "*answer*:", "**answer:**", "answer is", "answer:", "答案:",
                 "final answer", "final answer is")
 

@@ -178,9 +178,15 @@ def read_json_rows(path: Path) -> list[dict]:
     import json
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(rows, list):
+        raise BenchmarkDataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BenchmarkDataError(f"{path} row {i}: expected a JSON object, got {type(row).__name__}")
+    return rows
 
 
 def yes_no_type(answer: str) -> str:

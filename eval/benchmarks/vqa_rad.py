@@ -90,8 +90,6 @@ class VQARad(Benchmark):
         return [self._sample(r, f"{path} row {i}", folder / "images", i) for i, r in rows]
 
     def _sample(self, row: dict, where: str, images: Path, i: int) -> Sample:
-        if not isinstance(row, dict):
-            raise BenchmarkDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         kind = str(row.get("answer_type", "")).strip().upper()
         if kind not in ("CLOSED", "OPEN"):
             raise BenchmarkDataError(f"{where}: answer_type {row.get('answer_type')!r} is neither CLOSED nor OPEN")

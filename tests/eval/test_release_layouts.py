@@ -154,3 +154,11 @@ def test_omnimedvqa_access_levels(layouts, tmp_path):
         load_benchmark("omnimedvqa", root, split="restricted-access")
     with pytest.raises(UnknownSplitError, match=r"open-access, restricted-access"):
         load_benchmark("omnimedvqa", root, split="test")
+
+
+def test_a_release_row_that_is_not_an_object_is_named(layouts, tmp_path):
+    root = layouts.make_vqa_rad_original(tmp_path / "vqa_rad", n_test=2, n_train=0)
+    path = root / "VQA_RAD Dataset Public.json"
+    path.write_text(json.dumps([*json.loads(path.read_text()), "stray"]))
+    with pytest.raises(Exception, match=r"VQA_RAD Dataset Public.json row 2: expected a JSON object, got str"):
+        load_benchmark("vqa_rad", root)

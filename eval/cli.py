@@ -5,6 +5,7 @@
     medsage eval judge PREDICTIONS.jsonl [hydra overrides...]   # Table 2 GPT-score
     medsage eval list                                # installed benchmarks and their published sizes
     medsage eval doctor ROOT [--benchmarks paper_five,omnimedvqa] [--json FILE]  # check the downloads
+    medsage eval list --check ROOT                   # the same check
     medsage eval demo-benchmarks OUT                 # the five benchmarks, generated in their release layouts
 """
 
@@ -116,6 +117,9 @@ def _judge(argv: list[str]) -> int:
 
 def _list(argv: list[str]) -> int:
     from medsage.registry import BENCHMARKS
+
+    if argv[:1] == ["--check"]:  # `eval list --check ROOT` is `eval doctor ROOT`
+        return _doctor(argv[1:])
 
     for name in BENCHMARKS.names():
         info = BENCHMARKS.get(name).info

@@ -34,7 +34,6 @@ HU_OFFSET = 32768
 # Default windows (HU) when a row has none: the usual lung, bone and soft-tissue CT windows.
 DEFAULT_WINDOWS = {"lung": (-1350.0, 150.0), "bone": (-450.0, 1050.0)}
 SOFT_TISSUE_WINDOW = (-175.0, 275.0)
-PUBLISHED_ROWS = 32735
 REQUIRED_COLUMNS = ("File_name", "Bounding_boxes", "Coarse_lesion_type", "DICOM_windows", "Possibly_noisy",
                     "Train_Val_Test", "Image_size")
 

@@ -7,7 +7,9 @@ Both test files papers use are read; which one a run used is its split, recorded
   split``, figures under ``figures/`` or ``images/``;
 - split ``test_clean``: ``test_clean.csv`` (version 1's manually checked 2,000 items), header
   ``Figure_path, Question, Answer, Choice A .. Choice D, Answer_label``, where ``Answer`` is the
-  option text and ``Answer_label`` the letter; figures under ``images/``.
+  option text and ``Answer_label`` the letter; figures under ``images/``;
+- split ``train``: ``train_2.csv`` / ``train2.csv`` (version 2) or ``train.csv`` (version 1), read the same
+  way (the contamination audit compares it with the test split).
 The answer is ``Answer_label`` (a letter) when present, else ``Answer`` (a letter, ``"B:Brain"`` or
 the option text).
 
@@ -25,7 +27,8 @@ from medsage.records import Sample
 
 _PREFIX_RE = re.compile(r"^\s*\(?([A-D])\)?\s*[:.)]\s*")
 LETTERS = "ABCD"
-SPLIT_FILES = {"test": ("test_2.csv", "test2.csv"), "test_clean": ("test_clean.csv",)}
+SPLIT_FILES = {"test": ("test_2.csv", "test2.csv"), "test_clean": ("test_clean.csv",),
+               "train": ("train_2.csv", "train2.csv", "train.csv")}  # train: for `medsage data audit`
 
 
 def option_text(cell: str) -> str:

@@ -59,3 +59,8 @@ def test_doctor_notes_question_types_that_differ_from_the_release(layouts, tmp_p
     assert not report.problems and report.types == {"closed": 2, "open": 1}
     assert report.notes == ["question types {'closed': 2, 'open': 1} differ from the release's {'closed': 3} "
                             "(types here by: yes/no reference)"]
+
+
+def test_list_check_is_the_doctor(tmp_path, capsys):
+    assert main(["list", "--check", str(tmp_path)]) == 1
+    assert "vqa_rad: PROBLEM" in capsys.readouterr().out

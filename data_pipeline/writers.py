@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from medsage.records import Sample
-
-IMAGE_PLACEHOLDER = "<image>"
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 
 def sft_example(sample: Sample, image_root: Path | None = None) -> dict:
@@ -161,4 +160,4 @@ def write_easyr1(samples: list[Sample], path: str | Path, *, fmt: Literal["jsonl
         return _write_parquet(Path(path), rows)
     if fmt != "jsonl":
         raise ValueError(f"EasyR1 format must be jsonl or parquet, got {fmt!r}")
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    return atomic_write_jsonl(path, rows)

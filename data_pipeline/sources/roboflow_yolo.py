@@ -18,34 +18,38 @@ distractor; ``dropped_classes`` lists them. Distractors come from the export's c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem
+from medsage.data_pipeline.sources.base import InputRejected, SourceItem, file_stamp, inside_root
+from medsage.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image
 from medsage.records import RoI
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _split_dir(root: Path, value: str, data_yaml: Path) -> Path | None:
-    """The split folder inside ``root``: ``../train/images`` and ``./train/images`` mean ``root/train/images``."""
+    """The split folder inside ``root``: ``../train/images`` and ``./train/images`` mean ``root/train/images``.
+
+    A folder that only exists outside the root (an absolute path, or ``..`` leading out) is refused."""
+    top = root.resolve()
     rel = value.replace("\\", "/")
     while rel.startswith(("../", "./")):
         rel = rel[3:] if rel.startswith("../") else rel[2:]
-    inside = root / rel
-    if inside.is_dir():
-        return inside
-    literal = (root / value).resolve()
-    if literal.is_dir() and not literal.is_relative_to(root.resolve()):
-        raise FileNotFoundError(f"{data_yaml}: split folder {value!r} is outside the export {root} "
-                                f"(looked for {inside}); move it inside or fix data.yaml")
-    return literal if literal.is_dir() else None
+    for candidate in (root / rel, root / value):
+        if candidate.is_dir():
+            if not candidate.resolve().is_relative_to(top):
+                raise ValueError(f"{data_yaml}: split folder {value!r} resolves to {candidate.resolve()}, outside "
+                                 f"the source root {top} (looked for {root / rel}); move it inside or fix data.yaml")
+            return candidate
+    return None
 
 
 def parse_label_line(parts: list[str], n_classes: int) -> tuple[int, tuple[float, float, float, float], str]:
     """``(class, (cx, cy, w, h) normalised, "box" | "polygon")``; ValueError for anything else."""
     cls = int(parts[0])
     values = [float(v) for v in parts[1:]]
-    if not 0 <= cls < n_classes:
+    if not 0 <= cls < n_classes or not all(math.isfinite(v) for v in values):  # NaN would pass every comparison
         raise ValueError
     if len(values) == 4:
         return cls, tuple(values), "box"  # type: ignore[return-value]
@@ -74,15 +78,19 @@ class RoboflowYoloSource:
             self.name = name
         data_yaml = self.root / "data.yaml"
         try:
-            spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+            spec = yaml.safe_load(data_yaml.read_bytes().decode("utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
             raise FileNotFoundError(f"Roboflow YOLO: cannot read {data_yaml}: {err}") from None
         names = spec.get("names") if isinstance(spec, dict) else None
         if isinstance(names, dict):
-            names = [names[k] for k in sorted(names)]
+            try:
+                names = [names[k] for k in sorted(names)]
+            except TypeError:
+                raise ValueError(f"{data_yaml}: `names` keys must all be class ids") from None
         if not isinstance(names, list) or not names:
             raise ValueError(f"{data_yaml}: needs a non-empty `names` list")
         self.classes = [str(n) for n in names]  # the export's class list, ids as data.yaml numbers them
+        self.max_pixels = DEFAULT_MAX_PIXELS  # the run sets its quality.max_pixels
         self.files: dict[str, tuple[Path, Path]] = {}
         for split in ("train", "val", "test"):
             if not spec.get(split):
@@ -103,7 +111,7 @@ class RoboflowYoloSource:
         for _, label_file in self.files.values():
             if not label_file.is_file():
                 continue
-            for line in label_file.read_text().splitlines():
+            for line in label_file.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     used.add(parse_label_line(line.split(), len(self.classes))[0])
                 except (ValueError, IndexError):
@@ -113,18 +121,30 @@ class RoboflowYoloSource:
     def inputs(self) -> list[str]:
         return list(self.files)
 
-    def load(self, key: str) -> SourceItem:
-        from PIL import Image
-
+    def stamp(self, key: str):
         image, label_file = self.files[key]
+        return [file_stamp(image), file_stamp(label_file)]
+
+    def load(self, key: str) -> SourceItem:
+        image, label_file = self.files[key]
+        image = inside_root(self.root, str(image), f"{key}")
         if not label_file.is_file():
             raise InputRejected("no-annotation", f"{label_file} not found")
-        lines = [(n, line.split()) for n, line in enumerate(label_file.read_text().splitlines(), 1) if line.strip()]
+        inside_root(self.root, str(label_file), f"{key} label file")
+        raw = label_file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            raise InputRejected("bad-encoding", f"{label_file}:{line}: not UTF-8 (byte {err.start})") from None
+        lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if not lines:
             raise InputRejected("no-annotation", f"{label_file} is empty")
         try:
-            with Image.open(image) as img:
+            with open_image(image, self.max_pixels) as img:
                 width, height = img.size
+        except ImageTooLarge as err:
+            raise InputRejected("too-large", str(err)) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise InputRejected("unreadable-image", f"{image}: {type(err).__name__}: {err}") from None
         rois, labels, polygons = [], [], 0

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import pickle
 
-from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, parquet_rows, yes_no_type
+from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, parquet_rows
 from medsage.records import Sample
+from medsage.vocab import type_of_answer
 
 RAW_SIZES = {"test": 6761}  # rows in the authors' test pickle, repeats included
 
@@ -95,8 +96,8 @@ class PathVQA(Benchmark):
             seen.add(triplet)
             samples.append(Sample(
                 id=f"pathvqa-{self.split}-{n}", source="pathvqa", images=[image()],
-                question=str(row["question"]).strip(), answer=answer, question_type=yes_no_type(answer),
-                modality="pathology", metadata={"question_type": yes_no_type(answer), "row": n},
+                question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
+                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": n},
             ))
         self.stats = {"rows": len(items), "unique": len(seen)}
         return samples

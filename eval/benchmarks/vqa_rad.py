@@ -28,9 +28,9 @@ from medsage.eval.benchmarks.base import (
     BenchmarkInfo,
     parquet_rows,
     read_json_rows,
-    yes_no_type,
 )
 from medsage.records import Sample
+from medsage.vocab import type_of_answer
 
 ORIGINAL = "VQA_RAD Dataset Public.json"
 MEVF_FILES = {"train": "trainset.json", "test": "testset.json"}
@@ -113,7 +113,7 @@ class VQARad(Benchmark):
             kind = str(row.get("answer_type") or "").strip().upper()
             if kind and kind not in ("CLOSED", "OPEN"):
                 raise BenchmarkDataError(f"{where}: answer_type {row.get('answer_type')!r} is neither CLOSED nor OPEN")
-            qtype = {"CLOSED": "closed", "OPEN": "open"}.get(kind) or yes_no_type(answer)
+            qtype = {"CLOSED": "closed", "OPEN": "open"}.get(kind) or type_of_answer(answer)
             samples.append(Sample(
                 id=f"vqa_rad-{self.split}-{len(samples)}", source="vqa_rad",
                 images=[self.image_file(row.get("image"), key, where)],

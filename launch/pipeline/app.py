@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from medsage.io import atomic_write_json
+from medsage.launch import layout
 
 
 def _job(cfg) -> None:
@@ -42,13 +43,13 @@ def _job(cfg) -> None:
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
     with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
         outcomes = run_stages(stages, client, resume_hint=resume)
-    atomic_write_json(job_dir / "pipeline.json", {
+    atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
         "stages": {o.stage: {"status": o.status, "out_dir": str(o.out_dir), "detail": o.detail} for o in outcomes},
     })
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)
-    report_dir = run_dir / "report"
+    report_dir = run_dir / layout.REPORT_DIR
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
@@ -59,14 +60,16 @@ def eval_dirs(run_dir: Path) -> list[Path]:
     import json
 
     found = []
-    for manifest in sorted(run_dir.rglob("pipeline.json")):
+    for manifest in sorted(run_dir.rglob(layout.PIPELINE)):
         stages = json.loads(manifest.read_text())["stages"]
         found += [Path(s["out_dir"]) for name, s in stages.items() if name.startswith("eval")]
     return list(dict.fromkeys(found))
 
 
 def render_report(run_dir: Path, out: Path) -> dict:
-    dirs = [d for d in eval_dirs(run_dir) if (d / "run.json").exists()]
+    from medsage.eval.layout import RUN
+
+    dirs = [d for d in eval_dirs(run_dir) if (d / RUN).exists()]
     if not dirs:
         return {}
     from medsage.eval.report.tables import write_report
@@ -77,13 +80,27 @@ def render_report(run_dir: Path, out: Path) -> dict:
     return written
 
 
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("The whole method as one Hydra application (recipes/pipeline.yaml), each stage a resumable "
+                          "Ray job; Hydra's own flags (--cfg job, --info) pass through.")
+    parser.epilog = ("examples:\n  medsage pipeline +experiment=demo\n"
+                     "  medsage pipeline model.path=/models/Qwen2.5-VL-7B-Instruct eval_data_root=/data/eval\n"
+                     "  medsage pipeline +experiment=paper_table4 -m alpha=0,0.15,0.2,0.25")
+    parser.add_argument("-m", "--multirun", action="store_true", help="a Hydra multirun: one job per swept value")
+    add_overrides(parser, "+experiment=demo alpha=0.2")
+
+
 def main(argv: list[str] | None = None) -> int:
     import hydra
 
+    from medsage.launch.cli import parse
     from medsage.recipes import recipes_dir, register_resolvers
 
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parse("pipeline", argv, known=True)  # --help; the command line itself is Hydra's, flags and all
     # `medsage pipeline +experiment=x -m alpha=0,0.2` reads naturally; Hydra's parser wants -m first.
     flags = [a for a in argv if a in ("-m", "--multirun")]
     argv = flags + [a for a in argv if a not in flags]

@@ -53,7 +53,7 @@ def test_yolo_never_reads_a_stray_folder_beside_the_export(make_source, tmp_path
     assert not any("stray" in k for k in adapter.inputs())
     # a split folder that only exists outside the export is an error, not a silent read
     (root / "train").rename(root / "moved")
-    with pytest.raises(FileNotFoundError, match="outside the export"):
+    with pytest.raises(ValueError, match="outside the source root"):
         SOURCES.get("roboflow_yolo")(root, tmp_path / "img")
 
 

@@ -55,7 +55,7 @@ def _floats(text: str, n: int, column: str) -> list[float]:
 def _int_or_none(text) -> int | None:
     try:
         return int(float(text))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a hostile cell ("inf") is no split, not a crash
         return None
 
 

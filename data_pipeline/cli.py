@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def _parse_options(pairs: list[tuple[str, str]]) -> dict:
     options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"medsage data: --option needs key=value, got {pair!r}")
+    for key, value in pairs:
         try:
             options[key] = json.loads(value)  # numbers, lists, booleans
         except json.JSONDecodeError:
@@ -36,11 +33,7 @@ def _cmd_run(args) -> int:
     from medsage.recipes import compose
 
     cfg = compose(f"data/{args.config}", args.overrides, extra_dirs=args.recipes_dir or ())
-    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
-    missing = [f"sources.{i}.root" for i, s in enumerate(cfg.sources) if s.root in (None, "???")]
-    if missing:
-        print(f"medsage data run: set {', '.join(missing)} (or drop those sources with sources=[...])", file=sys.stderr)
-        return 2
+    cfg = RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=True), f"recipes/data/{args.config}.yaml")
     summary = run(cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -59,7 +52,8 @@ def _cmd_ingest(args) -> int:
 def _cmd_dedup(args) -> int:
     from medsage.data_pipeline.dedup import DedupConfig, dedup_folders
 
-    cfg = DedupConfig(threshold=args.threshold, within_train=not args.no_within_train, workers=args.workers)
+    cfg = DedupConfig(threshold=args.threshold, within_train=not args.no_within_train, workers=args.workers,
+                      **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     summary = dedup_folders(args.train, args.eval, args.out, cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -98,7 +92,7 @@ def _cmd_demo_sources(args) -> int:
 
 def add_arguments(parser) -> None:
     from medsage.data_pipeline.synthesis import cli as synth_cli
-    from medsage.launch.cli import add_commands, add_overrides
+    from medsage.launch.cli import add_commands, add_overrides, name_value
 
     parser.description, _, parser.epilog = __doc__.strip().partition("\n\n")
     sub = add_commands(parser)
@@ -113,7 +107,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--source", required=True, help="registered source adapter (see `medsage data sources`)")
     p.add_argument("--root", required=True, help="the source folder as downloaded")
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
-    p.add_argument("--option", action="append", default=[], help="adapter option key=value (repeatable)")
+    p.add_argument("--option", action="append", default=[], type=name_value, metavar="KEY=VALUE",
+                   help="adapter option (repeatable; the value is read as JSON when it parses)")
     p.add_argument("--shard-size", type=int, default=500, help="inputs per resumable shard (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of RoI variants and distractors (default: 0)")
     p.set_defaults(func=_cmd_ingest)
@@ -125,6 +120,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--threshold", type=int, default=None, help="max Hamming distance in bits (default: 10)")
     p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores)")
     p.add_argument("--no-within-train", action="store_true", help="keep near-duplicates inside the training set")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="images over this many pixels are not decoded (default: 100 million)")
     p.set_defaults(func=_cmd_dedup)
 
     p = sub.add_parser("write", help="records.jsonl -> LLaVA SFT (records with a trajectory), verl and EasyR1 files")
@@ -160,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         from medsage.data_pipeline.dedup import DEFAULT_THRESHOLD
 
         args.threshold = DEFAULT_THRESHOLD
+    from medsage.lock import FolderLocked
     from medsage.registry import RegistryError
 
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, RegistryError) as err:  # bad input: the message names file and reason
+    except (FileNotFoundError, ValueError, RegistryError, FolderLocked) as err:  # bad input: the message names file and reason
         print(f"medsage data {args.command}: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -43,6 +44,7 @@ class DedupConfig:
     workers: int | None = None  # hashing processes; None = all CPU cores
     shard_size: int = 2000  # images per hash shard (a shard is the unit of resume)
     eval_dirs: list[str] = field(default_factory=list)  # folders of evaluation images to protect
+    max_pixels: int = 100_000_000  # larger images are not decoded (named on stderr, unreadable: see medsage.images)
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 64:
@@ -54,19 +56,26 @@ class DedupConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def phash_file(path: str) -> int | None:
+def phash_file(path: str, max_pixels: int = 100_000_000) -> int | None:
     """The 64-bit pHash of an image as an int, or ``None`` when the file cannot be read."""
+    import sys
+
     import imagehash
-    from PIL import Image
+
+    from medsage.images import ImageTooLarge, open_image
 
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             return int(str(imagehash.phash(img)), 16)
+    except ImageTooLarge as err:  # a decompression bomb: named, not decoded, and the run goes on
+        print(f"medsage dedup: not hashed: {err}", file=sys.stderr, flush=True)
+        return None
     except (OSError, ValueError, SyntaxError):
         return None
 
 
-def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashing") -> Iterator[int | None]:
+def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashing",
+                max_pixels: int = 100_000_000) -> Iterator[int | None]:
     """pHash of every path in order, streamed as they finish, across ``workers`` processes (1 = here).
 
     One pool serves the whole list (started once, not per shard); images go to it a few at a time so
@@ -78,7 +87,7 @@ def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashi
     with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
         if workers <= 1 or len(paths) < 2 * workers:
             for p in paths:
-                yield phash_file(p)
+                yield phash_file(p, max_pixels=max_pixels)
                 bar.update()
             return
         from concurrent.futures import ProcessPoolExecutor
@@ -86,7 +95,7 @@ def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashi
         import imagehash  # noqa: F401  imported once here: forked workers inherit it instead of each importing scipy
         chunksize = max(1, min(16, len(paths) // (workers * 8)))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for h in pool.map(phash_file, paths, chunksize=chunksize):
+            for h in pool.map(partial(phash_file, max_pixels=max_pixels), paths, chunksize=chunksize):
                 yield h
                 bar.update()
 
@@ -143,7 +152,7 @@ def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupCon
         if not n:
             write(k)  # all reused: rewritten only when the path list moved them to another shard
     position = {p: k for k, p in enumerate(paths)}
-    for p, h in zip(todo, iter_hashes(todo, cfg.workers, desc=f"{prefix} hashes")):
+    for p, h in zip(todo, iter_hashes(todo, cfg.workers, desc=f"{prefix} hashes", max_pixels=cfg.max_pixels)):
         out[p] = h
         k = position[p] // size
         pending[k] -= 1
@@ -212,18 +221,19 @@ def write_report(out_dir: Path, result: DedupResult, cfg: DedupConfig, n_eval: i
     """``kept.txt``, ``removed.jsonl`` (with nearest image and distance), ``summary.json`` and a histogram PNG."""
     from collections import Counter
 
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.data_pipeline import layout
+    from medsage.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "kept.txt", "".join(p + "\n" for p in result.kept))
-    atomic_write_text(out_dir / "removed.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.removed))
+    atomic_write_text(out_dir / layout.DEDUP_KEPT, "".join(p + "\n" for p in result.kept))
+    atomic_write_jsonl(out_dir / layout.DEDUP_REMOVED, result.removed)
     summary = {
         "threshold_bits": cfg.threshold, "within_train": cfg.within_train, "eval_images": n_eval,
         "train_images": len(result.kept) + len(result.removed), "kept": len(result.kept),
         "removed": len(result.removed),
         "removed_by_reason": dict(sorted(Counter(r["reason"] for r in result.removed).items())),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / layout.SUMMARY, summary)
     if result.nearest_eval_distance:
         _plot(out_dir / "nearest_eval_distance.png", list(result.nearest_eval_distance.values()), cfg.threshold)
     return summary

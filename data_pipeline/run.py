@@ -4,8 +4,10 @@ Steps, top to bottom:
 
 1. ingest: each source's inputs in shards of ``shard_size``; a shard writes its records and rejections
    atomically, then a ``.done`` marker holding a fingerprint of everything that decides its bytes
-   (source, options, filter/question/RoI settings, seed, the shard's input keys). A rerun skips
-   every shard whose marker matches, so killed work is redone only for the shard in flight.
+   (source, options, filter/question/RoI settings, seed, the shard's input keys, and each input's
+   stamp: its raw annotation and the size and mtime of the files it reads). A rerun skips every
+   shard whose marker matches, so killed work is redone only for the shard in flight, and a fixed
+   CSV row or a replaced image is read again.
 2. dedup: pHash of every kept training image (hash shards cached the same way) against the
    evaluation folders and within the pool; records whose image is removed become rejections.
 3. write: ``records.jsonl`` (kept), ``rejected.jsonl`` (every rejection with its reason),
@@ -13,7 +15,8 @@ Steps, top to bottom:
    ``summary.json`` whose counts reconcile: per source, inputs = kept + rejected.
 
 All randomness is seeded from item keys and the merges are in input order, so an interrupted run
-rerun with the same command ends with the same bytes as an uninterrupted one.
+rerun with the same command ends with the same bytes as an uninterrupted one. The output folder is
+locked for the run (``medsage.lock``): a second run into it stops at once.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medsage.data_pipeline import layout
@@ -60,6 +64,16 @@ class WriteConfig:
     system_prompt: str | None = None  # system turn of the verl prompt (the LVKC instruction), if any
     embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
 
+    def __post_init__(self) -> None:
+        check_name(self.sft_name, "write.sft_name")
+
+
+def check_name(name: str, what: str) -> str:
+    """A name that becomes a file or folder name: one plain component, so nothing lands outside out_dir."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ValueError(f"{what} {name!r} must be a plain name (letters, digits, _ . -), not a path")
+    return name
+
 
 @dataclass
 class RunConfig:
@@ -82,26 +96,11 @@ class RunConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        """From a plain dict (a composed recipe); unknown keys are an error naming them."""
-        def build(kind, value, where):
-            value = dict(value or {})
-            unknown = set(value) - {f.name for f in fields(kind)}
-            if unknown:
-                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-            return kind(**value)
+    def from_dict(cls, d, where: str = "data recipe") -> "RunConfig":
+        """From a composed recipe (dict or DictConfig), typed by OmegaConf (``medsage.config.typed``)."""
+        from medsage.config import typed
 
-        d = dict(d)
-        sources = [build(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(d.pop("sources", None) or [])]
-        nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
-                  "write": WriteConfig}
-        parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
-        unknown = set(d) - {"out_dir", "shard_size", "seed"}
-        if unknown:
-            raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
-        if not d.get("out_dir") or d["out_dir"] == "???":
-            raise ValueError("data recipe: out_dir is required")
-        return cls(sources=sources, **parts, **d)
+        return typed(cls, d, where)
 
 
 def _fingerprint(*parts: object) -> str:
@@ -117,11 +116,14 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
     """Ingest one source shard by shard; returns (source name, this run's shard stems, computed, reused)."""
     from tqdm import tqdm
 
-    from medsage.data_pipeline.sources.base import build_samples
+    from medsage.data_pipeline.sources.base import build_samples, input_stamp
     from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.registry import SOURCES
 
     adapter = SOURCES.get(spec.name)(spec.root, out / "images", **spec.options)
+    check_name(adapter.name, f"source {spec.name}: name")
+    if hasattr(adapter, "max_pixels"):  # adapters that decode images themselves
+        adapter.max_pixels = cfg.quality.max_pixels
     keys = adapter.inputs()
     shard_dir = out / "steps" / "ingest" / adapter.name
     settings = (asdict(spec), asdict(cfg.quality), asdict(cfg.questions), asdict(cfg.rois), cfg.seed)
@@ -135,7 +137,7 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         stem = shard_dir / f"shard-{shard:05d}"
         marker = stem.with_suffix(".done")
         stems.append(stem)
-        fingerprint = _fingerprint(settings, shard_keys)
+        fingerprint = _fingerprint(settings, [(key, input_stamp(adapter, key)) for key in shard_keys])
         if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
             reused += 1
             continue
@@ -143,7 +145,8 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         for offset, key in enumerate(shard_keys):
             try:
                 samples, rejection = build_samples(adapter, key, start + offset, quality=cfg.quality,
-                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed)
+                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed,
+                                                   image_dir=out / "images")
             except Exception as err:  # a bug or an unforeseen input: stop, naming the input (finished shards stay)
                 raise RuntimeError(f"{adapter.name} input {key!r} (root {spec.root}): "
                                    f"{type(err).__name__}: {err}") from err
@@ -230,10 +233,16 @@ def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
 
 def run(cfg: RunConfig) -> dict:
     """The whole data run; returns the summary also written to ``<out_dir>/summary.json``."""
+    from medsage.lock import folder_lock
+
+    with folder_lock(cfg.out_dir, "data run"):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> dict:
     from medsage.io import atomic_write_json, atomic_write_jsonl
 
     out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".*.tmp"):  # a write cut by kill -9 (medsage.io names temp files .<name>.*.tmp)
         stale.unlink()
     kept: list[Sample] = []

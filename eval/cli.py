@@ -51,6 +51,8 @@ def add_arguments(parser) -> None:
 def _run(args) -> int:
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+    from medsage.chat import CallError, redact
+    from medsage.config import ConfigError
     from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
     from medsage.recipes import compose
@@ -61,8 +63,11 @@ def _run(args) -> int:
         print(f"medsage eval run: a required recipe value is not set ({str(err).splitlines()[0]}; "
               f"needed by {err.full_key})", file=sys.stderr)
         return 2
-    except (MissingDataError, BenchmarkDataError) as err:
+    except (MissingDataError, BenchmarkDataError, ConfigError) as err:
         print(f"medsage eval run: {err}", file=sys.stderr)
+        return 2
+    except CallError as err:  # the endpoint failed for good (after the retries): redacted, finished items are kept
+        print(f"medsage eval run: the openai backend failed: {redact(err)}", file=sys.stderr)
         return 2
     for name, s in summaries.items():
         print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}")
@@ -94,17 +99,23 @@ def _score(args) -> int:
 
 
 def _judge(args) -> int:
-    from medsage.eval.judge import JudgeConfig, judge_items, summarize_judgements
-    from medsage.eval.scoring import read_predictions
+    from medsage.chat import CallError, redact
+    from medsage.config import ConfigError
     from medsage.eval import layout
+    from medsage.eval.judge import JudgeConfig, judge_items, summarize_judgements
+    from medsage.eval.scoring import PredictionError, read_predictions
     from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.recipes import compose
 
     cfg = compose("eval", ["eval.data_root=unused", *args.overrides])
-    judge = JudgeConfig.from_cfg(cfg.eval.judge)
     path = Path(args.predictions)
-    items = read_predictions(path)
-    verdicts = judge_items(items, judge)
+    try:
+        judge = JudgeConfig.from_cfg(cfg.eval.judge)
+        items = read_predictions(path)
+        verdicts = judge_items(items, judge)
+    except (CallError, ConfigError, PredictionError, ValueError, OSError) as err:
+        print(f"medsage eval judge: {redact(err)}", file=sys.stderr)
+        return 2
     atomic_write_jsonl(layout.beside(path, "judge.jsonl"), verdicts)
     by_bench: dict[str, list] = {}
     for v in verdicts:
@@ -116,7 +127,8 @@ def _judge(args) -> int:
     atomic_write_json(judge_file, {**merged, **summary})
     for b, s in summary.items():
         dims = ", ".join(f"{d} {x['mean']} ({x['unparsed']} unparsed)" for d, x in s["dimensions"].items())
-        print(f"{b}: {dims}")
+        failed = f"; {s['failed']} item(s) failed, see {path.stem}.judge.jsonl" if s["failed"] else ""
+        print(f"{b}: {dims}{failed}")
     return 0
 
 

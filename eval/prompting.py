@@ -38,7 +38,7 @@ class ChatRequest:
         return "".join(p.value for p in self.parts if p.kind == "text")
 
 
-@dataclass(frozen=True)
+@dataclass
 class PromptConfig:
     template: str = "{question}\n{options}{instruction}"
     instructions: dict[str, str] = field(default_factory=dict)  # question type -> instruction line

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medsage.eval import layout
 from medsage.eval.backends.base import Backend, GenerationConfig, make_backend
@@ -19,6 +21,35 @@ from medsage.eval.prompting import PromptConfig, build_request
 from medsage.eval.scoring import item_fields, read_predictions, score_predictions
 from medsage.io import append_jsonl, atomic_write_json
 from medsage.records import Sample
+
+
+@dataclass
+class EvalConfig:
+    """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``). The prompt and the judge
+    have their own typed sections: ``prompt`` (PromptConfig, ``from_recipe`` returns it beside) and ``judge``
+    (JudgeConfig, typed by ``medsage eval judge``, since ``eval run`` does not call it)."""
+
+    data_root: str                     # folder holding one sub-folder per benchmark
+    label: str                         # row name in reports
+    output_dir: str                    # predictions, verdicts, summaries and run.json land here
+    benchmarks: dict[str, Any]         # name -> {path, limit, split, ...} (the benchmark's own options)
+    backend: dict[str, Any]            # {name: <medsage.eval_backends entry>, ...that backend's fields}
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    image_cache: str | None = None
+    batch_size: int = 8
+    limit: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:
+        from omegaconf import OmegaConf
+
+        from medsage.config import typed
+
+        section = OmegaConf.to_container(cfg.eval, resolve=True)
+        section.pop("judge", None)
+        prompt = typed(PromptConfig, section.pop("prompt", {}), "recipes/eval.yaml", prefix="eval.prompt.")
+        return typed(cls, section, "recipes/eval.yaml", prefix="eval."), prompt
 
 
 def generate_predictions(samples: list[Sample], backend: Backend, prompt: PromptConfig, predictions: Path,
@@ -72,37 +103,33 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
     from medsage.registry import BENCHMARKS
 
-    ev = cfg.eval
+    ev, prompt = EvalConfig.from_recipe(cfg)
     out_dir = Path(ev.output_dir)
-    prompt = PromptConfig.from_cfg(ev.prompt)
-    generation = GenerationConfig(**OmegaConf.to_container(ev.generation, resolve=True))
-    benchmarks = OmegaConf.to_container(ev.benchmarks, resolve=True)
+    generation, benchmarks = ev.generation, ev.benchmarks
     if not benchmarks:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
     # Load every benchmark first: a missing dataset fails before any model is loaded.
     loaded: dict[str, tuple[list[Sample], str | None]] = {}
     for name, spec in benchmarks.items():
-        bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.get("image_cache"), **_benchmark_options(spec))
+        bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.image_cache, **_benchmark_options(spec))
         samples = bench.load()
-        limit = spec.get("limit", ev.get("limit"))
+        limit = spec.get("limit", ev.limit)
         loaded[name] = (samples[:limit] if limit else samples, bench.info.group_by)
     if backend is None:
-        backend = make_backend(ev.backend, str(cfg.model.path), generation)
+        backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
     summaries = {}
     for name, (samples, group_by) in loaded.items():
         predictions = layout.predictions_file(out_dir, name)
-        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
-                       "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
-                       "generation": OmegaConf.to_container(ev.generation, resolve=True),
+        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]),
+                       "prompt": asdict(prompt), "generation": asdict(generation),
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
-        generate_predictions(samples, backend, prompt, predictions, name, int(ev.batch_size), group_by,
+        generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
         summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
     atomic_write_json(out_dir / layout.RUN, {
-        "label": str(ev.label), "model": str(cfg.model.name), "model_path": str(cfg.model.path),
-        "backend": str(ev.backend.name), "tags": OmegaConf.to_container(ev.tags, resolve=True) if ev.get("tags") else {},
-        "generation": OmegaConf.to_container(ev.generation, resolve=True),
+        "label": ev.label, "model": str(cfg.model.name), "model_path": str(cfg.model.path),
+        "backend": str(ev.backend["name"]), "tags": ev.tags, "generation": asdict(generation),
         "summaries": summaries,
     })
     return summaries

@@ -21,27 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from medsage import runtime
 from medsage.launch import layout
+from medsage.launch import sft_runs as runs
+from medsage.launch.sft_runs import SftError
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What a folder needs to load with AutoProcessor + Qwen2_5_VLForConditionalGeneration; each inner list
 # is "one of" (transformers 5 folds the image processor into processor_config.json).
 _EXPORT_FILES = [["config.json"], ["tokenizer_config.json"], ["preprocessor_config.json", "processor_config.json"]]
-
-
-class SftError(RuntimeError):
-    """A user-facing failure of the SFT stage (bad recipe, data, arguments, or a failed training)."""
 
 
 @dataclass
@@ -72,7 +65,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
 
     # Which run: a new one, the latest unfinished one (resume), or nothing to do.
     root = Path(recipe["output"]["dir"]).expanduser().resolve()
-    run_dir, previous = _pick_run(root, fresh)
+    run_dir, previous = runs.pick_run(root, fresh)
     if previous is not None and previous.get("status") == "finished":
         losses = previous.get("losses", [])
         say(f"medsage sft: {run_dir} already finished at {previous.get('ended_at')} "
@@ -80,7 +73,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         return SftResult(run_dir, "already_finished", losses, previous)
 
     # The LLaMA-Factory args, checked against LLaMA-Factory's own dataclasses before anything runs.
-    resume_from = _last_checkpoint(run_dir) if previous is not None else None
+    resume_from = runs.last_checkpoint(run_dir) if previous is not None else None
     try:
         args = lf.lf_args(recipe, run_dir)
         launch = lf.plan_launch(recipe["cluster"], run_dir / layout.SFT_LF_CONFIG)
@@ -108,24 +101,24 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
 
     data_hash = _hash_data(Path(args["dataset_dir"]), datasets, quiet)
     if resume_from is not None:  # with no checkpoint yet there is nothing to mix: the run restarts
-        _check_same_run(previous, args, data_hash, run_dir)
-    manifest = _start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from)
-    _write_run_files(run_dir, args, manifest)
+        runs.check_same_run(previous, args, data_hash, run_dir)
+    manifest = runs.start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from)
+    runs.write_run_files(run_dir, args, manifest)
 
     spawned = time.perf_counter()
     attempt = manifest["attempts"][-1]
     try:
         rc = runtime.run_logged(launch.cmd, run_dir / layout.SFT_TRAIN_LOG, env={**os.environ, **launch.env},
-                                echo=stream, header=f"{_now()} {launch.describe()}")
+                                echo=stream, header=f"{runs.now()} {launch.describe()}")
     except BaseException:  # Ctrl-C: the trainer was stopped; the next run of the command resumes
-        attempt.update(ended_at=_now(), exit_code=None)
+        attempt.update(ended_at=runs.now(), exit_code=None)
         manifest.update(status="interrupted", ended_at=attempt["ended_at"])
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise
-    attempt.update(ended_at=_now(), exit_code=rc, trainer_seconds=round(time.perf_counter() - spawned, 3))
+    attempt.update(ended_at=runs.now(), exit_code=rc, trainer_seconds=round(time.perf_counter() - spawned, 3))
     if rc != 0:
         manifest.update(status="failed", ended_at=attempt["ended_at"])
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise SftError(f"llamafactory-cli train failed (exit {rc}); rerun the same command to resume.\n"
                        f"log {run_dir / layout.SFT_TRAIN_LOG}:\n{_tail(run_dir / layout.SFT_TRAIN_LOG)}")
 
@@ -135,11 +128,11 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         missing.append("*.safetensors")
     if missing:
         manifest.update(status="failed", ended_at=attempt["ended_at"], error=f"export incomplete: {missing}")
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise SftError(f"training ended but {run_dir} lacks {missing}: not a loadable model folder")
     manifest.update(status="finished", ended_at=attempt["ended_at"], losses=losses,
-                    final_loss=losses[-1] if losses else None, train_results=_read_json(run_dir / "train_results.json"))
-    _save_manifest(run_dir, manifest)
+                    final_loss=losses[-1] if losses else None, train_results=runs.read_json(run_dir / "train_results.json"))
+    runs.save_manifest(run_dir, manifest)
     say(f"medsage sft: finished {run_dir}: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} logged steps"
         if losses else f"medsage sft: finished {run_dir} (no loss logged)")
     return SftResult(run_dir, "finished", losses, manifest, launch, args)
@@ -179,10 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 def _compose(overrides: list[str], extra_dirs) -> tuple[Any, dict]:
     from hydra.errors import HydraException
+    from medsage.recipes import compose
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
-    from medsage.recipes import compose
 
     try:
         cfg = compose("sft", overrides, extra_dirs=extra_dirs)
@@ -260,131 +252,12 @@ def _image_paths(file: Path, entry: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# run folders, manifest, resume
-# --------------------------------------------------------------------------------------------
-def _pick_run(root: Path, fresh: bool) -> tuple[Path, dict | None]:
-    """(run folder, its manifest if it is being resumed or is finished, else None)."""
-    runs = sorted((int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
-                  if (m := layout.SFT_RUN.match(p.name)) and p.is_dir())
-    if runs and not fresh:
-        latest = runs[-1][1]
-        manifest = _read_json(latest / layout.SFT_MANIFEST)
-        if manifest is not None:
-            if manifest.get("status") == "running" and _alive(manifest.get("attempts", [{}])[-1]):
-                pid = manifest["attempts"][-1].get("pid")
-                raise SftError(f"{latest} is being trained right now (pid {pid} on this host); "
-                               "wait for it, or use --fresh for a separate run")
-            return latest, manifest
-        # A run folder without a manifest was never started by medsage: leave it alone.
-    number = runs[-1][0] + 1 if runs else 1
-    return layout.sft_run_dir(root, number), None
-
-
-def _alive(attempt: dict) -> bool:
-    if attempt.get("host") != socket.gethostname() or not attempt.get("pid"):
-        return False
-    try:
-        os.kill(int(attempt["pid"]), 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: Trainer writes trainer_state.json last, after weights and optimizer."""
-    done = [(int(m.group(1)), p) for p in (run_dir.iterdir() if run_dir.is_dir() else [])
-            if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
-    return max(done)[1] if done else None
-
-
-def _check_same_run(previous: dict, args: dict, data_hash: dict, run_dir: Path) -> None:
-    """Resuming with other settings or other data would silently mix two runs: refuse instead."""
-    before = {k: v for k, v in previous.get("llamafactory_args", {}).items() if k != "resume_from_checkpoint"}
-    now = {k: v for k, v in args.items() if k != "resume_from_checkpoint"}
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    problems = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed]
-    if previous.get("data_hash", {}).get("sha256") != data_hash["sha256"]:
-        problems.append("the training data changed (data hash differs)")
-    if problems:
-        raise SftError(f"cannot resume {run_dir}: this command differs from the one that started it:\n  - "
-                       + "\n  - ".join(problems) + "\nrerun the original command, or use --fresh for a new run")
-
-
-def _start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from) -> dict:
-    from medsage.plugins.engines import llamafactory as lf
-
-    manifest = dict(previous or {})
-    manifest.update(
-        medsage_stage="sft",
-        status="running",
-        started_at=manifest.get("started_at") or _now(),
-        ended_at=None,
-        recipe=recipe,
-        llamafactory_args=args,
-        llamafactory_yaml=layout.SFT_LF_CONFIG,
-        effective_batch=batch,
-        data_hash=data_hash,
-        versions=lf.engine_versions(stage_python),
-        git=_git_revision(),
-    )
-    attempt = {"started_at": _now(), "pid": os.getpid(), "host": socket.gethostname(),
-               "command": launch.cmd, "env": launch.env, "mode": launch.mode,
-               "resumed_from": str(resume_from) if resume_from else None}
-    manifest["attempts"] = [*manifest.get("attempts", []), attempt]
-    return manifest
-
-
-def _write_run_files(run_dir: Path, args: dict, manifest: dict) -> None:
-    import yaml
-
-    from medsage.io import atomic_write_text
-
-    header = (f"# Generated by `medsage sft` from {manifest['recipe']['sft']['name']} "
-              f"({manifest['recipe']['model']['name']}, {manifest['recipe']['cluster']['name']}); "
-              f"run it alone with: llamafactory-cli train {run_dir / layout.SFT_LF_CONFIG}\n")
-    atomic_write_text(run_dir / layout.SFT_LF_CONFIG, header + yaml.safe_dump(args, sort_keys=False))
-    _save_manifest(run_dir, manifest)
-
-
-def _save_manifest(run_dir: Path, manifest: dict) -> None:
-    """The manifest beside the model and inside every checkpoint (each says which run made it)."""
-    from medsage.io import atomic_write_json
-
-    atomic_write_json(run_dir / layout.SFT_MANIFEST, manifest)
-    for checkpoint in run_dir.glob("checkpoint-*"):
-        if (checkpoint / "trainer_state.json").is_file():
-            atomic_write_json(checkpoint / layout.SFT_MANIFEST, manifest)
-
-
-def _git_revision() -> dict:
-    """The medsage checkout's commit and whether it had local edits; absent outside a git checkout."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return {"revision": None, "note": f"{source} is not a git checkout (installed package?)"}
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return {"revision": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()), "source": str(source)}
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return {"revision": None, "note": f"git unavailable: {err}"}
-
-
-# --------------------------------------------------------------------------------------------
 # the training process
 # --------------------------------------------------------------------------------------------
 def _losses(run_dir: Path) -> list[float]:
     """Per-step training losses from the final trainer_state.json (it carries the resumed history too)."""
-    state = _read_json(run_dir / "trainer_state.json") or {}
+    state = runs.read_json(run_dir / "trainer_state.json") or {}
     return [float(e["loss"]) for e in state.get("log_history", []) if "loss" in e]
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -392,10 +265,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

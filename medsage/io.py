@@ -1,5 +1,8 @@
 """Atomic file writes: a reader never sees half a file, and an interrupted write leaves none behind.
 
+Files get the permissions ``open()`` would give them (0666 less the umask), not the 0600 of the
+temporary file they are written as.
+
 JSON lines are written only here (``json_line``): one encoding for every stage's rows, so two writers
 cannot disagree on key order or on how non-ASCII text is stored.
 """
@@ -13,12 +16,27 @@ from pathlib import Path
 from typing import IO, Iterable
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse("data", ["synth", *(sys.argv[1:] if argv is None else argv)])
     from hydra.errors import HydraException
 
-    from medsage.data_pipeline.synthesis.client import CallError
+    from medsage.chat import CallError, redact
+    from medsage.lock import FolderLocked
     from medsage.records import RecordError
     from medsage.registry import RegistryError
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
             result = run_synthesis(args.records, cfg, args.out)
-            print(json.dumps(result.report, indent=2))
+            print(redact(json.dumps(result.report, indent=2)))
             return 0
         from medsage.data_pipeline.rl_sample import balanced_sample, write_rl
         from medsage.records import read_records
@@ -64,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_rl(chosen, args.out, summary, args.name)
         print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
         return 0
-    except (RecordError, RegistryError, HydraException, CallError, ValueError, OSError) as err:
-        print(f"medsage data synth: error: {err}", file=sys.stderr)
+    except (RecordError, RegistryError, HydraException, CallError, FolderLocked, ValueError, OSError) as err:
+        print(f"medsage data synth: error: {redact(err)}", file=sys.stderr)
         return 2

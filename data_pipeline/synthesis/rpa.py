@@ -91,7 +91,7 @@ class Draft:
 
 class Synthesizer(Protocol):
     """What ``medsage.synthesizers`` entries are: built as ``cls(cfg, client)`` (``cfg`` the run's
-    recipe as a dict, ``client`` a ``SynthClient`` or None when no endpoint is configured), then asked
+    recipe as a dict, ``client`` a ``ChatClient`` or None when no endpoint is configured), then asked
     for one draft per unit and attempt. Raise ``SynthesisError`` for a stage that cannot be written."""
 
     name: str

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsage.chat import ChatClient, Usage, client_config, redact
 from medsage.data_pipeline import layout
-from medsage.data_pipeline.synthesis.client import ClientConfig, SynthClient
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, select_per_image
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
-from medsage.io import atomic_write_json
-from medsage.records import Sample, read_records, write_records
+from medsage.io import atomic_write_json, atomic_write_text
+from medsage.records import Sample, read_records
 
 
 @dataclass
@@ -40,16 +41,16 @@ class RunResult:
     report: dict
 
 
-def _client(cfg: dict, cache_dir: Path) -> SynthClient | None:
+def _client(cfg: dict, cache_dir: Path) -> ChatClient | None:
     """The endpoint's client, or None when the recipe names no endpoint (template synthesizer)."""
     c = cfg.get("client") or {}
     if not c.get("base_url") or c.get("base_url") == "???" or not c.get("model") or c.get("model") == "???":
+        client_config({**c, "base_url": "http://unset", "model": "unset"})  # a key in the recipe is refused anyway
         return None
-    fields = {k: c[k] for k in ClientConfig.__dataclass_fields__ if k in c and k != "cache_dir"}
-    return SynthClient(ClientConfig(**fields, cache_dir=str(cache_dir)))
+    return ChatClient(client_config(c, cache_dir=str(cache_dir)))
 
 
-def _verifier(cfg: dict, client: SynthClient | None) -> LLMVerifier | None:
+def _verifier(cfg: dict, client: ChatClient | None) -> LLMVerifier | None:
     verify = cfg.get("verify") or {}
     mode = verify.get("mode", "none")
     if mode == "none":
@@ -116,8 +117,16 @@ async def _run_units(units: list[Unit], synthesizer, verifier, k: int, limit: in
 def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | Path) -> RunResult:
     """Run the whole synthesis for ``records`` (a JSON-lines path or samples) into ``out_dir``.
 
-    ``cfg`` is the composed ``recipes/synthesis/default.yaml`` as a plain dict.
+    ``cfg`` is the composed ``recipes/synthesis/default.yaml`` as a plain dict. The output folder is
+    locked for the run (``medsage.lock``): a second run into it stops at once instead of paying twice.
     """
+    from medsage.lock import folder_lock
+
+    with folder_lock(out_dir, "synthesis run"):
+        return _run_synthesis(records, cfg, out_dir)
+
+
+def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | Path) -> RunResult:
     from medsage.registry import SYNTHESIZERS
 
     started = time.monotonic()
@@ -163,14 +172,16 @@ def run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str | 
         rejected += [_rejected_record(s, why) for s, why in dropped]
 
     # Write: every file atomically, the report last (its presence marks a finished run).
-    write_records(out / layout.KEPT, kept)
-    write_records(out / layout.REJECTED, rejected)
+    # Redacted as a whole: a reply or an error body that echoes a key never reaches the disk.
+    atomic_write_text(out / layout.KEPT, redact("".join(s.to_json() + "\n" for s in kept)))
+    atomic_write_text(out / layout.REJECTED, redact("".join(s.to_json() + "\n" for s in rejected)))
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
 
         write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"))
     report = _report(samples, units, outcomes, kept, rejected, client, cfg, time.monotonic() - started)
+    report = json.loads(redact(json.dumps(report)))
     atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)
 
@@ -185,8 +196,7 @@ def _unit_rejection(outcome: Outcome) -> Sample:
 def _report(samples, units, outcomes, kept, rejected, client, cfg, seconds: float) -> dict:
     with_traj = {s.metadata["synth"]["record_id"] for s in kept if "synth" in s.metadata}
     all_reasons = Counter(r.code for o in outcomes for a in o.attempts for r in a.reasons)
-    usage = client.usage.to_dict() if client else {"calls": 0, "cache_hits": 0, "prompt_tokens": 0,
-                                                   "completion_tokens": 0, "cost": 0.0, "retries": {}, "failures": {}}
+    usage = (client.usage if client else Usage()).to_dict()
     return {
         "synthesizer": cfg["synthesizer"],
         "model": client.cfg.model if client else None,
@@ -207,6 +217,12 @@ def _report(samples, units, outcomes, kept, rejected, client, cfg, seconds: floa
         "cost": usage["cost"],
         "retries_by_reason": usage["retries"],
         "failed_calls_by_reason": usage["failures"],
+        # The calls/tokens/cost above are this invocation's; a resumed run answers from the cache and pays
+        # little. What the whole output cost (every reply it used, whichever run paid for it):
+        "dataset_total": {"replies": usage["output_replies"], "prompt_tokens": usage["output_prompt_tokens"],
+                          "completion_tokens": usage["output_completion_tokens"],
+                          "tokens": usage["output_prompt_tokens"] + usage["output_completion_tokens"],
+                          "cost": usage["output_cost"]},
         "seconds": round(seconds, 2),
         "config": cfg,  # holds the NAME of the key's environment variable, never the key
     }

@@ -14,7 +14,7 @@ from typing import Protocol
 from medsage.eval.prompting import ChatRequest
 
 
-@dataclass(frozen=True)
+@dataclass
 class GenerationConfig:
     max_new_tokens: int = 1024
     temperature: float = 0.0  # 0 = greedy

@@ -6,15 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from medsage.eval import layout as eval_layout
-from medsage.eval.view.items import (
-    ViewItem,
-    final_answer,
-    image_ref,
-    json_lines,
-    malformed,
-    parse_options,
-    traces_from_response,
-)
+from medsage.eval.view.items import (ViewItem, final_answer, image_ref, json_lines, malformed, parse_options,
+                                     traces_from_response)
 
 # --------------------------------------------------------------------------------------------
 # Evaluation predictions and verdicts

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsage.config import ConfigError, typed
 from medsage.io import atomic_write_json
 from medsage.launch import layout
 
@@ -64,6 +65,16 @@ class Stage:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
+@dataclass
+class StageSpec:
+    """One entry of ``recipes/stages/<name>.yaml``, typed (``medsage.config.typed``)."""
+
+    argv: list[str]                                      # the medsage command line; {out}, {<stage>} templates
+    overrides: list[str] = field(default_factory=list)   # appended to argv (the recipe's <stage>_overrides)
+    env: str | None = None                               # a cluster.envs key; None: this interpreter
+    enabled: bool = True                                 # false leaves the stage out (Table 5's SFT row: no RL)
+
+
 def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = None) -> list[Stage]:
     """Stages in recipe order; ``{name}`` must name an earlier stage (or ``out``).
 
@@ -73,14 +84,14 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
     store = Path(store)
     envs = dict(envs or {})
     stages: dict[str, Stage] = {}
-    for name, entry in spec.items():
-        unknown = set(entry) - {"argv", "overrides", "env", "enabled"}
-        if unknown or "argv" not in entry:
-            raise PipelineError(f"stage {name!r}: needs argv and takes only argv, overrides, env, enabled; "
-                                f"got {sorted(entry)}")
-        if not entry.get("enabled", True):
+    for name, raw in spec.items():
+        try:
+            entry = typed(StageSpec, raw, f"stage {name!r}")
+        except ConfigError as err:
+            raise PipelineError(str(err)) from None
+        if not entry.enabled:
             continue
-        argv = [str(a) for a in [*entry["argv"], *(entry.get("overrides") or [])]]
+        argv = [*entry.argv, *entry.overrides]
         after = []
         for ref in sorted({r for a in argv for r in _REF.findall(a)} - {"out"}):
             if ref not in stages:
@@ -88,8 +99,7 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
                 raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
                                     f"stages so far: {', '.join(stages) or 'none'}")
             after.append(stages[ref])
-        env_name = entry.get("env")
-        stages[name] = Stage(name, argv, store, envs.get(env_name) if env_name else None, after)
+        stages[name] = Stage(name, argv, store, envs.get(entry.env) if entry.env else None, after)
     return list(stages.values())
 
 

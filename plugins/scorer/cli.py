@@ -14,7 +14,6 @@ are on records it never saw.
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 
@@ -56,19 +55,14 @@ def format_metrics(metrics: dict[str, dict]) -> str:
 
 
 def _train(args) -> int:
+    from medsage.config import typed
     from medsage.plugins.scorer.train import TrainConfig, run_train
     from medsage.recipes import compose
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown scorer setting(s) {unknown}; known: {', '.join(sorted(known))}")
-    missing = [k for k, v in cfg.items() if v == "???"]
-    if missing:
-        raise ValueError(f"set {', '.join(missing)} (recipe {args.config})")
-    result = run_train(args.kept, args.rejected, args.out, TrainConfig(**cfg))
+    cfg = typed(TrainConfig, OmegaConf.to_container(compose(args.config, args.overrides), resolve=True),
+                f"recipes/{args.config}.yaml")
+    result = run_train(args.kept, args.rejected, args.out, cfg)
     print(format_metrics(result.metrics))
     print(f"checkpoint: {result.checkpoint} ({result.seconds:.0f} s)")
     return 0

@@ -210,7 +210,7 @@ def test_hash_cache_rehashes_only_changed_files(tmp_path, picture, monkeypatch):
     Image.fromarray(picture(40, 64)).save(tmp_path / "3.png")
     hashed = []
     real = dd.phash_file
-    monkeypatch.setattr(dd, "phash_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(dd, "phash_file", lambda p, **kw: hashed.append(p) or real(p, **kw))
     second = dd.hash_in_shards(paths, tmp_path / "cache", "t", cfg)
     assert hashed == [paths[3]]
     assert second[paths[3]] != first[paths[3]] and {p: second[p] for p in paths if p != paths[3]} == \

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from medsage.data_pipeline.synthesis.client import FATAL, CallError, Image, Message, SynthClient
+from medsage.chat import FATAL, CallError, ChatClient, Image, Message
 from medsage.data_pipeline.synthesis.leaks import guidance_label, reference_answer
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.rpa import Draft, SynthesisError, Unit, with_region
@@ -56,7 +56,7 @@ class LLMSynthesizer:
 
     name = NAME
 
-    def __init__(self, cfg, client: SynthClient | None):
+    def __init__(self, cfg, client: ChatClient | None):
         if client is None:
             raise ValueError("the llm synthesizer needs a client (set client.base_url and client.model)")
         self.client = client

@@ -10,8 +10,8 @@ dashboard agent and runtime-env agent listen on that interface. With it off, eve
 loopback.
 
 Why the embedded cluster is lean (``_lean``): the pipeline only submits jobs, so its dashboard loads
-the Jobs module alone (by default it starts nine module processes: metrics, serve, train, state,
-...), no worker is prestarted for the pipeline's own driver, and usage stats are off. On a 2-core
+the Jobs and Node modules alone (by default it starts nine module processes: metrics, serve, train,
+state, ...), no worker is prestarted for the pipeline's own driver, and usage stats are off. On a 2-core
 machine that is most of Ray's start-up time and of its background CPU while stages run.
 
 A job's wait has no fixed sleep: its status is polled at an interval that starts at 20 ms and grows
@@ -73,13 +73,13 @@ def _loopback_only() -> None:
 
 
 # The Jobs API is all the pipeline uses of the dashboard (see module docstring).
-_DASHBOARD_MODULES = "JobHead"
+_DASHBOARD_MODULES = "JobHead,NodeHead"  # NodeHead records the head node id, where JobHead finds its agent
 _LEAN_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @contextmanager
 def _lean():
-    """Start the embedded cluster with only the Jobs module in its dashboard and no prestarted workers.
+    """Start the embedded cluster with only the Jobs and Node modules in its dashboard and no prestarted workers.
 
     Ray has no option for the dashboard's modules (``--modules-to-load`` exists on the dashboard's
     own command line only), so its command is extended while this process starts it.

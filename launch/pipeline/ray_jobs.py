@@ -150,7 +150,7 @@ def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submissi
     return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
 
 
-def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.5, echo: bool = False) -> JobResult:
+def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.2, echo: bool = False) -> JobResult:
     """Wait for job ``sid`` to end (no fixed sleep: see module docstring); save its whole log to ``log_path``."""
     from medsage.io import atomic_write_text
 
@@ -174,7 +174,7 @@ def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.5, echo: b
 
 
 def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict | None = None,
-            submission_id: str | None = None, poll_s: float = 0.5, echo: bool = False) -> JobResult:
+            submission_id: str | None = None, poll_s: float = 0.2, echo: bool = False) -> JobResult:
     """Submit ``entrypoint`` (a shell command), wait for it, save its whole log to ``log_path``."""
     sid = submit(client, entrypoint, runtime_env=runtime_env, submission_id=submission_id)
     return wait(client, sid, log_path, poll_s=poll_s, echo=echo)

@@ -64,9 +64,10 @@ def _cmd_write(args) -> int:
     from medsage.records import read_records
 
     samples = [s for s in read_records(args.records) if s.kept]
-    cfg = WriteConfig(sft_name=args.sft_name, easyr1_format=args.easyr1_format, system_prompt=args.system_prompt,
-                      embed_images=args.embed_images)
-    print(json.dumps(write_outputs(samples, cfg, Path(args.out).resolve()), indent=2))
+    from medsage.prompts import PromptConfig
+
+    cfg = WriteConfig(sft_name=args.sft_name, easyr1_format=args.easyr1_format, embed_images=args.embed_images)
+    print(json.dumps(write_outputs(samples, cfg, Path(args.out).resolve(), PromptConfig.load(args.prompt)), indent=2))
     return 0
 
 
@@ -129,7 +130,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--out", required=True, help="output folder (sft/ and rl/ are written inside)")
     p.add_argument("--sft-name", default="sage_sft", help="LLaMA-Factory dataset name (default: sage_sft)")
     p.add_argument("--easyr1-format", choices=["jsonl", "parquet"], default="jsonl")
-    p.add_argument("--system-prompt", default=None, help="system turn of the verl prompt")
+    p.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the SFT and RL human turn")
     p.add_argument("--embed-images", action="store_true", help="image bytes inside the parquet files")
     p.set_defaults(func=_cmd_write)
 

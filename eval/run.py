@@ -48,7 +48,8 @@ class EvalConfig:
 
         section = OmegaConf.to_container(cfg.eval, resolve=True)
         section.pop("judge", None)
-        prompt = typed(PromptConfig, section.pop("prompt", {}), "recipes/eval.yaml", prefix="eval.prompt.")
+        # The prompt is the top-level `prompt` group (recipes/prompt/), shared with the SFT and RL writers.
+        prompt = PromptConfig.from_cfg(cfg.prompt)
         return typed(cls, section, "recipes/eval.yaml", prefix="eval."), prompt
 
 

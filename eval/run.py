@@ -26,8 +26,8 @@ from medsage.records import Sample
 @dataclass
 class EvalConfig:
     """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``). The prompt and the judge
-    have their own typed sections: ``prompt`` (PromptConfig, ``from_recipe`` returns it beside) and ``judge``
-    (JudgeConfig, typed by ``medsage eval judge``, since ``eval run`` does not call it)."""
+    are typed on their own: the top-level ``prompt`` group (``PromptConfig``, which ``from_recipe`` returns
+    beside) and ``eval.judge`` (``JudgeConfig``, typed by ``medsage eval judge``; ``eval run`` never calls it)."""
 
     data_root: str                     # folder holding one sub-folder per benchmark
     label: str                         # row name in reports

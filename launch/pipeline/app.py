@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from medsage.io import atomic_write_json
@@ -25,7 +26,6 @@ def _job(cfg) -> None:
     from omegaconf import OmegaConf
 
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
-    from medsage.launch.pipeline.ray_jobs import ray_cluster
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -43,8 +43,9 @@ def _job(cfg) -> None:
     overrides = list(hc.overrides.task)
     resume = shlex.join(["medsage", "pipeline", *overrides])
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
-    with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
-        outcomes = run_stages(stages, client, resume_hint=resume)
+    to_run = [s for s in stages if s.manifest().get("status") != "finished"]
+    outcomes = run_stages(stages, _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus) if to_run else None,
+                          resume_hint=resume)
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
@@ -59,6 +60,20 @@ def _job(cfg) -> None:
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
+
+
+# One Ray cluster per `medsage pipeline` process: started by the first job that has a stage to run (a
+# rerun with every stage done starts none), reused by every later job of a sweep, stopped when main returns.
+_CLUSTERS: dict = {}
+_STACK = ExitStack()
+
+
+def _cluster(address: str | None, num_cpus: int | None):
+    from medsage.launch.pipeline.ray_jobs import ray_cluster
+
+    if (address, num_cpus) not in _CLUSTERS:
+        _CLUSTERS[address, num_cpus] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus))
+    return _CLUSTERS[address, num_cpus]
 
 
 def synthesis_endpoint_problem(cfg) -> str | None:
@@ -173,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             return int(stop.code)
     finally:
         sys.argv = saved
+        _STACK.close()  # the embedded cluster, if a job started one
+        _CLUSTERS.clear()
     return 0

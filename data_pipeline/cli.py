@@ -3,6 +3,7 @@
     medsage data run [--config sage_pool] [overrides...]     the whole resumable run from a recipe
     medsage data ingest --source deeplesion --root DIR --out DIR [--option key=value ...]
     medsage data dedup --train DIR --eval DIR [--eval DIR ...] --out DIR [--threshold 10]
+    medsage data audit --eval-root DIR [--train RECORDS_OR_DIR ...] --out DIR   train/test near-duplicates
     medsage data write --records FILE --out DIR [--easyr1-format parquet]
     medsage data sources                                       the registered source adapters
     medsage data demo-sources OUT                              generated sources in their real layouts (demo)
@@ -49,6 +50,19 @@ def _cmd_ingest(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from medsage.data_pipeline.audit import audit
+    from medsage.data_pipeline.dedup import DedupConfig
+
+    cfg = DedupConfig(threshold=args.threshold, workers=args.workers)
+    summary = audit(args.eval_root, args.out, args.train, tuple(args.benchmarks.split(",")), cfg)
+    for name, c in summary["checks"].items():
+        print(f"{name}: {c['with_near_duplicate']} of {c['eval_images']} evaluation images have a near-duplicate "
+              f"(<= {summary['threshold_bits']} bits) among {c['against_images']}")
+    print(f"pairs: {Path(args.out) / 'pairs.jsonl'}")
+    return 0
+
+
 def _cmd_dedup(args) -> int:
     from medsage.data_pipeline.dedup import DedupConfig, dedup_folders
 
@@ -64,9 +78,10 @@ def _cmd_write(args) -> int:
     from medsage.records import read_records
 
     samples = [s for s in read_records(args.records) if s.kept]
-    cfg = WriteConfig(sft_name=args.sft_name, easyr1_format=args.easyr1_format, system_prompt=args.system_prompt,
-                      embed_images=args.embed_images)
-    print(json.dumps(write_outputs(samples, cfg, Path(args.out).resolve()), indent=2))
+    from medsage.prompts import PromptConfig
+
+    cfg = WriteConfig(sft_name=args.sft_name, easyr1_format=args.easyr1_format, embed_images=args.embed_images)
+    print(json.dumps(write_outputs(samples, cfg, Path(args.out).resolve(), PromptConfig.load(args.prompt)), indent=2))
     return 0
 
 
@@ -124,12 +139,21 @@ def add_arguments(parser) -> None:
                    help="images over this many pixels are not decoded (default: 100 million)")
     p.set_defaults(func=_cmd_dedup)
 
+    p = sub.add_parser("audit", help="contamination audit: benchmark train vs test, training sets vs benchmarks")
+    p.add_argument("--eval-root", required=True, help="the eval.data_root folder with the benchmarks as downloaded")
+    p.add_argument("--benchmarks", default="paper_five", help="recipe groups (recipes/eval/benchmarks), comma-separated")
+    p.add_argument("--train", action="append", default=[], help="training set: records.jsonl or image folder (repeatable)")
+    p.add_argument("--out", required=True, help="report folder: pairs.jsonl, summary.json")
+    p.add_argument("--threshold", type=int, default=None, help="max Hamming distance in bits (default: 10)")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores)")
+    p.set_defaults(func=_cmd_audit)
+
     p = sub.add_parser("write", help="records.jsonl -> LLaVA SFT (records with a trajectory), verl and EasyR1 files")
     p.add_argument("--records", required=True, help="records JSON lines (medsage.records)")
     p.add_argument("--out", required=True, help="output folder (sft/ and rl/ are written inside)")
     p.add_argument("--sft-name", default="sage_sft", help="LLaMA-Factory dataset name (default: sage_sft)")
     p.add_argument("--easyr1-format", choices=["jsonl", "parquet"], default="jsonl")
-    p.add_argument("--system-prompt", default=None, help="system turn of the verl prompt")
+    p.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the SFT and RL human turn")
     p.add_argument("--embed-images", action="store_true", help="image bytes inside the parquet files")
     p.set_defaults(func=_cmd_write)
 

@@ -35,6 +35,7 @@ from medsage.data_pipeline.dedup import DedupConfig
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig
+from medsage.prompts import PromptConfig
 from medsage.records import Sample, read_records, write_records
 
 # Test hook: seconds to sleep after each finished ingest shard, so a test can kill a run mid-way.
@@ -61,7 +62,6 @@ class WriteConfig:
     easyr1_prompt_key: str = "problem"
     easyr1_answer_key: str = "answer"
     easyr1_image_key: str = "images"
-    system_prompt: str | None = None  # system turn of the verl prompt (the LVKC instruction), if any
     embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
 
     def __post_init__(self) -> None:
@@ -88,6 +88,7 @@ class RunConfig:
     rois: RoIConfig = field(default_factory=RoIConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig.load)  # recipes/prompt/: the SFT and RL human turn
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -181,13 +182,14 @@ def _merge_source(stems: list[Path]) -> tuple[list[Sample], list[dict], int]:
 
 def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[list[Sample], list[dict], dict]:
     """Drop records whose image leaks an eval image or duplicates an earlier training image."""
-    from medsage.data_pipeline.dedup import dedup, hash_in_shards, list_images, write_report
+    from medsage.data_pipeline.dedup import dedup, hash_in_shards, write_report
+    from medsage.data_pipeline.eval_images import collect_eval_images
 
     if not cfg.dedup.eval_dirs and not cfg.dedup.within_train:
         return samples, [], {"skipped": "no eval_dirs and within_train off"}
     cache = out / "steps" / "dedup"
     train_paths = sorted({p for s in samples for p in s.images})
-    eval_paths = list_images(cfg.dedup.eval_dirs)
+    eval_paths = collect_eval_images(cfg.dedup.eval_dirs, cache / "eval_parquet_images")
     train = hash_in_shards(train_paths, cache, "train", cfg.dedup)
     evals = hash_in_shards(eval_paths, cache, "eval", cfg.dedup)
     result = dedup(train, evals, cfg.dedup)
@@ -210,21 +212,21 @@ def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
+def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: PromptConfig) -> dict:
     """SFT (records with a trajectory), verl parquet and EasyR1 files; returns what was written."""
     from medsage.data_pipeline.writers import write_easyr1, write_llava_sft, write_verl_parquet
 
     written: dict = {}
     with_trajectory = [s for s in samples if s.trajectory is not None]
     if with_trajectory:
-        written["sft"] = str(write_llava_sft(with_trajectory, out / layout.SFT_DIR, cfg.sft_name))
+        written["sft"] = str(write_llava_sft(with_trajectory, out / layout.SFT_DIR, cfg.sft_name, prompt))
     written["sft_examples"] = len(with_trajectory)
     if samples and cfg.verl:
         written["verl"] = str(write_verl_parquet(samples, out / layout.RL_DIR / layout.VERL_FILE,
-                                                 system_prompt=cfg.system_prompt, embed_images=cfg.embed_images))
+                                                 prompt=prompt, embed_images=cfg.embed_images))
     if samples and cfg.easyr1:
         written["easyr1"] = str(write_easyr1(
-            samples, out / layout.RL_DIR / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format,
+            samples, out / layout.RL_DIR / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format, prompt=prompt,
             prompt_key=cfg.easyr1_prompt_key, answer_key=cfg.easyr1_answer_key, image_key=cfg.easyr1_image_key,
             embed_images=cfg.embed_images))
     written["rl_rows"] = len(samples)
@@ -276,14 +278,31 @@ def _run(cfg: RunConfig) -> dict:
 
     write_records(out / layout.RECORDS, kept)
     atomic_write_jsonl(out / layout.REJECTED, rejected)
-    written = write_outputs(kept, cfg.write, out)
+    written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
-               "question_types": dict(sorted(question_types.items())), "dedup": dedup_summary,
+               "question_types": dict(sorted(question_types.items())), "short_qa": _short_qa_counts(kept, rejected),
+               "dedup": dedup_summary,
                "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
     atomic_write_json(out / layout.SUMMARY, summary)
     _plot_counts(out / "summary.png", per_source)
     return summary
+
+
+def _short_qa_counts(kept: list[Sample], rejected: list[dict]) -> dict:
+    """Per source whose captions became short questions: records each rule produced, inputs dropped."""
+    from medsage.data_pipeline.short_qa import NoShortQA
+
+    out: dict[str, dict] = {}
+    for s in kept:
+        if rule := (s.metadata.get("short_qa") or {}).get("rule"):
+            entry = out.setdefault(s.source, {"produced": Counter(), "dropped": 0})
+            entry["produced"][rule] += 1
+    for r in rejected:
+        if r["reason"] == NoShortQA.reason:
+            out.setdefault(r["source"], {"produced": Counter(), "dropped": 0})["dropped"] += 1
+    return {src: {"produced": dict(sorted(e["produced"].items())), "dropped": e["dropped"]}
+            for src, e in sorted(out.items())}
 
 
 def _plot_counts(path: Path, per_source: dict[str, dict]) -> None:

@@ -180,10 +180,14 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
     if reason:
         return [], Rejection(adapter.name, key, reason, detail, item.images)
     width, height = size
+    from medsage.data_pipeline.short_qa import NoShortQA
+
     try:
         sample = ask(adapter, item, index, questions)
         sample.rois = normalise_rois(item.rois, width, height, rois, seeded_rng(seed, adapter.name, key, "rois"))
-        sample.metadata = {**item.metadata, "image_size": [width, height], "input_key": key}
+        sample.metadata = {**item.metadata, **sample.metadata, "image_size": [width, height], "input_key": key}
+    except NoShortQA as err:  # a caption that supports no short question: counted apart from broken input
+        return [], Rejection(adapter.name, key, NoShortQA.reason, str(err), item.images)
     except (RecordError, ValueError) as err:
         return [], Rejection(adapter.name, key, "bad-annotation", str(err), item.images)
     return [sample], None

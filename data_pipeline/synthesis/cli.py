@@ -33,6 +33,8 @@ def add_arguments(p) -> None:
     rl.add_argument("--by", default="question_type,modality", help="comma-separated stratum keys")
     rl.add_argument("--seed", type=int, default=0)
     rl.add_argument("--name", default=layout.RL_SAMPLE, help="file name stem")
+    rl.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the human turn, as in "
+                                                      "SFT and evaluation")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,19 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.synth_command == "run":
             from omegaconf import OmegaConf
 
-            from medsage.data_pipeline.synthesis.run import run_synthesis
+            from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
             from medsage.recipes import compose
 
             cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
             result = run_synthesis(args.records, cfg, args.out)
             print(redact(json.dumps(result.report, indent=2)))
+            print(summary_line(result.report), flush=True)
             return 0
         from medsage.data_pipeline.rl_sample import balanced_sample, write_rl
         from medsage.records import read_records
 
         pool = list(read_records(args.kept))
         chosen, summary = balanced_sample(pool, args.target, tuple(k for k in args.by.split(",") if k), args.seed)
-        paths = write_rl(chosen, args.out, summary, args.name)
+        paths = write_rl(chosen, args.out, summary, args.name, args.prompt)
         print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
         return 0
     except (RecordError, RegistryError, HydraException, CallError, FolderLocked, ValueError, OSError) as err:

@@ -98,6 +98,7 @@ class Outcome:
     unit: Unit
     kept: Draft | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    duplicate: bool = False  # verified, but the same trajectory as one already kept
 
     @property
     def reason(self) -> str | None:

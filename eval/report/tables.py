@@ -253,13 +253,14 @@ def run_details(runs: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+def write_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> dict[str, Path]:
+    """The tables, plots and ``report.md``; ``notes`` are said first (e.g. "offline templates: not the paper's data")."""
     paper = paper_numbers()
     runs = find_runs(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     sections = [f"# medsage report\n\n{len(runs)} run(s) from {', '.join(map(str, run_dirs))}. "
-                f"Paper numbers: {PAPER_FILE.name} (as printed).\n"]
+                f"Paper numbers: {PAPER_FILE.name} (as printed).\n", *(f"> **{n}**\n" for n in notes)]
     tables = {"table1": table1(paper, runs), "table2": table2(paper, runs),
               **{k: ablation_table(paper, runs, k) for k in ("table3", "table4", "table5")}}
     for key, table in tables.items():
@@ -270,6 +271,9 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
     written["figure5_alpha.png"] = alpha_plot(paper, runs, out_dir / "figure5_alpha.png")
     sections.append("![Table 1](table1.png)\n\n![Figure 5](figure5_alpha.png)\n")
     sections.append(run_details(runs))
+    from medsage.eval.report.blind import blind_section
+
+    sections.append(blind_section(runs))
     written["report.md"] = atomic_write_text(out_dir / "report.md", "\n".join(sections))
     return written
 

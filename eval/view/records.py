@@ -114,17 +114,21 @@ def records_file(path: Path, base: Path | None = None) -> list[ViewItem]:
 
 
 def split_prompt(text: str) -> tuple[str, dict[str, str] | None]:
-    """Undo ``Sample.prompt_text``: ``question\\nOptions:\\nA. text`` -> (question, options)."""
+    """Undo ``medsage.prompts``: ``question\\nOptions:\\nA. text\\n<instruction>`` -> (question, options).
+
+    The option lines end at the first line that is not ``<letter>. text`` (the instruction follows them).
+    """
+    text = text.strip()
     question, sep, listed = text.partition("\nOptions:\n")
     if not sep:
         return text, None
     options = {}
     for line in listed.splitlines():
         letter, dot, rest = line.partition(". ")
-        if not dot or not letter.strip():
-            return text, None
+        if not dot or len(letter.strip()) != 1 or not letter.strip().isalpha():
+            break
         options[letter.strip()] = rest.strip()
-    return question, options or None
+    return (question, options) if options else (text, None)
 
 
 def sft_file(path: Path) -> list[ViewItem]:
@@ -163,6 +167,8 @@ def sft_file(path: Path) -> list[ViewItem]:
         if rec:
             item.source, item.modality = rec.get("source"), rec.get("modality")
             item.question_type, item.ground_truth = rec.get("question_type"), rec.get("answer")
+            # The record's own question: the human turn also holds the prompt's instruction (medsage.prompts).
+            item.question, item.options = rec.get("question") or item.question, rec.get("options") or item.options
             item.details["record"] = "source, modality and ground truth from the records beside the SFT folder"
         else:
             item.details["ground truth"] = "not in the SFT file (the trajectory's answer is the training target)"

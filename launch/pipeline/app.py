@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from medsage.io import atomic_write_json
@@ -25,11 +26,12 @@ def _job(cfg) -> None:
     from omegaconf import OmegaConf
 
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
-    from medsage.launch.pipeline.ray_jobs import ray_cluster
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
+    if problem := synthesis_endpoint_problem(cfg):
+        raise SystemExit(f"medsage pipeline: {problem}")
     if cfg.evaluate == "rl" and cfg.cluster.accelerator != "gpu":
         raise SystemExit(f"medsage pipeline: evaluate=rl reads the RL stage's model, but cluster={cfg.cluster.name} "
                          f"has no GPU, so verl only prints its command there; use evaluate=sft or a GPU cluster")
@@ -41,18 +43,88 @@ def _job(cfg) -> None:
     overrides = list(hc.overrides.task)
     resume = shlex.join(["medsage", "pipeline", *overrides])
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
-    with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
-        outcomes = run_stages(stages, client, resume_hint=resume)
+    to_run = [s for s in stages if s.manifest().get("status") != "finished"]
+    outcomes = run_stages(stages, _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus) if to_run else None,
+                          resume_hint=resume)
+    note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
         "stages": {o.stage: {"status": o.status, "out_dir": str(o.out_dir), "detail": o.detail} for o in outcomes},
+        "data_note": note,
     })
+    if note:
+        print(f"pipeline {cfg.name}: SFT data by {note}", flush=True)
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)
     report_dir = run_dir / layout.REPORT_DIR
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
+
+
+# One Ray cluster per `medsage pipeline` process: started by the first job that has a stage to run (a
+# rerun with every stage done starts none), reused by every later job of a sweep, stopped when main returns.
+_CLUSTERS: dict = {}
+_STACK = ExitStack()
+
+
+def _cluster(address: str | None, num_cpus: int | None):
+    from medsage.launch.pipeline.ray_jobs import ray_cluster
+
+    if (address, num_cpus) not in _CLUSTERS:
+        _CLUSTERS[address, num_cpus] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus))
+    return _CLUSTERS[address, num_cpus]
+
+
+def synthesis_endpoint_problem(cfg) -> str | None:
+    """Why the synthesis stage cannot run as configured (checked before the first stage), or None.
+
+    The paper's recipes synthesise with an LLM and verify with a VLM (A.3.4-A.3.5); without an endpoint
+    they stop here, naming the keys, rather than after hours of data preparation.
+    """
+    if "synth" not in cfg.stages or not cfg.stages.synth.get("enabled", True):
+        return None
+    ep = cfg.get("synthesis") or {}
+    missing = []
+    if cfg.synthesizer == "llm":
+        missing += [f"synthesis.{k}" for k in ("base_url", "model") if not ep.get(k)]
+    if ep.get("verify", "none") == "llm":
+        if not (ep.get("verifier_base_url") or ep.get("base_url")):
+            missing.append("synthesis.verifier_base_url (or synthesis.base_url)")
+        if not ep.get("verifier_model"):
+            missing.append("synthesis.verifier_model")
+    if not missing:
+        return None
+    return (f"the synthesis stage uses synthesizer={cfg.synthesizer} (stage-wise LLM synthesis, GPT-4o in the "
+            f"paper) and verify={ep.get('verify')} (a consistency verifier, Qwen2.5-VL-72B in the paper), but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Set them on the command line, e.g. "
+            f"synthesis.base_url=https://api.openai.com/v1 synthesis.model=gpt-4o "
+            f"synthesis.verifier_base_url=http://127.0.0.1:8000/v1 synthesis.verifier_model=Qwen/Qwen2.5-VL-72B-Instruct. "
+            f"API keys are read from the environment variables named by synthesis.api_key_env "
+            f"(now {ep.get('api_key_env')}) and synthesis.verifier_api_key_env, never from a config or the "
+            f"command line. To run offline instead: synthesizer=template synthesis.verify=none "
+            f"(offline templates: not the paper's data).")
+
+
+def _data_note(outcomes) -> str | None:
+    """The synthesis stage's own word on its data (``report.json``'s ``data_note``), e.g. offline templates."""
+    import json
+
+    from medsage.data_pipeline import layout as data_layout
+
+    for o in outcomes:
+        report = Path(o.out_dir) / data_layout.SYNTH_REPORT
+        if o.stage.startswith("synth") and report.exists():
+            return json.loads(report.read_text()).get("data_note")
+    return None
+
+
+def data_notes(run_dir: Path) -> list[str]:
+    """Every job's data note under ``run_dir``, once each."""
+    import json
+
+    notes = [json.loads(m.read_text()).get("data_note") for m in sorted(run_dir.rglob(layout.PIPELINE))]
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 def eval_dirs(run_dir: Path) -> list[Path]:
@@ -74,7 +146,7 @@ def render_report(run_dir: Path, out: Path) -> dict:
         return {}
     from medsage.eval.report.tables import write_report
 
-    written = write_report(dirs, out)
+    written = write_report(dirs, out, notes=[f"Training data: {n}." for n in data_notes(run_dir)])
     for name, path in written.items():
         print(f"  {name:<20} {path}")
     return written
@@ -116,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             return int(stop.code)
     finally:
         sys.argv = saved
+        _STACK.close()  # the embedded cluster, if a job started one
+        _CLUSTERS.clear()
     return 0

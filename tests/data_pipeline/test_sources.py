@@ -6,24 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medsage.data_pipeline.sources.base import build_samples
-from medsage.data_pipeline.quality import QualityConfig
-from medsage.data_pipeline.questions import QuestionConfig
-from medsage.data_pipeline.rois import RoIConfig
+from source_ingest import ingest_all
+
 from medsage.registry import SOURCES
-
-
-def ingest_all(name, root, tmp_path, **options):
-    adapter = SOURCES.get(name)(root, tmp_path / "images", **options)
-    kept, rejected = [], []
-    for i, key in enumerate(adapter.inputs()):
-        samples, rejection = build_samples(adapter, key, i, quality=QualityConfig(), questions=QuestionConfig(),
-                                           rois=RoIConfig())
-        kept += samples
-        rejected += [rejection] if rejection else []
-    # Every input is exactly one kept record or one rejection.
-    assert len(kept) + len(rejected) == len(adapter.inputs())
-    return adapter, kept, rejected
 
 
 def test_sources_are_registered():
@@ -101,8 +86,9 @@ def test_pubmedvision_keeps_question_and_extracts_text_cues(pubmedvision_root, t
     adapter, kept, rejected = ingest_all("pubmedvision", pubmedvision_root, tmp_path)
     assert [r.reason for r in rejected] == ["unreadable-image"]
     first = kept[0]
-    assert first.question == "What does the chest CT show?" and first.question_type == "open"
-    assert first.answer.startswith("A mass in the right lower lobe")
+    # The source's question and caption stay as context; the record asks a short question (test_short_qa.py).
+    assert first.metadata["context"]["question"] == "What does the chest CT show?"
+    assert first.metadata["context"]["caption"].startswith("A mass in the right lower lobe")
     texts = [r.text for r in first.rois if r.kind == "text"]
     assert texts == ["right lower lobe", "white arrow"]
     second_texts = [r.text for r in kept[1].rois if r.kind == "text"]

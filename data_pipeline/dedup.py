@@ -2,8 +2,9 @@
 
 Every image is hashed with ``imagehash.phash`` (64 bits: the signs of the low 8x8 DCT block of a
 32x32 grey thumbnail) by one pool of processes, streamed into shards written atomically, so an
-interrupted run resumes without rehashing; a cached hash is reused only while its file's size,
-mtime, ctime and inode are unchanged (a replaced image is hashed again). The searches are
+interrupted run resumes without rehashing; a cached hash is reused only while its file's bytes
+are unchanged (a BLAKE2 digest: a replaced image is hashed again, and the cache holds nothing that
+differs between two runs over the same files, so a resumed run writes the same bytes). The searches are
 ``near_duplicates``' (faiss-cpu's exact binary index; numpy without faiss).
 
 A training image is removed when its nearest evaluation image is within ``threshold`` bits
@@ -21,6 +22,7 @@ image is cheaper than a leaked eval image, so the default leans to removing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import partial
@@ -105,21 +107,25 @@ def hash_files(paths: list[str], workers: int | None = None, desc: str = "hashin
     return list(iter_hashes(paths, workers, desc))
 
 
-def file_stamp(path: str) -> list[int] | None:
-    """What identifies a file's content without reading it: size, mtime, ctime and inode (None: missing).
+def content_digest(path: str) -> str | None:
+    """What identifies a file's content: a BLAKE2 digest of its bytes (None: unreadable).
 
-    ctime and the inode change on every rewrite, copy or rename onto the path, even when a copy
-    keeps the old mtime and size (``cp -p``), so a replaced image is never served its old hash.
+    Reading an image costs far less than decoding and transforming it for its pHash, and, unlike
+    stamps (mtime, ctime, inode), a digest survives a copy that keeps the old mtime (``cp -p``) as a
+    change and a rewrite of the same bytes as no change.
     """
+    digest = hashlib.blake2b(digest_size=16)
     try:
-        st = os.stat(path)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return digest.hexdigest()
 
 
 def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupConfig) -> dict[str, int | None]:
-    """Hash ``paths``, reusing every cached hash whose file stamp still matches (see ``file_stamp``).
+    """Hash ``paths``, reusing every cached hash whose file digest still matches (see ``content_digest``).
 
     The cache is shard files of ``shard_size`` paths (``<prefix>-NNNNN.json``), each written
     atomically as soon as its last image is hashed, so an interrupted run resumes where it stopped.
@@ -127,16 +133,16 @@ def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupCon
     from medsage.io import atomic_write_json
 
     size = cfg.shard_size
-    cached: dict[str, tuple[list[int], int | None]] = {}
+    cached: dict[str, tuple[str, int | None]] = {}
     shards: dict[str, dict] = {}
     for shard in sorted(cache_dir.glob(f"{prefix}-*.json")):
         try:
             shards[shard.name] = old = json.loads(shard.read_text())
-            cached.update((p, (s, h)) for p, s, h in zip(old["paths"], old["stamps"], old["hashes"]))
+            cached.update((p, (s, h)) for p, s, h in zip(old["paths"], old["digests"], old["hashes"]))
         except (ValueError, KeyError, TypeError):
             continue  # unreadable or from an older layout: its images are hashed again
-    stamps = [file_stamp(p) for p in paths]
-    out = {p: cached[p][1] for p, s in zip(paths, stamps) if s is not None and p in cached and cached[p][0] == s}
+    digests = [content_digest(p) for p in paths]
+    out = {p: cached[p][1] for p, s in zip(paths, digests) if s is not None and p in cached and cached[p][0] == s}
     todo = [p for p in paths if p not in out]
     pending = [0] * -(-len(paths) // size)
     for k, p in enumerate(paths):
@@ -144,7 +150,7 @@ def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupCon
 
     def write(k: int) -> None:
         chunk = paths[k * size:(k + 1) * size]
-        data = {"paths": chunk, "stamps": stamps[k * size:(k + 1) * size], "hashes": [out[p] for p in chunk]}
+        data = {"paths": chunk, "digests": digests[k * size:(k + 1) * size], "hashes": [out[p] for p in chunk]}
         if shards.get(f"{prefix}-{k:05d}.json") != data:
             atomic_write_json(cache_dir / f"{prefix}-{k:05d}.json", data)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -124,7 +125,7 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
 
     entry: dict[str, Any] = {"name": "medsage_self_check",
                              "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                             "alpha": float(cfg.rl.alpha)}
+                             "alpha": float(cfg.rl.alpha), "retry": bool(cfg.rl.retry)}
     if cfg.rl.request:
         entry["request"] = str(cfg.rl.request)
     return atomic_write_text(out_dir / "agent_loop.yaml", OmegaConf.to_yaml(OmegaConf.create([entry])))
@@ -178,13 +179,19 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.logger": list(cfg.loggers),
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
+        # verl's rollout dump (one JSONL per step), which medsage's viewer reads (medsage view)
+        "trainer.rollout_data_dir": str(out_dir / "rollouts"),
+        # the legacy trainer: the span ids reach the estimator through non_tensor_batch, which only
+        # it keeps until the advantage step; its default v1 path also needs transfer_queue
+        "trainer.use_v1": False,
+        "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
     }
-    if rl.retry:
-        # The span ids reach the estimator through non_tensor_batch, which only the legacy trainer
-        # keeps until the advantage step (medsage.plugins.self_check.verl_plugin).
-        o["trainer.use_v1"] = False
-        o["actor_rollout_ref.rollout.agent.default_agent_loop"] = "medsage_self_check"
-        o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] = str(agent_loop_file(cfg, out_dir))
+    from medsage.plugins.engines import verl as engine
+
+    o.update(engine.ray_overrides(cfg, world))
+    if cluster.accelerator == "cpu":
+        o.update(engine.cpu_overrides())
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
 
 
@@ -297,8 +304,10 @@ def _rl_python(cfg) -> str:
 def _no_launch_reason(cfg) -> str | None:
     if cfg.dry_run:
         return "dry_run=true"
+    if cfg.cluster.accelerator == "cpu":
+        return None  # the CPU route (medsage.plugins.engines.verl_cpu)
     if cfg.cluster.accelerator != "gpu":
-        return f"cluster={cfg.cluster.name} has accelerator={cfg.cluster.accelerator}; verl's rollout (vLLM) and FSDP training need GPUs"
+        return f"cluster={cfg.cluster.name} has accelerator={cfg.cluster.accelerator}: expected cpu or gpu"
     if cfg.cluster.envs.rl is None:
         try:
             import torch
@@ -349,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
 
+    from medsage.plugins.engines import verl as engine
+
     command = [_rl_python(cfg), "-m", "verl.trainer.main_ppo", *overrides]
     printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
     print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop'] if cfg.rl.retry else 'single_turn_agent'}); "
@@ -360,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"launching:\n  {printable}", flush=True)
     log = out_dir / "verl.log"
     with open(log, "ab") as fh:  # appended: a resumed run keeps the earlier attempts' log
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env = {**os.environ, **engine.driver_env(cfg)}  # verl's driver imports the CPU route too
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         for line in proc.stdout:
             sys.stdout.buffer.write(line)
             fh.write(line)

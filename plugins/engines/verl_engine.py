@@ -1,4 +1,13 @@
-"""verl's FSDP engine with the vision tower frozen (paper B.1), for every device medsage trains on.
+"""Two fixes to verl 0.9.1 that every medsage run needs, on GPU as on CPU.
+
+1. mRoPE positions of equal-length batches (``ragged_positions``). verl packs a batch for its workers
+   with ``left_right_2_no_padding`` (``verl/workers/utils/padding.py``): the (4, L_i) mRoPE position
+   ids of a VLM become a jagged nested tensor whose ragged dimension is L (dim 2), and the workers
+   force ``_ragged_idx=2`` after unpickling (``tensordict_utils.maybe_fix_3d_position_ids``). When
+   every L_i is equal, torch makes dim 1 (the 4) the ragged one instead, and ``update_actor`` fails
+   on the forced index. The wrapper rebuilds such position ids with their ragged dimension at 2.
+
+2. The vision tower frozen (paper B.1), below.
 
 verl 0.9.1 declares ``actor.freeze_vision_tower`` (``verl/workers/config/actor.py``) and never reads
 it: the vision encoder trains. The engine below is verl's own ``FSDPEngineWithLMHead`` whose freshly
@@ -13,6 +22,7 @@ before its own device-only ``cuda`` entry; the CPU route registers its subclass 
 
 from __future__ import annotations
 
+import functools
 import os
 
 from verl.workers.engine.base import EngineRegistry
@@ -46,7 +56,34 @@ class FrozenVisionFSDPEngine(FSDPEngineWithLMHead):
         return module
 
 
+def _ragged_at_2(positions):
+    """(B, 4, j) jagged position ids: the same values with L (dim 2) as the ragged dimension."""
+    import torch
+
+    rows = positions.unbind()
+    lengths = torch.tensor([0] + [r.shape[-1] for r in rows])
+    return torch.nested.nested_tensor_from_jagged(torch.cat(rows, dim=-1), offsets=lengths.cumsum(0), jagged_dim=2)
+
+
+def ragged_positions(pack):
+    """Wrap verl's ``left_right_2_no_padding`` so 3-D position ids always come out ragged in dim 2."""
+    @functools.wraps(pack)
+    def packed(data):
+        out = pack(data)
+        pos = out.get("position_ids", None)
+        if pos is not None and getattr(pos, "is_nested", False) and pos.dim() == 3 and pos._ragged_idx != 2:
+            out["position_ids"] = _ragged_at_2(pos)
+        return out
+
+    packed._medsage_ragged = True
+    return packed
+
+
 def register() -> None:
+    from verl.trainer.ppo import ray_trainer
+
+    if not getattr(ray_trainer.left_right_2_no_padding, "_medsage_ragged", False):
+        ray_trainer.left_right_2_no_padding = ragged_positions(ray_trainer.left_right_2_no_padding)
     backends = EngineRegistry._engines.get("language_model", {})
     if ("cuda", "nvidia") not in backends.get("fsdp2", {}):
         EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cuda",

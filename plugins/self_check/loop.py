@@ -124,7 +124,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
         request_id = uuid4().hex
 
         # τ1
-        tau1_limit = min(self.tau1_max_tokens, self.response_length)
+        tau1_limit = min(int(sampling_params.get("max_tokens", self.tau1_max_tokens)), self.tau1_max_tokens,
+                         self.response_length)
         out1 = await self._generate(prompt_ids, {**sampling_params, "max_tokens": tau1_limit}, mm, request_id)
         tau1_truncated = self._truncated(out1.token_ids, tau1_limit)
         merged, mask, logprobs = await self.ct_merge_assistant_token(

@@ -29,9 +29,6 @@ def _job(cfg) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
-    if cfg.evaluate == "rl" and cfg.cluster.accelerator != "gpu":
-        raise SystemExit(f"medsage pipeline: evaluate=rl reads the RL stage's model, but cluster={cfg.cluster.name} "
-                         f"has no GPU, so verl only prints its command there; use evaluate=sft or a GPU cluster")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
         stages = plan_stages(spec, Path(cfg.store).resolve(), OmegaConf.to_container(cfg.cluster.envs, resolve=True))
@@ -40,7 +37,11 @@ def _job(cfg) -> None:
     overrides = list(hc.overrides.task)
     resume = shlex.join(["medsage", "pipeline", *overrides])
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
-    with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus) as client:
+    # On CPU the RL stage's verl joins this cluster: one logical GPU for its rank, and enough logical
+    # CPUs for its placement groups (medsage.plugins.engines.verl.ray_overrides)
+    cpu = cfg.cluster.accelerator == "cpu"
+    with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus or (8 if cpu else None),
+                     num_gpus=1 if cpu else None) as client:
         outcomes = run_stages(stages, client, resume_hint=resume)
     atomic_write_json(job_dir / "pipeline.json", {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],

@@ -154,6 +154,23 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
 
 
+def console_step_metrics(log: str) -> dict[int, dict[str, float]]:
+    """The numeric metrics of each step from verl's console logger (``step:N - key:value - ...``)."""
+    number = re.compile(r"(?:np\.float64\()?([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)\)?")
+    steps: dict[int, dict[str, float]] = {}
+    for line in log.splitlines():
+        m = re.search(r"step:(\d+) - (.*)$", line)
+        if not m:
+            continue
+        values = {}
+        for pair in m.group(2).split(" - "):
+            key, _, value = pair.partition(":")
+            if (v := number.fullmatch(value.strip())) is not None:
+                values[key.strip()] = float(v.group(1))
+        steps[int(m.group(1))] = values
+    return steps
+
+
 FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
 
 

@@ -37,6 +37,7 @@ SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc
 TAU1_TRUNCATED_KEY = "medsage_tau1_truncated"  # bool: τ1 used its whole budget without ending
 TAU2_TRUNCATED_KEY = "medsage_tau2_truncated"  # bool: check + τ2 used its whole budget (retried only)
 RETRY_TOKENS_KEY = "medsage_retry_tokens"      # int: tokens the retry generated (check + τ2)
+LOOP_SECONDS_KEY = "medsage_loop_seconds"      # float: time in the loop's own code, server waits excluded
 
 
 def span_tensor(span_ids: Any, shape: tuple[int, int]):
@@ -131,7 +132,13 @@ def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
         metrics["medsage/tau1_truncation_rate"] = float(tau1.mean()) if len(tau1) else 0.0
         metrics["medsage/tau2_truncation_rate"] = float((tau2 & retried).sum() / n_retried) if n_retried else 0.0
     if RETRY_TOKENS_KEY in non_tensor_batch:
-        metrics["medsage/retry_tokens_per_rollout"] = float(np.asarray(non_tensor_batch[RETRY_TOKENS_KEY], dtype=float).mean())
+        tokens = np.asarray(non_tensor_batch[RETRY_TOKENS_KEY], dtype=float)
+        metrics["medsage/retry_tokens_per_rollout"] = float(tokens.mean())
+        metrics["medsage/retry_tokens_per_retry"] = float(tokens[retried].mean()) if n_retried else 0.0
+    if "medsage_first_correct" in non_tensor_batch:
+        metrics["medsage/first_try_error_rate"] = float(1 - np.asarray(non_tensor_batch["medsage_first_correct"], dtype=float).mean())
+    if LOOP_SECONDS_KEY in non_tensor_batch:
+        metrics["medsage/agent_loop_s"] = float(np.asarray(non_tensor_batch[LOOP_SECONDS_KEY], dtype=float).sum())
     return metrics
 
 

@@ -18,13 +18,14 @@ agent-loop config file carrying α and the request text (``agent_loop_config_pat
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    LOOP_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import answer_correct
@@ -87,6 +88,13 @@ class SelfCheckAgentLoop(AgentLoopBase):
     async def _generate(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
         if self.banned:
             sampling_params = {**sampling_params, "logit_bias": {**sampling_params.get("logit_bias", {}), **self.banned}}
+        started = time.perf_counter()
+        try:
+            return await self._serve(prompt_ids, sampling_params, mm, request_id)
+        finally:
+            self._server_s += time.perf_counter() - started
+
+    async def _serve(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
         return await self.server_manager.generate(
             request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params,
             image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
@@ -115,6 +123,7 @@ class SelfCheckAgentLoop(AgentLoopBase):
         return len(ids) >= limit and (not ids or ids[-1] not in self.stop_ids)
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
+        started, self._server_s = time.perf_counter(), 0.0
         messages = list(kwargs["raw_prompt"])
         item = reward_input_from_row("", kwargs["reward_model"]["ground_truth"], kwargs.get("extra_info"))
         mm = await self.process_multi_modal_info(messages)
@@ -184,6 +193,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 TAU1_TRUNCATED_KEY: tau1_truncated,
                 TAU2_TRUNCATED_KEY: tau2_truncated,
                 RETRY_TOKENS_KEY: retry_tokens,
+                # seconds spent in this loop's own code (not waiting for the server): bench_rl_step.py
+                LOOP_SECONDS_KEY: time.perf_counter() - started - self._server_s,
                 "turn_scores": [],
                 "tool_rewards": [],
             },

@@ -1,0 +1,118 @@
+"""`medsage rl` trains on CPU: verl 0.9.1's own trainer (RayPPOTrainer.fit, legacy path) with medsage's
+self-check agent loop, reward and estimator, on the CPU route (medsage.plugins.engines.verl_cpu).
+
+Each test is one real verl run of the tiny model (2 GRPO steps, 2 prompts x 2 rollouts; a few
+minutes on 2 cores), so the assertions of a run are gathered in one test. Only
+``tests/helpers/forced_check_loop.py`` is test-made: the random model never closes a check span.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("verl")
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+from medsage.plugins.engines.verl import console_step_metrics  # noqa: E402
+
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+
+
+@pytest.fixture
+def rl_parquet(tmp_path):
+    """Closed and choice questions alternating (two prompt lengths in every batch of two), in order."""
+    from medsage.data_pipeline.writers import write_verl_parquet
+    from medsage.launch.demo.samples import make_demo_samples
+
+    samples = [s for s in make_demo_samples(tmp_path / "demo", n=12) if s.question_type in ("closed", "choice")]
+    return write_verl_parquet(samples[:8], tmp_path / "rl.parquet")
+
+
+def run_rl(tmp_path, model, data, *overrides, extra=()):
+    out = tmp_path / "run"
+    verl_extra = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "data.shuffle=false", *extra]
+    cmd = [sys.executable, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", "cluster=local_cpu",
+           f"train_files={data}", f"output_dir={out}", "rl.epochs=1", "rl.rollout_n=2", "rl.rollout_batch_prompts=2",
+           "rl.micro_batch_per_device=2", "rl.grad_accum=1", "rl.log_prob_micro_batch=4", "rl.max_prompt_length=512",
+           "rl.max_response_length=24", "rl.retry_max_tokens=24", "rl.request_budget=48",
+           "rl.request='Check the answer.'", "rl.test_freq=-1", *overrides,
+           "extra_overrides=[" + ",".join(f"'{o}'" for o in verl_extra) + "]"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-8000:]
+    return out, log
+
+
+def dumped(out: Path) -> list[dict]:
+    import json
+
+    rows = []
+    for step in (1, 2):
+        rows += [json.loads(line) for line in (out / "rollouts" / f"{step}.jsonl").read_text().splitlines()]
+    return rows
+
+
+def test_rgrpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from medsage.eval.view.load import load
+
+    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "rl.save_freq=2")
+    steps = console_step_metrics(log)
+    assert sorted(steps) == [1, 2], log[-4000:]
+    s1, s2 = steps[1], steps[2]
+    assert s1["medsage/self_check_rate"] > 0  # the random policy's τ1 is wrong: it retries
+    assert {"medsage/tau1_truncation_rate", "medsage/tau2_truncation_rate"} <= set(s2)
+    # the rollout server samples from the trained weights: verl's weight sync reached it
+    assert s2["training/rollout_probs_diff_max"] < 1e-3
+    # checkpoint with its Hugging Face folder, final_model linked to it and loadable
+    final = out / "final_model"
+    assert final.resolve() == (out / "checkpoints" / "global_step_2" / "actor" / "huggingface").resolve()
+    trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(final).state_dict()
+    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).state_dict()
+    vision = [k for k in start if ".visual." in f".{k}"]
+    assert vision and all(torch.equal(start[k], trained[k]) for k in vision)  # frozen (B.1)
+    assert any(not torch.equal(start[k], trained[k]) for k in start if k not in vision)
+    # verl's rollout dump, with medsage's spans, read by the viewer
+    rows = dumped(out)
+    assert len(rows) == 8 and all(r["medsage_spans"] for r in rows)
+    items = load(out / "rollouts").items
+    retried = [i for i in items if "self-check advantage" in i.details or len(i.traces) == 2]
+    assert len(items) == 8 and all("advantage" in t.title for i in items for t in i.traces)
+    assert all(i.details.get("spans") for i in items) and retried
+
+
+def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_parquet):
+    import yaml
+
+    loop_file = tmp_path / "forced_loop.yaml"
+    loop_file.write_text(yaml.safe_dump([{"name": "medsage_self_check", "_target_": "forced_check_loop.ForcedCheckLoop",
+                                          "alpha": 0.2, "tau1_max_tokens": 24, "tau2_max_tokens": 24,
+                                          "request": "Check the answer."}]))
+    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1",
+                      extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}"])
+    steps = console_step_metrics(log)
+    assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps
+    rows = [dict((name, adv) for name, _, adv in r["medsage_spans"]) for r in dumped(out)]
+    retried = [r for r in rows if "check" in r]
+    assert retried, rows
+    assert all(r["tau1"] == 0.0 for r in retried)                 # τ1 of a retry is never credited
+    assert any(r["check"] == pytest.approx(0.2) for r in retried)  # α · r_sc on the check tokens
+    assert any(abs(r.get("tau2", 0.0)) > 0 for r in retried)      # GRPO's outcome advantage on τ2
+    assert any(s["medsage/correction_rate"] > 0 for s in steps.values())
+
+
+def test_plain_grpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
+    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "rl=grpo", "rl.save_freq=-1")
+    steps = console_step_metrics(log)
+    assert sorted(steps) == [1, 2]
+    assert all(s["medsage/self_check_rate"] == 0 for s in steps.values())
+    assert "algorithm.adv_estimator=grpo" in (out / "verl_overrides.txt").read_text()
+    assert steps[2]["training/rollout_probs_diff_max"] < 1e-3

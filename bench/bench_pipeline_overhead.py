@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medsage.launch import layout
+
 
 def run(cmd: list[str], cwd: Path) -> float:
     t = time.perf_counter()
@@ -40,7 +42,7 @@ def main() -> None:
     t_pipeline = run([*medsage, "pipeline", "+experiment=demo", f"run_root={piped}"], work)
 
     direct_store = work / "direct"
-    job = json.loads((piped / "demo" / "pipeline.json").read_text())
+    job = json.loads((piped / "demo" / layout.PIPELINE).read_text())
     stages = job["order"]
     t_direct = 0.0
     for name in stages:

@@ -47,7 +47,7 @@ def main() -> int:
     model_dir = build_tiny_model(work / "tiny_model")
     data_dir = work / "data"
     write_llava_sft(make_demo_samples(data_dir, n=12), data_dir, name="demo_sft")
-    env = {**os.environ, "MEDSAGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "MEDSAGE_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1"}
     bin_dir = Path(sys.executable).parent
     medsage = [str(bin_dir / "medsage"), "sft", "--quiet", "--fresh", "model=tiny", f"model.path={model_dir}",

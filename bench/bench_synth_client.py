@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 
-from medsage.data_pipeline.synthesis.client import ClientConfig, Message, SynthClient
+from medsage.chat import ChatClient as SynthClient, ClientConfig, Message
 
 REPLY = json.dumps({"id": "bench", "object": "chat.completion", "created": 0, "model": "bench",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],

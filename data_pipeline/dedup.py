@@ -1,10 +1,10 @@
 """pHash dedup: no training image may be a copy of an evaluation image, nor of another training image.
 
 Every image is hashed with ``imagehash.phash`` (64 bits: the signs of the low 8x8 DCT block of a
-32x32 grey thumbnail), across processes, in shards written atomically so an interrupted run resumes
-without rehashing. Hashes are packed as ``uint64`` and compared in chunks: XOR of a chunk of train
-hashes against every eval hash, popcount (``np.bitwise_count``, or a byte lookup table on older
-numpy) and a row-wise minimum — no Python loop over pairs.
+32x32 grey thumbnail) by one pool of processes, streamed into shards written atomically, so an
+interrupted run resumes without rehashing; a cached hash is reused only while its file's size,
+mtime, ctime and inode are unchanged (a replaced image is hashed again). The searches are
+``near_duplicates``' (faiss-cpu's exact binary index; numpy without faiss).
 
 A training image is removed when its nearest evaluation image is within ``threshold`` bits
 (``eval-leak``), or, with ``within_train``, when an earlier kept training image is (``train-duplicate``;
@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+from medsage.data_pipeline.near_duplicates import near_pairs_within, nearest, pack
 
 DEFAULT_THRESHOLD = 10
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -40,6 +44,7 @@ class DedupConfig:
     workers: int | None = None  # hashing processes; None = all CPU cores
     shard_size: int = 2000  # images per hash shard (a shard is the unit of resume)
     eval_dirs: list[str] = field(default_factory=list)  # folders of evaluation images to protect
+    max_pixels: int = 100_000_000  # larger images are not decoded (named on stderr, unreadable: see medsage.images)
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 64:
@@ -51,103 +56,112 @@ class DedupConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def phash_file(path: str) -> int | None:
+def phash_file(path: str, max_pixels: int = 100_000_000) -> int | None:
     """The 64-bit pHash of an image as an int, or ``None`` when the file cannot be read."""
+    import sys
+
     import imagehash
-    from PIL import Image
+
+    from medsage.images import ImageTooLarge, open_image
 
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             return int(str(imagehash.phash(img)), 16)
+    except ImageTooLarge as err:  # a decompression bomb: named, not decoded, and the run goes on
+        print(f"medsage dedup: not hashed: {err}", file=sys.stderr, flush=True)
+        return None
     except (OSError, ValueError, SyntaxError):
         return None
 
 
-def hash_files(paths: list[str], workers: int | None = None, desc: str = "hashing") -> list[int | None]:
-    """pHash of every path, across ``workers`` processes (1 = in this process), with a progress bar."""
+def iter_hashes(paths: list[str], workers: int | None = None, desc: str = "hashing",
+                max_pixels: int = 100_000_000) -> Iterator[int | None]:
+    """pHash of every path in order, streamed as they finish, across ``workers`` processes (1 = here).
+
+    One pool serves the whole list (started once, not per shard); images go to it a few at a time so
+    every core stays busy to the last image.
+    """
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < 2 * workers:
-        return [phash_file(p) for p in tqdm(paths, desc=desc, unit="img", leave=False)]
-    from concurrent.futures import ProcessPoolExecutor
+    with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
+        if workers <= 1 or len(paths) < 2 * workers:
+            for p in paths:
+                yield phash_file(p, max_pixels=max_pixels)
+                bar.update()
+            return
+        from concurrent.futures import ProcessPoolExecutor
 
-    chunksize = max(1, min(64, len(paths) // (workers * 4)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(phash_file, paths, chunksize=chunksize), total=len(paths), desc=desc,
-                         unit="img", leave=False))
+        import imagehash  # noqa: F401  imported once here: forked workers inherit it instead of each importing scipy
+        chunksize = max(1, min(16, len(paths) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for h in pool.map(partial(phash_file, max_pixels=max_pixels), paths, chunksize=chunksize):
+                yield h
+                bar.update()
+
+
+def hash_files(paths: list[str], workers: int | None = None, desc: str = "hashing") -> list[int | None]:
+    """pHash of every path, across ``workers`` processes (1 = in this process), with a progress bar."""
+    return list(iter_hashes(paths, workers, desc))
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """What identifies a file's content without reading it: size, mtime, ctime and inode (None: missing).
+
+    ctime and the inode change on every rewrite, copy or rename onto the path, even when a copy
+    keeps the old mtime and size (``cp -p``), so a replaced image is never served its old hash.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def hash_in_shards(paths: list[str], cache_dir: Path, prefix: str, cfg: DedupConfig) -> dict[str, int | None]:
-    """Hash ``paths`` shard by shard; a shard file (written atomically) is reused when its path list matches."""
+    """Hash ``paths``, reusing every cached hash whose file stamp still matches (see ``file_stamp``).
+
+    The cache is shard files of ``shard_size`` paths (``<prefix>-NNNNN.json``), each written
+    atomically as soon as its last image is hashed, so an interrupted run resumes where it stopped.
+    """
     from medsage.io import atomic_write_json
 
-    out: dict[str, int | None] = {}
-    for start in range(0, len(paths), cfg.shard_size):
-        chunk = paths[start:start + cfg.shard_size]
-        shard = cache_dir / f"{prefix}-{start // cfg.shard_size:05d}.json"
-        if shard.exists():
-            cached = json.loads(shard.read_text())
-            if cached.get("paths") == chunk:
-                out.update(zip(chunk, cached["hashes"]))
-                continue
-        hashes = hash_files(chunk, cfg.workers, desc=f"{prefix} shard {start // cfg.shard_size}")
-        atomic_write_json(shard, {"paths": chunk, "hashes": hashes})
-        out.update(zip(chunk, hashes))
-    return out
+    size = cfg.shard_size
+    cached: dict[str, tuple[list[int], int | None]] = {}
+    shards: dict[str, dict] = {}
+    for shard in sorted(cache_dir.glob(f"{prefix}-*.json")):
+        try:
+            shards[shard.name] = old = json.loads(shard.read_text())
+            cached.update((p, (s, h)) for p, s, h in zip(old["paths"], old["stamps"], old["hashes"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # unreadable or from an older layout: its images are hashed again
+    stamps = [file_stamp(p) for p in paths]
+    out = {p: cached[p][1] for p, s in zip(paths, stamps) if s is not None and p in cached and cached[p][0] == s}
+    todo = [p for p in paths if p not in out]
+    pending = [0] * -(-len(paths) // size)
+    for k, p in enumerate(paths):
+        pending[k // size] += p not in out
 
+    def write(k: int) -> None:
+        chunk = paths[k * size:(k + 1) * size]
+        data = {"paths": chunk, "stamps": stamps[k * size:(k + 1) * size], "hashes": [out[p] for p in chunk]}
+        if shards.get(f"{prefix}-{k:05d}.json") != data:
+            atomic_write_json(cache_dir / f"{prefix}-{k:05d}.json", data)
 
-# --------------------------------------------------------------------------------------------
-# Search
-# --------------------------------------------------------------------------------------------
-
-
-def pack(hashes: list[int]):
-    """Python ints -> a uint64 array."""
-    import numpy as np
-
-    return np.array(hashes, dtype=np.uint64)
-
-
-def popcount64(x):
-    """Bits set in each uint64: ``np.bitwise_count`` when numpy has it, else a byte lookup table."""
-    import numpy as np
-
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    return table[x.reshape(*x.shape, 1).view(np.uint8)].sum(axis=-1, dtype=np.uint8)
-
-
-def nearest(query, reference):
-    """For each query hash, the index of its nearest reference hash and the distance (bits)."""
-    import numpy as np
-
-    if len(reference) == 0:
-        return np.full(len(query), -1, dtype=np.int64), np.full(len(query), 65, dtype=np.uint8)
-    rows = max(1, _ELEMENTS_PER_CHUNK // len(reference))
-    idx = np.empty(len(query), dtype=np.int64)
-    dist = np.empty(len(query), dtype=np.uint8)
-    for start in range(0, len(query), rows):
-        d = popcount64(query[start:start + rows, None] ^ reference[None, :])
-        idx[start:start + rows] = d.argmin(axis=1)
-        dist[start:start + rows] = d[np.arange(len(d)), idx[start:start + rows]]
-    return idx, dist
-
-
-def near_pairs_within(hashes, threshold: int) -> dict[int, list[tuple[int, int]]]:
-    """For each i, the earlier j < i within ``threshold`` bits, as ``{i: [(j, distance), ...]}``."""
-    import numpy as np
-
-    pairs: dict[int, list[tuple[int, int]]] = {}
-    rows = max(1, _ELEMENTS_PER_CHUNK // max(1, len(hashes)))
-    for start in range(0, len(hashes), rows):
-        stop = min(len(hashes), start + rows)
-        d = popcount64(hashes[start:stop, None] ^ hashes[None, :stop])
-        ii, jj = np.nonzero((d <= threshold) & (np.arange(stop)[None, :] < np.arange(start, stop)[:, None]))
-        for i, j in zip(ii.tolist(), jj.tolist()):
-            pairs.setdefault(start + i, []).append((j, int(d[i, j])))
-    return pairs
+    for k, n in enumerate(pending):
+        if not n:
+            write(k)  # all reused: rewritten only when the path list moved them to another shard
+    position = {p: k for k, p in enumerate(paths)}
+    for p, h in zip(todo, iter_hashes(todo, cfg.workers, desc=f"{prefix} hashes", max_pixels=cfg.max_pixels)):
+        out[p] = h
+        k = position[p] // size
+        pending[k] -= 1
+        if not pending[k]:
+            write(k)
+    for stale in cache_dir.glob(f"{prefix}-*.json"):
+        if not stale.stem.rsplit("-", 1)[1].isdigit() or int(stale.stem.rsplit("-", 1)[1]) >= len(pending):
+            stale.unlink()
+    return {p: out[p] for p in paths}
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,12 +183,13 @@ def dedup(train: dict[str, int | None], evals: dict[str, int | None], cfg: Dedup
     eval_paths = sorted(p for p in evals if evals[p] is not None)
     removed: dict[str, dict] = {p: {"image": p, "reason": "unreadable-image", "nearest": None, "distance": None}
                                 for p in train_paths if train[p] is None}
-    train_hashes = pack([train[p] for p in readable])
-    idx, dist = nearest(train_hashes, pack([evals[p] for p in eval_paths]))
-    nearest_eval = {p: int(d) for p, d in zip(readable, dist.tolist())} if eval_paths else {}
-    for k, p in enumerate(readable):
-        if eval_paths and dist[k] <= cfg.threshold:
-            removed[p] = {"image": p, "reason": "eval-leak", "nearest": eval_paths[idx[k]], "distance": int(dist[k])}
+    train_hashes, eval_hashes = pack([train[p] for p in readable]), pack([evals[p] for p in eval_paths])
+    # One exact 1-NN pass: the leaks, and every image's distance for the report's histogram.
+    idx, dist = nearest(train_hashes, eval_hashes)
+    nearest_eval = dict(zip(readable, dist.tolist())) if eval_paths else {}
+    for k in (dist <= cfg.threshold).nonzero()[0].tolist() if eval_paths else []:
+        removed[readable[k]] = {"image": readable[k], "reason": "eval-leak", "nearest": eval_paths[idx[k]],
+                                "distance": int(dist[k])}
     if cfg.within_train:
         kept_so_far: set[int] = set()
         pairs = near_pairs_within(train_hashes, cfg.threshold)
@@ -206,18 +221,19 @@ def write_report(out_dir: Path, result: DedupResult, cfg: DedupConfig, n_eval: i
     """``kept.txt``, ``removed.jsonl`` (with nearest image and distance), ``summary.json`` and a histogram PNG."""
     from collections import Counter
 
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.data_pipeline import layout
+    from medsage.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "kept.txt", "".join(p + "\n" for p in result.kept))
-    atomic_write_text(out_dir / "removed.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.removed))
+    atomic_write_text(out_dir / layout.DEDUP_KEPT, "".join(p + "\n" for p in result.kept))
+    atomic_write_jsonl(out_dir / layout.DEDUP_REMOVED, result.removed)
     summary = {
         "threshold_bits": cfg.threshold, "within_train": cfg.within_train, "eval_images": n_eval,
         "train_images": len(result.kept) + len(result.removed), "kept": len(result.kept),
         "removed": len(result.removed),
         "removed_by_reason": dict(sorted(Counter(r["reason"] for r in result.removed).items())),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / layout.SUMMARY, summary)
     if result.nearest_eval_distance:
         _plot(out_dir / "nearest_eval_distance.png", list(result.nearest_eval_distance.values()), cfg.threshold)
     return summary

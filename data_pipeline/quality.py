@@ -1,15 +1,18 @@
 """The quality filter (Appendix A.3.1): every image readable, large enough and not blank; every box
 inside its image and not degenerate. Each failure has a short stable reason, counted in the summary.
 
-Reasons: ``unreadable-image`` (missing, not an image, truncated), ``too-small``, ``near-constant``,
-``box-outside-image``, ``degenerate-box``.
+Reasons: ``unreadable-image`` (missing, not an image, truncated), ``too-large`` (over ``max_pixels``:
+refused before decoding, a decompression bomb stops nothing), ``too-small``, ``near-constant``,
+``box-outside-image``, ``degenerate-box``. Wide images (16-bit) are judged on their own range.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from medsage.data_pipeline.sources.base import SourceItem
+from medsage.images import DEFAULT_MAX_PIXELS, ImageTooLarge, grey8, open_image
 
 
 @dataclass
@@ -20,17 +23,18 @@ class QualityConfig:
     min_std: float = 2.0  # grey-level std (0-255); below it the image is blank or a flat fill
     box_tolerance: float = 2.0  # pixels a box may exceed the image by (annotation rounding) before rejection
     min_box_side: float = 2.0  # pixels; a thinner box marks no region
+    max_pixels: int = DEFAULT_MAX_PIXELS  # width x height above which an image is rejected before decoding
 
 
-def image_stats(path: str) -> tuple[int, int, float]:
-    """Width, height and grey-level std of an image; raises ``OSError``/``ValueError`` when unreadable."""
+def image_stats(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, float]:
+    """Width, height and grey-level std of an image; raises ``OSError``/``ValueError`` when unreadable
+    (``ImageTooLarge`` over ``max_pixels``)."""
     import numpy as np
-    from PIL import Image
 
-    with Image.open(path) as img:
+    with open_image(path, max_pixels) as img:
         img.load()  # a truncated file fails here, not at open
         width, height = img.size
-        grey = np.asarray(img.convert("L"), dtype=np.float32)
+        grey = grey8(img).astype(np.float32)
     return width, height, float(grey.std())
 
 
@@ -41,7 +45,9 @@ def check_item(item: SourceItem, cfg: QualityConfig) -> tuple[str | None, str, t
         return "unreadable-image", "the item names no image", size
     for i, path in enumerate(item.images):
         try:
-            width, height, std = image_stats(path)
+            width, height, std = image_stats(path, cfg.max_pixels)
+        except ImageTooLarge as err:
+            return "too-large", str(err), size
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on bad files
             return "unreadable-image", f"{path}: {type(err).__name__}: {err}", size
         if i == 0:
@@ -56,6 +62,8 @@ def check_item(item: SourceItem, cfg: QualityConfig) -> tuple[str | None, str, t
         if roi.kind != "box":
             continue
         x1, y1, x2, y2 = roi.box
+        if not all(math.isfinite(v) for v in roi.box):
+            return "bad-annotation", f"box {roi.box} holds a value that is not a finite number", size
         if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
             return "box-outside-image", f"box {roi.box} outside the {width}x{height} image", size
         if x2 - x1 < cfg.min_box_side or y2 - y1 < cfg.min_box_side:

@@ -4,13 +4,16 @@ Per input one question; the type cycles over ``QuestionConfig.types`` by the inp
 types are balanced across a source. Closed questions alternate between the true label (yes) and a
 label absent from the image (no); multiple-choice distractors come from the source's own label set
 and the answer's position cycles over the option letters, so no letter is favoured. A source that
-brings its own question (PubMedVision) keeps it as an open question.
+brings its own question and a free-text answer (PubMedVision) gets a short, checkable question derived
+from that text (``medsage.data_pipeline.short_qa``), the caption kept as context; with
+``from_text: false`` its own question is kept as an open question.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medsage.data_pipeline.short_qa import RULES, derive, is_caption
 from medsage.data_pipeline.sources.base import SourceAdapter, SourceItem, safe_id, seeded_rng
 from medsage.records import Sample
 
@@ -28,6 +31,9 @@ class QuestionConfig:
     # Wording with {label} filled in; None = the source's own ``templates`` (or the defaults below).
     closed: str | None = None
     which: str | None = None
+    # A source's own free-text answer becomes one short question by these rules (short_qa.RULES); [] keeps
+    # the source's question and paragraph answer as they are.
+    from_text: list[str] = field(default_factory=lambda: list(RULES))
 
     def __post_init__(self) -> None:
         bad = [t for t in self.types if t not in ("closed", "choice", "open")]
@@ -41,6 +47,9 @@ def ask(adapter: SourceAdapter, item: SourceItem, index: int, cfg: QuestionConfi
     """The record for one item: its question, answer, options and question type."""
     sample_id = f"{adapter.name}-{safe_id(item.key)}"
     common = dict(id=sample_id, source=adapter.name, images=item.images, modality=item.modality or adapter.modality)
+    if item.question is not None and cfg.from_text and is_caption(item.question_type, item.answer):
+        # A caption: one short question it supports.
+        return _from_text(item, index, cfg, common, seeded_rng(adapter.name, item.key, "short_qa"))
     if item.question is not None:  # the source's own question and answer
         return Sample(question=item.question, answer=item.answer or "", question_type=item.question_type,
                       **common)
@@ -72,3 +81,14 @@ def ask(adapter: SourceAdapter, item: SourceItem, index: int, cfg: QuestionConfi
         return Sample(question=which_t.format(label=label), answer=LETTERS[position], question_type="choice",
                       options=options, **common)
     return Sample(question=which_t.format(label=label), answer=label, question_type="open", **common)
+
+
+def _from_text(item: SourceItem, index: int, cfg: QuestionConfig, common: dict, rng) -> Sample:
+    """The short question derived from the item's own text; the original question and caption stay as context."""
+    fields = {"modality": item.modality, "body_part": item.metadata.get("body_part")}
+    derived = derive(f"{item.question}\n{item.answer or ''}", fields, index, rng, tuple(cfg.from_text))
+    sample = Sample(question=derived.question, answer=derived.answer, question_type=derived.question_type,
+                    options=derived.options, **common)
+    sample.metadata = {"context": {"question": item.question, "caption": item.answer},
+                       "short_qa": {"rule": derived.rule, "evidence": derived.evidence}}
+    return sample

@@ -17,6 +17,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from medsage.data_pipeline import layout
 from medsage.records import Sample
 
 DEFAULT_TARGET = 10_000
@@ -85,17 +86,20 @@ def balanced_sample(pool: list[Sample], target: int = DEFAULT_TARGET, keys: tupl
     return chosen, summary
 
 
-def write_rl(chosen: list[Sample], out_dir: str | Path, summary: dict, name: str = "sage_rl") -> dict[str, Path]:
+def write_rl(chosen: list[Sample], out_dir: str | Path, summary: dict, name: str = layout.RL_SAMPLE,
+             prompt: str = "lvkc") -> dict[str, Path]:
     """``<name>.parquet`` (verl), ``<name>.easyr1.jsonl`` (EasyR1), ``<name>.jsonl`` (records with stages)
-    and ``<name>.summary.json``."""
+    and ``<name>.summary.json``; the prompts are ``recipes/prompt/<prompt>`` (a name or a YAML path)."""
     from medsage.data_pipeline.writers import write_easyr1, write_verl_parquet
     from medsage.io import atomic_write_json
+    from medsage.prompts import PromptConfig
     from medsage.records import write_records
 
-    out = Path(out_dir)
+    files = layout.rl_sample_files(Path(out_dir), name)
+    chat = PromptConfig.load(prompt)
     return {
-        "verl": write_verl_parquet(chosen, out / f"{name}.parquet"),
-        "easyr1": write_easyr1(chosen, out / f"{name}.easyr1.jsonl"),
-        "records": write_records(out / f"{name}.jsonl", chosen),
-        "summary": atomic_write_json(out / f"{name}.summary.json", summary),
+        "verl": write_verl_parquet(chosen, files["verl"], prompt=chat),
+        "easyr1": write_easyr1(chosen, files["easyr1"], prompt=chat),
+        "records": write_records(files["records"], chosen),
+        "summary": atomic_write_json(files["summary"], summary),
     }

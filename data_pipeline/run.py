@@ -4,8 +4,10 @@ Steps, top to bottom:
 
 1. ingest: each source's inputs in shards of ``shard_size``; a shard writes its records and rejections
    atomically, then a ``.done`` marker holding a fingerprint of everything that decides its bytes
-   (source, options, filter/question/RoI settings, seed, the shard's input keys). A rerun skips
-   every shard whose marker matches, so killed work is redone only for the shard in flight.
+   (source, options, filter/question/RoI settings, seed, the shard's input keys, and each input's
+   stamp: its raw annotation and the size and mtime of the files it reads). A rerun skips every
+   shard whose marker matches, so killed work is redone only for the shard in flight, and a fixed
+   CSV row or a replaced image is read again.
 2. dedup: pHash of every kept training image (hash shards cached the same way) against the
    evaluation folders and within the pool; records whose image is removed become rejections.
 3. write: ``records.jsonl`` (kept), ``rejected.jsonl`` (every rejection with its reason),
@@ -13,7 +15,8 @@ Steps, top to bottom:
    ``summary.json`` whose counts reconcile: per source, inputs = kept + rejected.
 
 All randomness is seeded from item keys and the merges are in input order, so an interrupted run
-rerun with the same command ends with the same bytes as an uninterrupted one.
+rerun with the same command ends with the same bytes as an uninterrupted one. The output folder is
+locked for the run (``medsage.lock``): a second run into it stops at once.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medsage.data_pipeline import layout
 from medsage.data_pipeline.dedup import DedupConfig
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig
-from medsage.records import Sample, read_records
+from medsage.prompts import PromptConfig
+from medsage.records import Sample, read_records, write_records
 
 # Test hook: seconds to sleep after each finished ingest shard, so a test can kill a run mid-way.
 PAUSE_ENV = "MEDSAGE_DATA_PAUSE_AFTER_SHARD"
@@ -56,8 +62,17 @@ class WriteConfig:
     easyr1_prompt_key: str = "problem"
     easyr1_answer_key: str = "answer"
     easyr1_image_key: str = "images"
-    system_prompt: str | None = None  # system turn of the verl prompt (the LVKC instruction), if any
     embed_images: bool = False  # image bytes inside the parquet files (self-contained for a cluster)
+
+    def __post_init__(self) -> None:
+        check_name(self.sft_name, "write.sft_name")
+
+
+def check_name(name: str, what: str) -> str:
+    """A name that becomes a file or folder name: one plain component, so nothing lands outside out_dir."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ValueError(f"{what} {name!r} must be a plain name (letters, digits, _ . -), not a path")
+    return name
 
 
 @dataclass
@@ -73,6 +88,7 @@ class RunConfig:
     rois: RoIConfig = field(default_factory=RoIConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig.load)  # recipes/prompt/: the SFT and RL human turn
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -81,34 +97,15 @@ class RunConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        """From a plain dict (a composed recipe); unknown keys are an error naming them."""
-        def build(kind, value, where):
-            value = dict(value or {})
-            unknown = set(value) - {f.name for f in fields(kind)}
-            if unknown:
-                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-            return kind(**value)
+    def from_dict(cls, d, where: str = "data recipe") -> "RunConfig":
+        """From a composed recipe (dict or DictConfig), typed by OmegaConf (``medsage.config.typed``)."""
+        from medsage.config import typed
 
-        d = dict(d)
-        sources = [build(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(d.pop("sources", None) or [])]
-        nested = {"quality": QualityConfig, "questions": QuestionConfig, "rois": RoIConfig, "dedup": DedupConfig,
-                  "write": WriteConfig}
-        parts = {k: build(kind, d.pop(k, None), k) for k, kind in nested.items()}
-        unknown = set(d) - {"out_dir", "shard_size", "seed"}
-        if unknown:
-            raise ValueError(f"data recipe: unknown key(s) {sorted(unknown)}")
-        if not d.get("out_dir") or d["out_dir"] == "???":
-            raise ValueError("data recipe: out_dir is required")
-        return cls(sources=sources, **parts, **d)
+        return typed(cls, d, where)
 
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _jsonl(rows: list[str]) -> str:
-    return "".join(r + "\n" for r in rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,11 +117,14 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
     """Ingest one source shard by shard; returns (source name, this run's shard stems, computed, reused)."""
     from tqdm import tqdm
 
-    from medsage.data_pipeline.sources.base import build_samples
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.data_pipeline.sources.base import build_samples, input_stamp
+    from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.registry import SOURCES
 
     adapter = SOURCES.get(spec.name)(spec.root, out / "images", **spec.options)
+    check_name(adapter.name, f"source {spec.name}: name")
+    if hasattr(adapter, "max_pixels"):  # adapters that decode images themselves
+        adapter.max_pixels = cfg.quality.max_pixels
     keys = adapter.inputs()
     shard_dir = out / "steps" / "ingest" / adapter.name
     settings = (asdict(spec), asdict(cfg.quality), asdict(cfg.questions), asdict(cfg.rois), cfg.seed)
@@ -138,7 +138,7 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         stem = shard_dir / f"shard-{shard:05d}"
         marker = stem.with_suffix(".done")
         stems.append(stem)
-        fingerprint = _fingerprint(settings, shard_keys)
+        fingerprint = _fingerprint(settings, [(key, input_stamp(adapter, key)) for key in shard_keys])
         if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
             reused += 1
             continue
@@ -146,15 +146,16 @@ def ingest_source(spec: SourceSpec, cfg: RunConfig, out: Path) -> tuple[str, lis
         for offset, key in enumerate(shard_keys):
             try:
                 samples, rejection = build_samples(adapter, key, start + offset, quality=cfg.quality,
-                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed)
+                                                   questions=cfg.questions, rois=cfg.rois, seed=cfg.seed,
+                                                   image_dir=out / "images")
             except Exception as err:  # a bug or an unforeseen input: stop, naming the input (finished shards stay)
                 raise RuntimeError(f"{adapter.name} input {key!r} (root {spec.root}): "
                                    f"{type(err).__name__}: {err}") from err
-            records += [s.to_json() for s in samples]
+            records += [s.to_dict() for s in samples]
             if rejection:
-                rejections.append(json.dumps(rejection.to_dict(), sort_keys=True))
-        atomic_write_text(stem.with_suffix(".records.jsonl"), _jsonl(records))
-        atomic_write_text(stem.with_suffix(".rejected.jsonl"), _jsonl(rejections))
+                rejections.append(rejection.to_dict())
+        atomic_write_jsonl(layout.shard_file(stem, layout.RECORDS), records)
+        atomic_write_jsonl(layout.shard_file(stem, layout.REJECTED), rejections)
         atomic_write_json(marker, {"fingerprint": fingerprint, "inputs": len(shard_keys), "records": len(records),
                                    "rejected": len(rejections)})
         computed += 1
@@ -168,8 +169,8 @@ def _merge_source(stems: list[Path]) -> tuple[list[Sample], list[dict], int]:
     samples, rejections, inputs = [], [], 0
     for stem in stems:
         inputs += json.loads(stem.with_suffix(".done").read_text())["inputs"]
-        samples += list(read_records(stem.with_suffix(".records.jsonl")))
-        text = stem.with_suffix(".rejected.jsonl").read_text()
+        samples += list(read_records(layout.shard_file(stem, layout.RECORDS)))
+        text = layout.shard_file(stem, layout.REJECTED).read_text()
         rejections += [json.loads(line) for line in text.splitlines() if line.strip()]
     return samples, rejections, inputs
 
@@ -210,21 +211,21 @@ def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
+def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path, prompt: PromptConfig) -> dict:
     """SFT (records with a trajectory), verl parquet and EasyR1 files; returns what was written."""
     from medsage.data_pipeline.writers import write_easyr1, write_llava_sft, write_verl_parquet
 
     written: dict = {}
     with_trajectory = [s for s in samples if s.trajectory is not None]
     if with_trajectory:
-        written["sft"] = str(write_llava_sft(with_trajectory, out / "sft", cfg.sft_name))
+        written["sft"] = str(write_llava_sft(with_trajectory, out / layout.SFT_DIR, cfg.sft_name, prompt))
     written["sft_examples"] = len(with_trajectory)
     if samples and cfg.verl:
-        written["verl"] = str(write_verl_parquet(samples, out / "rl" / "verl.parquet",
-                                                 system_prompt=cfg.system_prompt, embed_images=cfg.embed_images))
+        written["verl"] = str(write_verl_parquet(samples, out / layout.RL_DIR / layout.VERL_FILE,
+                                                 prompt=prompt, embed_images=cfg.embed_images))
     if samples and cfg.easyr1:
         written["easyr1"] = str(write_easyr1(
-            samples, out / "rl" / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format,
+            samples, out / layout.RL_DIR / f"easyr1.{cfg.easyr1_format}", fmt=cfg.easyr1_format, prompt=prompt,
             prompt_key=cfg.easyr1_prompt_key, answer_key=cfg.easyr1_answer_key, image_key=cfg.easyr1_image_key,
             embed_images=cfg.embed_images))
     written["rl_rows"] = len(samples)
@@ -233,10 +234,16 @@ def write_outputs(samples: list[Sample], cfg: WriteConfig, out: Path) -> dict:
 
 def run(cfg: RunConfig) -> dict:
     """The whole data run; returns the summary also written to ``<out_dir>/summary.json``."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.lock import folder_lock
+
+    with folder_lock(cfg.out_dir, "data run"):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> dict:
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.rglob(".*.tmp"):  # a write cut by kill -9 (medsage.io names temp files .<name>.*.tmp)
         stale.unlink()
     kept: list[Sample] = []
@@ -268,16 +275,33 @@ def run(cfg: RunConfig) -> dict:
         if entry["kept"] + entry["rejected"] != entry["inputs"]:
             raise RuntimeError(f"{name}: counts do not reconcile: {entry}")
 
-    atomic_write_text(out / "records.jsonl", _jsonl([s.to_json() for s in kept]))
-    atomic_write_text(out / "rejected.jsonl", _jsonl([json.dumps(r, sort_keys=True) for r in rejected]))
-    written = write_outputs(kept, cfg.write, out)
+    write_records(out / layout.RECORDS, kept)
+    atomic_write_jsonl(out / layout.REJECTED, rejected)
+    written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
-               "question_types": dict(sorted(question_types.items())), "dedup": dedup_summary,
+               "question_types": dict(sorted(question_types.items())), "short_qa": _short_qa_counts(kept, rejected),
+               "dedup": dedup_summary,
                "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / layout.SUMMARY, summary)
     _plot_counts(out / "summary.png", per_source)
     return summary
+
+
+def _short_qa_counts(kept: list[Sample], rejected: list[dict]) -> dict:
+    """Per source whose captions became short questions: records each rule produced, inputs dropped."""
+    from medsage.data_pipeline.short_qa import NoShortQA
+
+    out: dict[str, dict] = {}
+    for s in kept:
+        if rule := (s.metadata.get("short_qa") or {}).get("rule"):
+            entry = out.setdefault(s.source, {"produced": Counter(), "dropped": 0})
+            entry["produced"][rule] += 1
+    for r in rejected:
+        if r["reason"] == NoShortQA.reason:
+            out.setdefault(r["source"], {"produced": Counter(), "dropped": 0})["dropped"] += 1
+    return {src: {"produced": dict(sorted(e["produced"].items())), "dropped": e["dropped"]}
+            for src, e in sorted(out.items())}
 
 
 def _plot_counts(path: Path, per_source: dict[str, dict]) -> None:

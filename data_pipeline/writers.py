@@ -2,6 +2,9 @@
 
 - SFT: LLaVA/ShareGPT JSON (``conversations`` with ``from: human|gpt``, ``images``, one ``<image>``
   per image) plus the ``dataset_info.json`` entry that LLaMA-Factory 0.9.5 reads.
+
+Every writer takes the ``medsage.prompts.PromptConfig`` of ``recipes/prompt/`` (``lvkc`` by default) and
+renders the human turn with it, the same prompt evaluation sends (paper Figure 6).
 - RL for verl: parquet rows that verl 0.9.1's ``RLHFDataset`` reads (schema in ``verl_row``).
 - RL for EasyR1: jsonl or parquet with configurable prompt/answer/images keys (``easyr1_row``).
 """
@@ -13,40 +16,43 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from medsage.prompts import PromptConfig, human_turn
 from medsage.records import Sample
+from medsage.vocab import IMAGE_PLACEHOLDER
 
-IMAGE_PLACEHOLDER = "<image>"
+__all__ = ["IMAGE_PLACEHOLDER", "sft_example", "write_llava_sft", "verl_row", "easyr1_row", "rl_options",
+           "write_verl_parquet", "write_easyr1"]
 
 
-def sft_example(sample: Sample, image_root: Path | None = None) -> dict:
-    """One ShareGPT example: the image placeholders, the question, and the rendered trajectory."""
+def sft_example(sample: Sample, prompt: PromptConfig, image_root: Path | None = None) -> dict:
+    """One ShareGPT example: the human turn of ``prompt`` and the rendered trajectory."""
     if sample.trajectory is None:
         raise ValueError(f"sample {sample.id}: has no trajectory to train on")
-    if not sample.images:
-        raise ValueError(f"sample {sample.id}: has no image")
-    question = sample.prompt_text()
-    if IMAGE_PLACEHOLDER in question:
-        raise ValueError(f"sample {sample.id}: question already contains {IMAGE_PLACEHOLDER!r}")
     images = [str(Path(p).relative_to(image_root)) if image_root and Path(p).is_absolute()
               and Path(p).is_relative_to(image_root) else p for p in sample.images]
     return {
         "id": sample.id,
         "conversations": [
-            {"from": "human", "value": IMAGE_PLACEHOLDER * len(images) + question},
+            *([{"from": "system", "value": prompt.system}] if prompt.system else []),
+            {"from": "human", "value": human_turn(sample, prompt)},
             {"from": "gpt", "value": sample.trajectory.render()},
         ],
         "images": images,
     }
 
 
-def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = "sage_sft") -> Path:
+def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = "sage_sft",
+                    prompt: PromptConfig | None = None, note: str | None = None) -> Path:
     """Write ``<dataset_dir>/<name>.json`` and add ``name`` to ``<dataset_dir>/dataset_info.json``.
 
     Image paths under ``dataset_dir`` are written relative to it (LLaMA-Factory's media_dir default).
+    ``prompt`` defaults to ``recipes/prompt/lvkc.yaml``; ``note`` (e.g. "offline templates: not the paper's
+    data") rides in the entry as ``medsage_note``, which LLaMA-Factory ignores and the SFT stage hashes.
     """
+    prompt = prompt or PromptConfig.load()
     dataset_dir = Path(dataset_dir).resolve()
-    examples = [sft_example(s, dataset_dir) for s in samples if s.kept]
+    examples = [sft_example(s, prompt, dataset_dir) for s in samples if s.kept]
     data_file = atomic_write_json(dataset_dir / f"{name}.json", examples)
     info_path = dataset_dir / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -54,7 +60,9 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
         "file_name": data_file.name,
         "formatting": "sharegpt",
         "columns": {"messages": "conversations", "images": "images"},
-        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "system_tag": "system"},
+        **({"medsage_note": note} if note else {}),
     }
     atomic_write_json(info_path, info)
     return data_file
@@ -65,24 +73,17 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
 # --------------------------------------------------------------------------------------------
 
 
-def _rl_question(sample: Sample) -> str:
-    if IMAGE_PLACEHOLDER in sample.prompt_text():
-        raise ValueError(f"sample {sample.id}: question already contains {IMAGE_PLACEHOLDER!r}")
-    if not sample.images:
-        raise ValueError(f"sample {sample.id}: has no image")
-    return IMAGE_PLACEHOLDER * len(sample.images) + sample.prompt_text()
-
-
 def _image_entry(path: str, embed: bool) -> dict:
     return {"bytes": Path(path).read_bytes()} if embed else {"image": path}
 
 
-def verl_row(sample: Sample, index: int, *, system_prompt: str | None = None, embed_images: bool = False) -> dict:
+def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: bool = False) -> dict:
     """One verl RL row. Schema (what the RL stage's reward reads back):
 
     - ``data_source``: the record's source (deeplesion, roboflow_coco, ...);
-    - ``prompt``: chat list ``[{"role": "system", ...}?, {"role": "user", "content": "<image>...question"}]``,
-      one ``<image>`` per image, choice options listed as ``A. text`` lines (``Sample.prompt_text``);
+    - ``prompt``: chat list ``[{"role": "system", ...}?, {"role": "user", "content": "<image>\\n..."}]``,
+      the human turn of ``prompt`` (``medsage.prompts.human_turn``: one ``<image>`` per image, a newline,
+      the question, its options as ``A. text`` lines, the instruction), as in SFT and evaluation;
     - ``images``: ``[{"image": absolute path}]`` or, with ``embed_images``, ``[{"bytes": ...}]``
       (verl's ``RLHFDataset._build_messages`` accepts both);
     - ``ability``: ``"medical_vqa"``;
@@ -94,8 +95,8 @@ def verl_row(sample: Sample, index: int, *, system_prompt: str | None = None, em
       struct over every letter used in the file, so letters a row does not have read back as None:
       use ``rl_options(extra_info)`` to get the plain dict back.
     """
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": _rl_question(sample)})
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": human_turn(sample, prompt)})
     return {
         "data_source": sample.source,
         "prompt": messages,
@@ -118,15 +119,15 @@ def rl_options(extra_info: dict) -> dict[str, str] | None:
     return {k: v for k, v in sorted(options.items()) if v is not None}
 
 
-def easyr1_row(sample: Sample, *, prompt_key: str = "problem", answer_key: str = "answer",
+def easyr1_row(sample: Sample, prompt: PromptConfig, *, prompt_key: str = "problem", answer_key: str = "answer",
                image_key: str = "images", embed_images: bool = False) -> dict:
-    """One EasyR1 row: ``{prompt_key: "<image>question", answer_key: answer, image_key: [paths]}``.
+    """One EasyR1 row: ``{prompt_key: human turn, answer_key: answer, image_key: [paths]}``.
 
     EasyR1's dataset splits the prompt on ``<image>`` and pairs each with the next image (a path or
     ``{"bytes": ...}``). ``id``, ``question_type`` and ``options`` ride along for traceability.
     """
     images = [_image_entry(p, True) for p in sample.images] if embed_images else list(sample.images)
-    return {prompt_key: _rl_question(sample), answer_key: sample.answer, image_key: images, "id": sample.id,
+    return {prompt_key: human_turn(sample, prompt), answer_key: sample.answer, image_key: images, "id": sample.id,
             "question_type": sample.question_type, "options": dict(sample.options) if sample.options else None}
 
 
@@ -141,24 +142,26 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_verl_parquet(samples: list[Sample], path: str | Path, *, system_prompt: str | None = None,
+def write_verl_parquet(samples: list[Sample], path: str | Path, *, prompt: PromptConfig | None = None,
                        embed_images: bool = False) -> Path:
-    """Kept samples as one verl parquet file (schema in ``verl_row``)."""
-    rows = [verl_row(s, i, system_prompt=system_prompt, embed_images=embed_images)
+    """Kept samples as one verl parquet file (schema in ``verl_row``); ``prompt`` defaults to lvkc."""
+    prompt = prompt or PromptConfig.load()
+    rows = [verl_row(s, i, prompt, embed_images=embed_images)
             for i, s in enumerate(s for s in samples if s.kept)]
     return _write_parquet(Path(path), rows)
 
 
 def write_easyr1(samples: list[Sample], path: str | Path, *, fmt: Literal["jsonl", "parquet"] = "jsonl",
-                 prompt_key: str = "problem", answer_key: str = "answer", image_key: str = "images",
-                 embed_images: bool = False) -> Path:
+                 prompt: PromptConfig | None = None, prompt_key: str = "problem", answer_key: str = "answer",
+                 image_key: str = "images", embed_images: bool = False) -> Path:
     """Kept samples as one EasyR1 file, jsonl or parquet (keys configurable, see ``easyr1_row``)."""
+    prompt = prompt or PromptConfig.load()
     if fmt == "jsonl" and embed_images:
         raise ValueError("embed_images needs fmt='parquet' (JSON cannot hold raw bytes)")
-    rows = [easyr1_row(s, prompt_key=prompt_key, answer_key=answer_key, image_key=image_key,
+    rows = [easyr1_row(s, prompt, prompt_key=prompt_key, answer_key=answer_key, image_key=image_key,
                        embed_images=embed_images) for s in samples if s.kept]
     if fmt == "parquet":
         return _write_parquet(Path(path), rows)
     if fmt != "jsonl":
         raise ValueError(f"EasyR1 format must be jsonl or parquet, got {fmt!r}")
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    return atomic_write_jsonl(path, rows)

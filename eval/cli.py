@@ -9,18 +9,50 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="medsage eval run", description="Evaluate a model (recipes/eval.yaml).")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny model.path=... eval.data_root=...")
-    args = parser.parse_args(argv)
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_commands, add_overrides, name_value
+
+    parser.description, _, parser.epilog = __doc__.strip().partition("\n\n")
+    sub = add_commands(parser)
+    p = sub.add_parser("run", help="evaluate a model on the recipe's benchmarks (recipes/eval.yaml)")
+    add_overrides(p, "model=tiny model.path=... eval.data_root=...")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("score", help="score a predictions file from any system: per-item verdicts with reasons, "
+                                     "plus a summary")
+    p.epilog = ("Each line: {prediction, question, answer, answer_type[, options]} or {prediction, benchmark, id}.")
+    p.add_argument("predictions", help="JSON-lines predictions file")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", type=name_value,
+                   help="load benchmark NAME from PATH to resolve (benchmark, id) lines; repeatable")
+    p.add_argument("--split", action="append", default=[], metavar="NAME=SPLIT", type=name_value,
+                   help="split for --data NAME")
+    p.add_argument("--out", default=None, help="folder for the verdicts and summary (default: beside the file)")
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("judge", help="GPT-score (1-5) the reasoning in a predictions file (Table 2)")
+    p.add_argument("predictions", help="predictions.jsonl written by `medsage eval run`")
+    add_overrides(p, "eval.judge.base_url=... eval.judge.model=...")
+    p.set_defaults(func=_judge)
+
+    p = sub.add_parser("list", help="installed benchmarks and their published sizes")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("demo-benchmarks", help="write small generated copies of the five Table 1 benchmarks, "
+                                               "in the layouts their releases use (for the demo)")
+    p.add_argument("out", help="data root to write vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/ into")
+    p.set_defaults(func=_demo_benchmarks)
+
+
+def _run(args) -> int:
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+    from medsage.chat import CallError, redact
+    from medsage.config import ConfigError
     from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
     from medsage.recipes import compose
@@ -31,34 +63,24 @@ def _run(argv: list[str]) -> int:
         print(f"medsage eval run: a required recipe value is not set ({str(err).splitlines()[0]}; "
               f"needed by {err.full_key})", file=sys.stderr)
         return 2
-    except (MissingDataError, BenchmarkDataError) as err:
+    except (MissingDataError, BenchmarkDataError, ConfigError) as err:
         print(f"medsage eval run: {err}", file=sys.stderr)
+        return 2
+    except CallError as err:  # the endpoint failed for good (after the retries): redacted, finished items are kept
+        print(f"medsage eval run: the openai backend failed: {redact(err)}", file=sys.stderr)
         return 2
     for name, s in summaries.items():
         print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}")
     return 0
 
 
-def _score(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage eval score",
-        description="Score a predictions file from any system: per-item verdicts with reasons, plus a summary. "
-                    "Each line: {prediction, question, answer, answer_type[, options]} or {prediction, benchmark, id}.")
-    parser.add_argument("predictions", help="JSON-lines predictions file")
-    parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                        help="load benchmark NAME from PATH to resolve (benchmark, id) lines; repeatable")
-    parser.add_argument("--split", action="append", default=[], metavar="NAME=SPLIT", help="split for --data NAME")
-    parser.add_argument("--out", default=None, help="folder for the verdicts and summary (default: beside the file)")
-    args = parser.parse_args(argv)
+def _score(args) -> int:
     from medsage.eval.benchmarks.base import load_benchmark
     from medsage.eval.scoring import PredictionError, score_predictions
 
-    splits = dict(s.split("=", 1) for s in args.split)
+    splits = dict(args.split)
     lookup = {}
-    for spec in args.data:
-        if "=" not in spec:
-            parser.error(f"--data expects NAME=PATH, got {spec!r}")
-        name, path = spec.split("=", 1)
+    for name, path in args.data:
         for sample in load_benchmark(name, path, split=splits.get(name)):
             lookup[(name, sample.id)] = {"benchmark": name, "id": sample.id, "question": sample.question,
                                          "answer": sample.answer, "answer_type": sample.question_type,
@@ -76,40 +98,41 @@ def _score(argv: list[str]) -> int:
     return 0
 
 
-def _judge(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="medsage eval judge",
-                                     description="GPT-score (1-5) the reasoning in a predictions file (Table 2).")
-    parser.add_argument("predictions", help="predictions.jsonl written by `medsage eval run`")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. eval.judge.base_url=... eval.judge.model=...")
-    args = parser.parse_args(argv)
+def _judge(args) -> int:
+    from medsage.chat import CallError, redact
+    from medsage.config import ConfigError
+    from medsage.eval import layout
     from medsage.eval.judge import JudgeConfig, judge_items, summarize_judgements
-    from medsage.eval.scoring import read_predictions
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.eval.scoring import PredictionError, read_predictions
+    from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.recipes import compose
 
     cfg = compose("eval", ["eval.data_root=unused", *args.overrides])
-    judge = JudgeConfig.from_cfg(cfg.eval.judge)
     path = Path(args.predictions)
-    items = read_predictions(path)
-    verdicts = judge_items(items, judge)
-    atomic_write_text(path.with_name(f"{path.stem}.judge.jsonl"),
-                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
+    try:
+        judge = JudgeConfig.from_cfg(cfg.eval.judge)
+        items = read_predictions(path)
+        verdicts = judge_items(items, judge)
+    except (CallError, ConfigError, PredictionError, ValueError, OSError) as err:
+        print(f"medsage eval judge: {redact(err)}", file=sys.stderr)
+        return 2
+    atomic_write_jsonl(layout.beside(path, "judge.jsonl"), verdicts)
     by_bench: dict[str, list] = {}
     for v in verdicts:
         by_bench.setdefault(v.get("benchmark") or "custom", []).append(v)
     summary = {b: summarize_judgements(vs, judge.dimensions) for b, vs in by_bench.items()}
-    # Beside run.json (benchmark folder's parent) so `medsage report` finds it for Table 2.
-    run_dir = path.parent.parent if (path.parent.parent / "run.json").exists() else path.parent
-    judge_file = run_dir / "judge.json"
+    # Beside run.json so `medsage report` finds it for Table 2.
+    judge_file = layout.run_dir_of(path) / layout.JUDGE
     merged = json.loads(judge_file.read_text()) if judge_file.exists() else {}
     atomic_write_json(judge_file, {**merged, **summary})
     for b, s in summary.items():
         dims = ", ".join(f"{d} {x['mean']} ({x['unparsed']} unparsed)" for d, x in s["dimensions"].items())
-        print(f"{b}: {dims}")
+        failed = f"; {s['failed']} item(s) failed, see {path.stem}.judge.jsonl" if s["failed"] else ""
+        print(f"{b}: {dims}{failed}")
     return 0
 
 
-def _list(argv: list[str]) -> int:
+def _list(args) -> int:
     from medsage.registry import BENCHMARKS
 
     for name in BENCHMARKS.names():
@@ -120,28 +143,15 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
-def _demo_benchmarks(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="medsage eval demo-benchmarks",
-                                     description="Write small generated copies of the five Table 1 benchmarks, "
-                                                 "in the layouts their releases use (for the demo).")
-    parser.add_argument("out", help="data root to write vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/ into")
-    args = parser.parse_args(argv)
+def _demo_benchmarks(args) -> int:
     from medsage.launch.demo.benchmarks import make_demo_benchmarks
 
     print(f"generated benchmarks written to {make_demo_benchmarks(Path(args.out))}")
     return 0
 
 
-VERBS = {"run": _run, "score": _score, "judge": _judge, "list": _list, "demo-benchmarks": _demo_benchmarks}
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    if argv[0] not in VERBS:
-        print(f"medsage eval: unknown sub-command {argv[0]!r}; expected one of {', '.join(VERBS)}\n\n{__doc__.strip()}",
-              file=sys.stderr)
-        return 2
-    return VERBS[argv[0]](argv[1:])
+    from medsage.launch.cli import parse
+
+    args = parse("eval", argv)
+    return int(args.func(args) or 0)

@@ -9,35 +9,44 @@ judge model, rubric, item and output), so a rerun only asks for what is new.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, redact, refuse_keys
 
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class JudgeConfig:
     base_url: str
     model: str
     rubric: str
-    dimensions: tuple[str, ...]
+    dimensions: list[str]
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int = 512
     temperature: float = 0.0
     concurrency: int = 4
     cache: str | None = None
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 4  # extra attempts after a 429, 5xx, timeout or malformed reply (medsage.chat's policy)
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
-        return cls(base_url=str(cfg.base_url), model=str(cfg.model), rubric=str(cfg.rubric),
-                   dimensions=tuple(cfg.dimensions), api_key_env=str(cfg.get("api_key_env", "OPENAI_API_KEY")),
-                   max_tokens=int(cfg.get("max_tokens", 512)), temperature=float(cfg.get("temperature", 0.0)),
-                   concurrency=int(cfg.get("concurrency", 4)), cache=cfg.get("cache"))
+        """The ``eval.judge`` section, typed (``medsage.config.typed``); a key written in it is refused."""
+        from medsage.config import typed
+
+        refuse_keys(cfg, "eval.judge")
+        return typed(cls, cfg, "recipes/eval/judge", prefix="eval.judge.")
+
+    def client(self) -> ClientConfig:
+        return ClientConfig(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+                            concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
+                            temperature=self.temperature, max_tokens=self.max_tokens)
 
 
 def parse_scores(reply: str, dimensions: tuple[str, ...]) -> tuple[dict[str, float], list[str]]:
@@ -89,50 +98,70 @@ def _load_cache(path: Path | None) -> dict[str, dict]:
     return {r["key"]: r for r in read_predictions(path, repair=True) if "key" in r}
 
 
-def judge_items(items: list[dict], cfg: JudgeConfig, client=None) -> list[dict]:
-    """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached."""
+def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None = None) -> list[dict]:
+    """One judge verdict per item (``question``, ``answer``, ``prediction``, ``id``); cached.
+
+    An item whose request fails for good (after ``max_retries``) gets a verdict with ``error`` (reason
+    and redacted detail) and no scores, and is not cached, so a rerun asks again; the run goes on.
+    Failures no other item can avoid (wrong key, unknown model) stop the run."""
     from tqdm import tqdm
+
+    from medsage.io import append_jsonl
 
     cache_path = Path(cfg.cache) if cfg.cache else None
     cache = _load_cache(cache_path)
-    if client is None:
-        from openai import OpenAI
+    client = client or ChatClient(cfg.client())
+    failed: dict[str, dict] = {}
 
-        client = OpenAI(base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", max_retries=3)
-
-    def ask(item: dict) -> dict:
+    async def ask(item: dict) -> dict:
         prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
                                    prediction=item.get("prediction") or "")
-        reply = client.chat.completions.create(model=cfg.model, messages=[{"role": "user", "content": prompt}],
-                                               max_tokens=cfg.max_tokens, temperature=cfg.temperature)
-        text = reply.choices[0].message.content or ""
-        scores, missing = parse_scores(text, cfg.dimensions)
-        return {"key": cache_key(cfg, item), "id": item.get("id"), "benchmark": item.get("benchmark"),
-                "scores": scores, "unparsed": missing, "reply": text}
+        verdict = {"key": cache_key(cfg, item), "id": item.get("id"), "benchmark": item.get("benchmark")}
+        try:
+            reply = await client.chat([Message("user", prompt)])
+        except CallError as err:
+            if err.reason in FATAL:
+                raise
+            return {**verdict, "scores": {}, "unparsed": list(cfg.dimensions), "reply": "",
+                    "error": {"reason": err.reason, "detail": err.detail}}
+        scores, missing = parse_scores(reply.text, cfg.dimensions)
+        return {**verdict, "scores": scores, "unparsed": missing, "reply": redact(reply.text)}
 
-    todo = [it for it in items if cache_key(cfg, it) not in cache]
+    async def judge_all(_client) -> None:
+        tasks = [asyncio.ensure_future(ask(it)) for it in todo]
+        fh = cache_path.open("a", encoding="utf-8") if cache_path else None
+        try:
+            with tqdm(total=len(tasks), desc="judge", unit="item") as bar:
+                for fut in asyncio.as_completed(tasks):
+                    verdict = await fut
+                    if "error" in verdict:
+                        failed[verdict["key"]] = verdict
+                    else:
+                        cache[verdict["key"]] = verdict
+                        if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
+                            append_jsonl(fh, [verdict])
+                    bar.update(1)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if fh:
+                fh.close()
+
+    todo = list({cache_key(cfg, it): it for it in items if cache_key(cfg, it) not in cache}.values())
     if todo:
         if cache_path:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool, \
-                tqdm(total=len(todo), desc="judge", unit="item") as bar:
-            fh = cache_path.open("a", encoding="utf-8") if cache_path else None
-            try:
-                for verdict in pool.map(ask, todo):
-                    cache[verdict["key"]] = verdict
-                    if fh:  # appended as it arrives: an interrupted judging run keeps what it paid for
-                        fh.write(json.dumps(verdict, ensure_ascii=False) + "\n")
-                        fh.flush()
-                    bar.update(1)
-            finally:
-                if fh:
-                    fh.close()
-    return [{**cache[cache_key(cfg, it)], "id": it.get("id"), "benchmark": it.get("benchmark")} for it in items]
+        client.run(judge_all)
+    return [{**(cache.get(cache_key(cfg, it)) or failed[cache_key(cfg, it)]), "id": it.get("id"),
+             "benchmark": it.get("benchmark")} for it in items]
 
 
 def summarize_judgements(verdicts: list[dict], dimensions: tuple[str, ...]) -> dict:
     """Mean score per dimension over the items where it was read; unparsed counts shown beside."""
-    out: dict = {"n": len(verdicts), "dimensions": {}}
+    out: dict = {"n": len(verdicts), "failed": sum("error" in v for v in verdicts), "dimensions": {}}
     for d in dimensions:
         vals = [v["scores"][d] for v in verdicts if d in v["scores"]]
         out["dimensions"][d] = {"mean": round(sum(vals) / len(vals), 3) if vals else None, "scored": len(vals),

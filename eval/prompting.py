@@ -1,16 +1,19 @@
 """From a benchmark item to the chat request every backend sends: the same prompt for all of them.
 
-The prompt comes from the recipe (``recipes/eval/prompt/*.yaml``): a template with ``{question}``,
-``{options}`` and ``{instruction}`` (one per question type). Images go before the text, except where
+The text is ``medsage.prompts``' (``recipes/prompt/``), the very prompt the SFT and RL writers train
+on. Images go before the text, followed by the same newline as Figure 6's ``<image>\n``, except where
 the question places them with MMMU's ``<image N>`` placeholders: then image N stands there.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from medsage.prompts import IMAGE_SEPARATOR, PromptConfig, instruction_text
 from medsage.records import Sample
+
+__all__ = ["ChatRequest", "Part", "PromptConfig", "build_request"]
 
 _IMAGE_REF_RE = re.compile(r"<image (\d+)>")
 
@@ -38,26 +41,8 @@ class ChatRequest:
         return "".join(p.value for p in self.parts if p.kind == "text")
 
 
-@dataclass(frozen=True)
-class PromptConfig:
-    template: str = "{question}\n{options}{instruction}"
-    instructions: dict[str, str] = field(default_factory=dict)  # question type -> instruction line
-    system: str | None = None
-    options_header: str = "Options:\n"
-
-    @classmethod
-    def from_cfg(cls, cfg) -> "PromptConfig":
-        return cls(template=str(cfg.template), instructions=dict(cfg.instructions),
-                   system=cfg.get("system"), options_header=str(cfg.get("options_header", "Options:\n")))
-
-
 def build_request(sample: Sample, prompt: PromptConfig) -> ChatRequest:
-    options = ""
-    if sample.options:
-        options = prompt.options_header + "".join(f"{k}. {v}\n" for k, v in sorted(sample.options.items()))
-    text = prompt.template.format(question=sample.question, options=options,
-                                  instruction=prompt.instructions.get(sample.question_type, ""))
-    return ChatRequest(sample.id, _interleave(text, sample.images), prompt.system)
+    return ChatRequest(sample.id, _interleave(instruction_text(sample, prompt), sample.images), prompt.system)
 
 
 def _interleave(text: str, images: list[str]) -> tuple[Part, ...]:
@@ -77,5 +62,8 @@ def _interleave(text: str, images: list[str]) -> tuple[Part, ...]:
         used.add(n)
         pos = m.end()
     if pos < len(text):
-        parts.append(Part("text", text[pos:]))
+        rest = text[pos:]
+        if pos == 0 and parts:  # images first, then the text: the newline SFT and RL put after <image>
+            rest = IMAGE_SEPARATOR + rest
+        parts.append(Part("text", rest))
     return tuple(parts)

@@ -10,15 +10,47 @@ run, for ``medsage report``.
 from __future__ import annotations
 
 import json
-import os
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from medsage.eval import layout
 from medsage.eval.backends.base import Backend, GenerationConfig, make_backend
 from medsage.eval.prompting import PromptConfig, build_request
 from medsage.eval.scoring import item_fields, read_predictions, score_predictions
-from medsage.io import atomic_write_json
+from medsage.io import append_jsonl, atomic_write_json
 from medsage.records import Sample
+
+
+@dataclass
+class EvalConfig:
+    """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``). The prompt and the judge
+    have their own typed sections: ``prompt`` (PromptConfig, ``from_recipe`` returns it beside) and ``judge``
+    (JudgeConfig, typed by ``medsage eval judge``, since ``eval run`` does not call it)."""
+
+    data_root: str                     # folder holding one sub-folder per benchmark
+    label: str                         # row name in reports
+    output_dir: str                    # predictions, verdicts, summaries and run.json land here
+    benchmarks: dict[str, Any]         # name -> {path, limit, split, ...} (the benchmark's own options)
+    backend: dict[str, Any]            # {name: <medsage.eval_backends entry>, ...that backend's fields}
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    image_cache: str | None = None
+    batch_size: int = 8
+    limit: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:
+        from omegaconf import OmegaConf
+
+        from medsage.config import typed
+
+        section = OmegaConf.to_container(cfg.eval, resolve=True)
+        section.pop("judge", None)
+        # The prompt is the top-level `prompt` group (recipes/prompt/), shared with the SFT and RL writers.
+        prompt = PromptConfig.from_cfg(cfg.prompt)
+        return typed(cls, section, "recipes/eval.yaml", prefix="eval."), prompt
 
 
 def generate_predictions(samples: list[Sample], backend: Backend, prompt: PromptConfig, predictions: Path,
@@ -32,7 +64,7 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
     todo = [s for s in samples if s.id not in done]
     predictions.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{benchmark}", unit="item")
-    with predictions.open("a", encoding="utf-8") as fh:
+    with predictions.open("a", encoding="utf-8") as fh:  # a batch on disk survives a kill before the next one
         for start in range(0, len(todo), max(1, batch_size)):
             batch = todo[start:start + batch_size]
             began = time.time()
@@ -40,11 +72,8 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
             if len(outputs) != len(batch):
                 raise RuntimeError(f"backend {backend.name} returned {len(outputs)} outputs for {len(batch)} requests")
             seconds = round((time.time() - began) / len(batch), 3)
-            fh.write("".join(json.dumps({**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
-                                         "seconds": seconds}, ensure_ascii=False) + "\n"
-                             for s, out in zip(batch, outputs)))
-            fh.flush()
-            os.fsync(fh.fileno())  # a batch on disk survives a kill before the next one starts
+            append_jsonl(fh, [{**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
+                               "seconds": seconds} for s, out in zip(batch, outputs)])
             bar.update(len(batch))
     bar.close()
     return len(todo)
@@ -54,7 +83,7 @@ def _check_same_setup(predictions: Path, fingerprint: dict | None) -> None:
     """Resuming is only sound with the same model, prompt and decoding; otherwise refuse, loudly."""
     if fingerprint is None:
         return
-    meta = predictions.with_name(predictions.stem + ".setup.json")
+    meta = layout.beside(predictions, "setup.json")
     if meta.exists() and predictions.exists():
         before = json.loads(meta.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(before) | set(fingerprint) if before.get(k) != fingerprint.get(k))
@@ -75,37 +104,33 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
     from medsage.registry import BENCHMARKS
 
-    ev = cfg.eval
+    ev, prompt = EvalConfig.from_recipe(cfg)
     out_dir = Path(ev.output_dir)
-    prompt = PromptConfig.from_cfg(ev.prompt)
-    generation = GenerationConfig(**OmegaConf.to_container(ev.generation, resolve=True))
-    benchmarks = OmegaConf.to_container(ev.benchmarks, resolve=True)
+    generation, benchmarks = ev.generation, ev.benchmarks
     if not benchmarks:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
     # Load every benchmark first: a missing dataset fails before any model is loaded.
     loaded: dict[str, tuple[list[Sample], str | None]] = {}
     for name, spec in benchmarks.items():
-        bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.get("image_cache"), **_benchmark_options(spec))
+        bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.image_cache, **_benchmark_options(spec))
         samples = bench.load()
-        limit = spec.get("limit", ev.get("limit"))
+        limit = spec.get("limit", ev.limit)
         loaded[name] = (samples[:limit] if limit else samples, bench.info.group_by)
     if backend is None:
-        backend = make_backend(ev.backend, str(cfg.model.path), generation)
+        backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
     summaries = {}
     for name, (samples, group_by) in loaded.items():
-        predictions = out_dir / name / "predictions.jsonl"
-        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend.name),
-                       "prompt": OmegaConf.to_container(ev.prompt, resolve=True),
-                       "generation": OmegaConf.to_container(ev.generation, resolve=True),
+        predictions = layout.predictions_file(out_dir, name)
+        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]),
+                       "prompt": asdict(prompt), "generation": asdict(generation),
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
-        generate_predictions(samples, backend, prompt, predictions, name, int(ev.batch_size), group_by,
+        generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
         summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
-    atomic_write_json(out_dir / "run.json", {
-        "label": str(ev.label), "model": str(cfg.model.name), "model_path": str(cfg.model.path),
-        "backend": str(ev.backend.name), "tags": OmegaConf.to_container(ev.tags, resolve=True) if ev.get("tags") else {},
-        "generation": OmegaConf.to_container(ev.generation, resolve=True),
+    atomic_write_json(out_dir / layout.RUN, {
+        "label": ev.label, "model": str(cfg.model.name), "model_path": str(cfg.model.path),
+        "backend": str(ev.backend["name"]), "tags": ev.tags, "generation": asdict(generation),
         "summaries": summaries,
     })
     return summaries

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Iterable
 
 from medsage.answers import score_output_explained
+from medsage.eval import layout
 from medsage.scaffold import split_retry
+from medsage.vocab import QUESTION_TYPES
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
 ITEM_FIELDS = ("question", "answer", "answer_type")
@@ -31,18 +33,21 @@ class PredictionError(ValueError):
     """A predictions line that cannot be scored; names the file and line."""
 
 
-def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
-    """The lines of a predictions file. A torn last line (an interrupted append) is dropped, and with
-    ``repair`` removed from the file; a bad line anywhere else is an error naming file and line."""
-    from medsage.io import atomic_write_text
-
+def read_prediction_lines(path: str | Path) -> tuple[list[tuple[int, dict]], int | None]:
+    """``(line number, object)`` for each line of a predictions file, and the number of a torn last line
+    (an interrupted append: no newline and not JSON), or None. Line numbers are the file's own, blank
+    lines counted. A bad line anywhere else is a ``PredictionError`` naming file and line."""
     path = Path(path)
     if not path.exists():
-        return []
-    raw = path.read_text(encoding="utf-8")
-    lines = raw.split("\n")
-    rows, torn = [], False
-    for n, line in enumerate(lines, 1):
+        return [], None
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, torn = [], None
+    for n, data in enumerate(lines, 1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise PredictionError(f"{path}:{n}: not UTF-8 (byte {err.start} of the line)") from None
         if not line.strip():
             continue
         try:
@@ -50,21 +55,49 @@ def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
         except (json.JSONDecodeError, ValueError) as err:
-            is_tail = n == len(lines) and not raw.endswith("\n")
-            if is_tail:
-                torn = True
+            if n == len(lines) and not raw.endswith(b"\n"):
+                torn = n
                 continue
             raise PredictionError(f"{path}:{n}: not a JSON object ({err})") from None
-        rows.append(obj)
+        rows.append((n, obj))
+    return rows, torn
+
+
+def read_predictions(path: str | Path, repair: bool = False) -> list[dict]:
+    """The objects of a predictions file (``read_prediction_lines``). A torn last line is dropped, and
+    with ``repair`` removed from the file."""
+    from medsage.io import atomic_write_jsonl
+
+    rows, torn = read_prediction_lines(path)
+    rows = [r for _, r in rows]
     if torn and repair:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(path, rows)
     return rows
+
+
+def _check_types(item: dict, where: str) -> None:
+    """Field types a verdict relies on: a wrong type is an error naming the line, never a traceback."""
+    for name in ("question", "answer"):
+        if not isinstance(item.get(name), str):
+            raise PredictionError(f"{where}: {name!r} must be a string, got {item.get(name)!r}")
+    accepted = item.get("accepted_answers")
+    if accepted is not None and not (isinstance(accepted, (list, str)) and
+                                     all(isinstance(a, str) for a in ([accepted] if isinstance(accepted, str)
+                                                                      else accepted))):
+        raise PredictionError(f"{where}: 'accepted_answers' must be a list of strings, got {accepted!r}")
+    options = item.get("options")
+    if options is not None and not (isinstance(options, dict) and
+                                    all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())):
+        raise PredictionError(f"{where}: 'options' must map letters to strings, got {options!r}")
 
 
 def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | None = None) -> dict:
     """The item a prediction line is about: its own fields, or the benchmark item it names."""
     if "prediction" not in row or not isinstance(row["prediction"], (str, type(None))):
         raise PredictionError(f"{where}: needs a string field 'prediction'")
+    if not isinstance(row.get("benchmark", ""), str) or not isinstance(row.get("id", ""), (str, int)) \
+            or isinstance(row.get("id"), bool):
+        raise PredictionError(f"{where}: 'benchmark' must be a string and 'id' a string or an integer")
     if all(k in row for k in ITEM_FIELDS):
         item = row
     elif "benchmark" in row and "id" in row:
@@ -75,10 +108,11 @@ def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | No
         item = {**lookup[key], **{k: v for k, v in row.items() if k not in ITEM_FIELDS}}
     else:
         raise PredictionError(f"{where}: needs either the item (question, answer, answer_type) or (benchmark, id)")
-    if item["answer_type"] not in ("closed", "open", "choice"):
+    if not isinstance(item["answer_type"], str) or item["answer_type"] not in QUESTION_TYPES:
         raise PredictionError(f"{where}: answer_type {item['answer_type']!r} is not closed, open or choice")
     if item["answer_type"] == "choice" and not isinstance(item.get("options"), dict):
         raise PredictionError(f"{where}: a choice item needs 'options' as a letter -> text map")
+    _check_types(item, where)
     return item
 
 
@@ -118,7 +152,7 @@ def _rate(num: float, den: int) -> float | None:
 
 def _summary(name: str, vs: list[dict], examples: int) -> dict:
     by_type: dict[str, dict] = {}
-    for t in ("closed", "open", "choice"):
+    for t in QUESTION_TYPES:
         tv = [v for v in vs if v["answer_type"] == t]
         if not tv:
             continue
@@ -149,18 +183,32 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
 def score_predictions(path: str | Path, out_dir: str | Path | None = None,
                       lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
     """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"predictions file {path} does not exist")
     out_dir = Path(out_dir) if out_dir else path.parent
-    rows = read_predictions(path)
-    verdicts = [score_item(resolve_item(r, f"{path} line {n}", lookup)) for n, r in enumerate(rows, 1)]
+    rows, torn = read_prediction_lines(path)
+    verdicts, errors = [], []
+    for n, row in rows:
+        try:
+            verdicts.append(score_item(resolve_item(row, f"{path} line {n}", lookup)))
+        except PredictionError as err:  # every bad line is named at once, and nothing is written
+            errors.append(str(err))
+    if errors:
+        more = f"\n... and {len(errors) - 10} more bad line(s)" if len(errors) > 10 else ""
+        raise PredictionError("\n".join(errors[:10]) + more)
     summary = summarize(verdicts)
-    verdicts_path = atomic_write_text(out_dir / f"{path.stem}.verdicts.jsonl",
-                                      "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
-    summary_path = atomic_write_json(out_dir / f"{path.stem}.summary.json", summary)
+    if torn:  # an interrupted append: said so, in the summary and on stderr, not dropped silently
+        import sys
+
+        print(f"medsage eval score: warning: {path} line {torn} is torn (no newline, not JSON) and was not scored",
+              file=sys.stderr)
+        for s in summary.values():
+            s["torn_last_line"] = torn
+    verdicts_path = atomic_write_jsonl(layout.beside(out_dir / path.name, "verdicts.jsonl"), verdicts)
+    summary_path = atomic_write_json(layout.beside(out_dir / path.name, "summary.json"), summary)
     return verdicts_path, summary_path, summary
 
 

@@ -1,18 +1,24 @@
-"""The ``medsage`` command: one verb per stage.
+"""The ``medsage`` command: one argparse tree, one verb per stage.
 
-Each verb lives in its stage package and is imported only when it runs, so ``medsage --help`` stays
-instant (no torch, ray or engine import). A verb whose module is not part of this checkout yet is
-not listed.
+    medsage <verb> [flags] [hydra overrides]
+
+Each verb's module adds its own arguments to its subparser (``add_arguments(parser)``) and parses
+through ``parse(verb, argv)``, so every ``medsage <verb> --help`` has the same shape: the verb's
+one-line description, its flags, ``override ...`` for Hydra overrides, and examples. A verb's module
+is imported only when that verb runs, so ``medsage --help`` stays instant (no torch, ray or engine
+import).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import importlib.util
 import os
 import sys
+import textwrap
 
-# verb -> (module with a ``main(argv)``, one-line help). Order is the order users meet them.
+# verb -> (module with ``add_arguments(parser)`` and ``main(argv)``, one-line help). Order is the order
+# users meet them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("medsage.data_pipeline.cli", "build SAGE-sft / SAGE-rl from raw sources (ingest, filter, RoIs, dedup, write)"),
     "sft": ("medsage.launch.sft", "structured SFT through LLaMA-Factory from a Hydra recipe"),
@@ -27,58 +33,107 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("medsage.launch.demo.tiny_model_cli", "build a random few-MB Qwen2.5-VL for tests and the demo"),
 }
 
-
-def available() -> dict[str, tuple[str, str]]:
-    out = {}
-    for verb, (module, help_) in COMMANDS.items():
-        try:
-            if importlib.util.find_spec(module) is not None:
-                out[verb] = (module, help_)
-        except ModuleNotFoundError:  # parent package missing
-            pass
-    return out
+DESCRIPTION = ("medsage: structured medical visual reasoning (Localization -> Visual analysis -> Knowledge matching "
+               "-> Conclusion), trained by SFT and GRPO with a self-check retry.")
 
 
-def _usage(verbs: dict[str, tuple[str, str]]) -> str:
-    width = max(len(v) for v in verbs)
-    lines = [
-        "usage: medsage <command> [args...]",
-        "",
-        "medsage: structured medical visual reasoning (Localization -> Visual analysis ->",
-        "Knowledge matching -> Conclusion), trained by SFT and GRPO with a self-check retry.",
-        "",
-        "commands:",
-        *(f"  {v:<{width}}  {h}" for v, (_, h) in verbs.items()),
-        "",
-        "Run `medsage <command> --help` for a command's own options.",
-    ]
-    return "\n".join(lines)
+class Formatter(argparse.HelpFormatter):
+    """One formatter for every verb: prose is wrapped to the terminal, indented lines (examples, usage
+    lines from a module docstring) are kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        prose: list[str] = []
+
+        def flush() -> None:
+            if prose:
+                out.append(textwrap.fill(" ".join(prose), width, initial_indent=indent, subsequent_indent=indent))
+                prose.clear()
+
+        for line in text.replace("``", "`").splitlines():
+            if not line.strip() or line.startswith(" "):
+                flush()
+                out.append(indent + line)
+            else:
+                prose.append(line.strip())
+        flush()
+        return "\n".join(out)
+
+
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    """The Hydra overrides every recipe-driven verb takes last, described the same way everywhere."""
+    parser.add_argument("overrides", nargs="*", metavar="override",
+                        help=f"Hydra overrides (key=value, group=option, +key=value), e.g. {example}")
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """``type=`` for NAME=VALUE flags (``--data vqa_rad=/data/vqa_rad``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def add_commands(parser: argparse.ArgumentParser, dest: str = "command") -> argparse._SubParsersAction:
+    """Sub-commands of a verb (``medsage data run``, ``medsage eval score``), formatted like the verbs."""
+    sub = parser.add_subparsers(dest=dest, required=True, metavar="<command>", title="commands")
+    original = sub.add_parser
+
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", kwargs.get("help"))
+        kwargs.setdefault("formatter_class", Formatter)
+        return original(name, **kwargs)
+
+    sub.add_parser = add_parser
+    return sub
+
+
+def tree(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole command tree; only ``verb``'s module is imported to fill in its arguments."""
+    from medsage import __version__
+
+    root = argparse.ArgumentParser(prog="medsage", description=DESCRIPTION, formatter_class=Formatter,
+                                   epilog="Run `medsage <command> --help` for a command's own options.")
+    root.add_argument("-V", "--version", action="version", version=f"medsage {__version__}")
+    sub = add_commands(root)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if name == verb:
+            importlib.import_module(module).add_arguments(p)
+            root.verb_parser = p
+    return root
+
+
+def parse(verb: str, argv: list[str] | None, *, intermixed: bool = False, known: bool = False):
+    """``medsage <verb> argv`` parsed by the tree; ``known`` returns (args, the arguments left over)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    root = tree(verb)
+    if intermixed:  # flags among the overrides (argparse cannot intermix through sub-parsers: parse the verb's own)
+        return root.verb_parser.parse_intermixed_args(argv)
+    return root.parse_known_args([verb, *argv]) if known else root.parse_args([verb, *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbs = available()
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage(verbs))
-        return 0
-    if argv[0] in ("-V", "--version"):
-        from medsage import __version__
-
-        print(f"medsage {__version__}")
-        return 0
+    if not argv or argv[0] in ("-h", "--help", "help", "-V", "--version"):
+        try:
+            tree().parse_args(argv[:1] if argv and argv[0] != "help" else ["--help"])
+        except SystemExit as stop:  # argparse exits after printing help or the version
+            return int(stop.code or 0)
     verb, rest = argv[0], argv[1:]
-    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/pipeline/lifetime.py)
-        from medsage.launch.pipeline.lifetime import exit_with_parent
+    if os.environ.get("MEDSAGE_EXIT_WITH_PARENT") == "1":  # set for pipeline stages (launch/pipeline/dag.py)
+        from medsage.runtime import exit_with_parent
 
         exit_with_parent()
-    if verb not in verbs:
+    if verb not in COMMANDS:
         import difflib
 
-        close = difflib.get_close_matches(verb, list(verbs), n=1)
+        close = difflib.get_close_matches(verb, list(COMMANDS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        print(f"medsage: unknown command {verb!r}.{hint}\n\n{_usage(verbs)}", file=sys.stderr)
+        print(f"medsage: unknown command {verb!r}.{hint}\n", file=sys.stderr)
+        tree().print_help(sys.stderr)
         return 2
-    module = importlib.import_module(verbs[verb][0])
+    module = importlib.import_module(COMMANDS[verb][0])
     return int(module.main(rest) or 0)
 
 

@@ -7,8 +7,6 @@ Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/tr
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 from dataclasses import dataclass, field
 
@@ -26,19 +24,6 @@ OPTIONAL = {"rl": ["vllm"], "eval": ["vllm"]}  # reported, not required: GPU-onl
 # verl's init_model fails on more than one rank with accelerate 1.11 (llamafactory 0.9.5's pin) and
 # transformers 5.5 (accelerate/big_modeling.py, _is_hf_initialized); 1.15 works
 MULTI_RANK_RL = {"accelerate": ">=1.15"}
-
-_PROBE = """
-import json, sys
-from importlib.metadata import version, PackageNotFoundError
-out = {"python": sys.executable, "python_version": sys.version.split()[0], "packages": {}}
-for name in sys.argv[1:]:
-    try:
-        out["packages"][name] = version(name)
-    except PackageNotFoundError:
-        out["packages"][name] = None
-print(json.dumps(out))
-"""
-
 
 @dataclass
 class StageReport:
@@ -58,19 +43,18 @@ def check_stage(stage: str, env: str | None, ranks: int = 1) -> StageReport:
     """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
     from packaging.specifiers import SpecifierSet
 
-    from medsage.launch.pipeline.ray_jobs import python_for
+    from medsage.runtime import package_versions, stage_python
 
     try:
-        python = python_for(env)
+        python = stage_python(env)
     except FileNotFoundError as err:
         return StageReport(stage, str(env), problems=[str(err)],
                            fix=f"python -m venv {env} && {env}/bin/pip install 'medsage{EXTRA_FOR_STAGE[stage]}'")
     names = [*REQUIREMENTS[stage], *OPTIONAL.get(stage, [])]
-    # cwd="/": a checkout's own metadata (medsage.egg-info) must not stand in for an install.
-    proc = subprocess.run([python, "-c", _PROBE, *names], capture_output=True, text=True, timeout=120, cwd="/")
-    if proc.returncode != 0:
-        return StageReport(stage, python, problems=[f"interpreter failed: {proc.stderr.strip()[-300:]}"])
-    probe = json.loads(proc.stdout)
+    try:
+        probe = package_versions(python, names)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+        return StageReport(stage, python, problems=[f"interpreter failed: {err}"])
     report = StageReport(stage, probe["python"], probe["python_version"], probe["packages"])
     for name, spec in REQUIREMENTS[stage].items():
         found = probe["packages"].get(name)
@@ -91,17 +75,21 @@ def check_stage(stage: str, env: str | None, ranks: int = 1) -> StageReport:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage env",
-        description="Check the per-stage Python environments named by the cluster recipe "
-                    "(cluster.envs.<stage>; null means this interpreter).",
-    )
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("Check the per-stage Python environments named by the cluster recipe "
+                          "(cluster.envs.<stage>; null means this interpreter).")
     parser.add_argument("action", choices=["check"], help="what to do")
     parser.add_argument("--stage", action="append", choices=list(REQUIREMENTS),
                         help="check only this stage (repeatable; default: all)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. cluster=a100_4x cluster.envs.rl=/opt/rl")
-    args = parser.parse_intermixed_args(argv)
+    add_overrides(parser, "cluster=a100_4x cluster.envs.rl=/opt/rl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("env", argv, intermixed=True)
 
     from medsage.recipes import compose
 

@@ -19,23 +19,24 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from medsage.launch import layout
 from medsage.plugins.engines.verl import (  # noqa: F401  (the stage's API: tests and the pipeline use them)
     RLConfigError, _hydra_value, _module_file, agent_loop_file, batch_sizes, verl_overrides,
 )
+from medsage.runtime import run_logged, stage_python
 
-USAGE = """usage: medsage rl [hydra overrides...]
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
 
-Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against
-verl's own trainer config, and launch verl (GPU) or print the command (no accelerator).
-  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet
-  medsage rl rl=grpo dry_run=true ...
-  medsage rl backend=easyr1 rl=grpo ...
-"""
+    parser.description = ("Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against "
+                          "verl's own trainer config, and launch verl (GPU) or print the command (no accelerator).")
+    parser.epilog = ("examples:\n  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet\n"
+                     "  medsage rl rl=grpo dry_run=true ...\n  medsage rl backend=easyr1 rl=grpo ...")
+    add_overrides(parser, "rl=grpo rl.alpha=0.2 dry_run=true")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,11 +170,6 @@ def easyr1_config(cfg) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _rl_python(cfg) -> str:
-    env = cfg.cluster.envs.rl
-    return str(Path(env) / "bin" / "python") if env else sys.executable
-
-
 def _no_launch_reason(cfg) -> str | None:
     if cfg.dry_run:
         return "dry_run=true"
@@ -199,10 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsage.io import atomic_write_text
 
-    argv = list(argv or [])
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from medsage.launch.cli import parse
+
+    argv = parse("rl", argv).overrides
     try:
         cfg = compose_recipe(argv)
         out_dir = Path(cfg.output_dir).resolve()
@@ -220,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
         registered = validate_verl_config(verl_cfg)
-        atomic_write_text(out_dir / "verl_config.yaml", OmegaConf.to_yaml(verl_cfg))
+        atomic_write_text(out_dir / layout.RL_VERL_CONFIG, OmegaConf.to_yaml(verl_cfg))
         atomic_write_text(out_dir / "verl_overrides.txt", "\n".join(overrides) + "\n")
     except RLConfigError as err:
         print(f"medsage rl: {err}", file=sys.stderr)
@@ -233,23 +228,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsage.plugins.engines import verl as engine
 
-    command = [_rl_python(cfg), "-m", "verl.trainer.main_ppo", *overrides]
-    printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
-    print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop'] if cfg.rl.retry else 'single_turn_agent'}); "
-          f"written to {out_dir / 'verl_config.yaml'}")
     reason = _no_launch_reason(cfg)
+    try:
+        python = stage_python(cfg.cluster.envs.rl)
+    except FileNotFoundError as err:
+        if not reason:
+            print(f"medsage rl: {err}", file=sys.stderr)
+            return 2
+        python = str(Path(cfg.cluster.envs.rl) / "bin" / "python")  # only printed: the command to run there
+    command = [python, "-m", "verl.trainer.main_ppo", *overrides]
+    printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
+    print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop']}{'' if cfg.rl.retry else ', no retry'}); "
+          f"written to {out_dir / layout.RL_VERL_CONFIG}")
     if reason:
         print(f"not launched: {reason}\ncommand:\n  {printable}")
         return 0
     print(f"launching:\n  {printable}", flush=True)
-    log = out_dir / "verl.log"
-    with open(log, "ab") as fh:  # appended: a resumed run keeps the earlier attempts' log
-        env = {**os.environ, **engine.driver_env(cfg)}  # verl's driver imports the CPU route too
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        for line in proc.stdout:
-            sys.stdout.buffer.write(line)
-            fh.write(line)
-        rc = proc.wait()
+    # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
+    rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc
@@ -267,8 +263,8 @@ def link_final_model(out_dir: Path) -> Path | None:
     hf = out_dir / "checkpoints" / f"global_step_{int(marker.read_text().strip())}" / "actor" / "huggingface"
     if not (hf / "config.json").exists():
         return None
-    link = out_dir / "final_model"
-    tmp = out_dir / ".final_model.tmp"
+    link = layout.rl_model(out_dir)
+    tmp = out_dir / f".{link.name}.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(hf.relative_to(out_dir))
     tmp.replace(link)  # atomic: a reader sees the old or the new target, never none

@@ -18,32 +18,23 @@ stages load directly; ``medsage_manifest.json`` sits beside it and inside every 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "medsage_manifest.json"
-LF_CONFIG = "llamafactory_sft.yaml"
-TRAIN_LOG = "train.log"
-_RUN_DIR = re.compile(r"^run_(\d{3,})$")
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+from medsage import runtime
+from medsage.launch import layout
+from medsage.launch import sft_runs as runs
+from medsage.launch.sft_runs import SftError
+
 # What a folder needs to load with AutoProcessor + Qwen2_5_VLForConditionalGeneration; each inner list
 # is "one of" (transformers 5 folds the image processor into processor_config.json).
 _EXPORT_FILES = [["config.json"], ["tokenizer_config.json"], ["preprocessor_config.json", "processor_config.json"]]
-
-
-class SftError(RuntimeError):
-    """A user-facing failure of the SFT stage (bad recipe, data, arguments, or a failed training)."""
 
 
 @dataclass
@@ -74,7 +65,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
 
     # Which run: a new one, the latest unfinished one (resume), or nothing to do.
     root = Path(recipe["output"]["dir"]).expanduser().resolve()
-    run_dir, previous = _pick_run(root, fresh)
+    run_dir, previous = runs.pick_run(root, fresh)
     if previous is not None and previous.get("status") == "finished":
         losses = previous.get("losses", [])
         say(f"medsage sft: {run_dir} already finished at {previous.get('ended_at')} "
@@ -82,15 +73,15 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         return SftResult(run_dir, "already_finished", losses, previous)
 
     # The LLaMA-Factory args, checked against LLaMA-Factory's own dataclasses before anything runs.
-    resume_from = _last_checkpoint(run_dir) if previous is not None else None
+    resume_from = runs.last_checkpoint(run_dir) if previous is not None else None
     try:
         args = lf.lf_args(recipe, run_dir)
-        launch = lf.plan_launch(recipe["cluster"], run_dir / LF_CONFIG)
-        stage_python = lf.stage_python(recipe["cluster"].get("envs", {}).get("sft"))
+        launch = lf.plan_launch(recipe["cluster"], run_dir / layout.SFT_LF_CONFIG)
+        stage_python = runtime.stage_python(recipe["cluster"].get("envs", {}).get("sft"))
         if resume_from is not None:
             args["resume_from_checkpoint"] = str(resume_from)
         lf.validate(args, lf.load_schema(stage_python))
-    except lf.LlamaFactoryArgError as err:
+    except (lf.LlamaFactoryArgError, FileNotFoundError) as err:
         raise SftError(str(err)) from None
     batch, how = lf.effective_batch(args, recipe["cluster"])
 
@@ -110,25 +101,26 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
 
     data_hash = _hash_data(Path(args["dataset_dir"]), datasets, quiet)
     if resume_from is not None:  # with no checkpoint yet there is nothing to mix: the run restarts
-        _check_same_run(previous, args, data_hash, run_dir)
-    manifest = _start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from)
-    _write_run_files(run_dir, args, manifest)
+        runs.check_same_run(previous, args, data_hash, run_dir)
+    manifest = runs.start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from)
+    runs.write_run_files(run_dir, args, manifest)
 
     spawned = time.perf_counter()
     attempt = manifest["attempts"][-1]
     try:
-        rc = _run_logged(launch, run_dir / TRAIN_LOG, echo=stream)
+        rc = runtime.run_logged(launch.cmd, run_dir / layout.SFT_TRAIN_LOG, env={**os.environ, **launch.env},
+                                echo=stream, header=f"{runs.now()} {launch.describe()}")
     except BaseException:  # Ctrl-C: the trainer was stopped; the next run of the command resumes
-        attempt.update(ended_at=_now(), exit_code=None)
+        attempt.update(ended_at=runs.now(), exit_code=None)
         manifest.update(status="interrupted", ended_at=attempt["ended_at"])
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise
-    attempt.update(ended_at=_now(), exit_code=rc, trainer_seconds=round(time.perf_counter() - spawned, 3))
+    attempt.update(ended_at=runs.now(), exit_code=rc, trainer_seconds=round(time.perf_counter() - spawned, 3))
     if rc != 0:
         manifest.update(status="failed", ended_at=attempt["ended_at"])
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise SftError(f"llamafactory-cli train failed (exit {rc}); rerun the same command to resume.\n"
-                       f"log {run_dir / TRAIN_LOG}:\n{_tail(run_dir / TRAIN_LOG)}")
+                       f"log {run_dir / layout.SFT_TRAIN_LOG}:\n{_tail(run_dir / layout.SFT_TRAIN_LOG)}")
 
     losses = _losses(run_dir)
     missing = [" or ".join(names) for names in _EXPORT_FILES if not any((run_dir / n).is_file() for n in names)]
@@ -136,31 +128,34 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         missing.append("*.safetensors")
     if missing:
         manifest.update(status="failed", ended_at=attempt["ended_at"], error=f"export incomplete: {missing}")
-        _save_manifest(run_dir, manifest)
+        runs.save_manifest(run_dir, manifest)
         raise SftError(f"training ended but {run_dir} lacks {missing}: not a loadable model folder")
     manifest.update(status="finished", ended_at=attempt["ended_at"], losses=losses,
-                    final_loss=losses[-1] if losses else None, train_results=_read_json(run_dir / "train_results.json"))
-    _save_manifest(run_dir, manifest)
+                    final_loss=losses[-1] if losses else None, train_results=runs.read_json(run_dir / "train_results.json"))
+    runs.save_manifest(run_dir, manifest)
     say(f"medsage sft: finished {run_dir}: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} logged steps"
         if losses else f"medsage sft: finished {run_dir} (no loss logged)")
     return SftResult(run_dir, "finished", losses, manifest, launch, args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage sft",
-        description="Structured LVKC SFT through LLaMA-Factory. Composes recipes/sft.yaml with Hydra overrides, "
-                    "checks every LLaMA-Factory key, runs `llamafactory-cli train` (torchrun on GPUs), and "
-                    "resumes an interrupted run when the same command is run again.",
-        epilog="examples:\n  medsage sft data.dataset_dir=/data/sage_sft model.path=/models/Qwen2.5-VL-7B-Instruct\n"
-               "  medsage sft --dry-run cluster=a100_1x sft.gradient_accumulation_steps=64 data.dataset_dir=...",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("Structured LVKC SFT through LLaMA-Factory. Composes recipes/sft.yaml with Hydra overrides, "
+                          "checks every LLaMA-Factory key, runs `llamafactory-cli train` (torchrun on GPUs), and "
+                          "resumes an interrupted run when the same command is run again.")
+    parser.epilog = ("examples:\n  medsage sft data.dataset_dir=/data/sage_sft model.path=/models/Qwen2.5-VL-7B-Instruct\n"
+                     "  medsage sft --dry-run cluster=a100_1x sft.gradient_accumulation_steps=64 data.dataset_dir=...")
     parser.add_argument("--fresh", action="store_true", help="start a new run_NNN instead of resuming the latest")
     parser.add_argument("--dry-run", action="store_true", help="print the run, launch and YAML; write nothing")
     parser.add_argument("--quiet", action="store_true", help="trainer output to train.log only (summary still printed)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny sft.num_train_epochs=2")
-    args = parser.parse_args(argv)
+    add_overrides(parser, "model=tiny sft.num_train_epochs=2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("sft", argv)
     try:
         run_sft(args.overrides, fresh=args.fresh, dry_run=args.dry_run, stream=not args.quiet)
     except SftError as err:
@@ -177,10 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 def _compose(overrides: list[str], extra_dirs) -> tuple[Any, dict]:
     from hydra.errors import HydraException
+    from medsage.recipes import compose
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
-    from medsage.recipes import compose
 
     try:
         cfg = compose("sft", overrides, extra_dirs=extra_dirs)
@@ -258,164 +252,12 @@ def _image_paths(file: Path, entry: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# run folders, manifest, resume
-# --------------------------------------------------------------------------------------------
-def _pick_run(root: Path, fresh: bool) -> tuple[Path, dict | None]:
-    """(run folder, its manifest if it is being resumed or is finished, else None)."""
-    runs = sorted((int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
-                  if (m := _RUN_DIR.match(p.name)) and p.is_dir())
-    if runs and not fresh:
-        latest = runs[-1][1]
-        manifest = _read_json(latest / MANIFEST)
-        if manifest is not None:
-            if manifest.get("status") == "running" and _alive(manifest.get("attempts", [{}])[-1]):
-                pid = manifest["attempts"][-1].get("pid")
-                raise SftError(f"{latest} is being trained right now (pid {pid} on this host); "
-                               "wait for it, or use --fresh for a separate run")
-            return latest, manifest
-        # A run folder without a manifest was never started by medsage: leave it alone.
-    number = runs[-1][0] + 1 if runs else 1
-    return root / f"run_{number:03d}", None
-
-
-def _alive(attempt: dict) -> bool:
-    if attempt.get("host") != socket.gethostname() or not attempt.get("pid"):
-        return False
-    try:
-        os.kill(int(attempt["pid"]), 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint: Trainer writes trainer_state.json last, after weights and optimizer."""
-    done = [(int(m.group(1)), p) for p in (run_dir.iterdir() if run_dir.is_dir() else [])
-            if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
-    return max(done)[1] if done else None
-
-
-def _check_same_run(previous: dict, args: dict, data_hash: dict, run_dir: Path) -> None:
-    """Resuming with other settings or other data would silently mix two runs: refuse instead."""
-    before = {k: v for k, v in previous.get("llamafactory_args", {}).items() if k != "resume_from_checkpoint"}
-    now = {k: v for k, v in args.items() if k != "resume_from_checkpoint"}
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    problems = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed]
-    if previous.get("data_hash", {}).get("sha256") != data_hash["sha256"]:
-        problems.append("the training data changed (data hash differs)")
-    if problems:
-        raise SftError(f"cannot resume {run_dir}: this command differs from the one that started it:\n  - "
-                       + "\n  - ".join(problems) + "\nrerun the original command, or use --fresh for a new run")
-
-
-def _start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from) -> dict:
-    from medsage.plugins.engines import llamafactory as lf
-
-    manifest = dict(previous or {})
-    manifest.update(
-        medsage_stage="sft",
-        status="running",
-        started_at=manifest.get("started_at") or _now(),
-        ended_at=None,
-        recipe=recipe,
-        llamafactory_args=args,
-        llamafactory_yaml=LF_CONFIG,
-        effective_batch=batch,
-        data_hash=data_hash,
-        versions=lf.engine_versions(stage_python),
-        git=_git_revision(),
-    )
-    attempt = {"started_at": _now(), "pid": os.getpid(), "host": socket.gethostname(),
-               "command": launch.cmd, "env": launch.env, "mode": launch.mode,
-               "resumed_from": str(resume_from) if resume_from else None}
-    manifest["attempts"] = [*manifest.get("attempts", []), attempt]
-    return manifest
-
-
-def _write_run_files(run_dir: Path, args: dict, manifest: dict) -> None:
-    import yaml
-
-    from medsage.io import atomic_write_text
-
-    header = (f"# Generated by `medsage sft` from {manifest['recipe']['sft']['name']} "
-              f"({manifest['recipe']['model']['name']}, {manifest['recipe']['cluster']['name']}); "
-              f"run it alone with: llamafactory-cli train {run_dir / LF_CONFIG}\n")
-    atomic_write_text(run_dir / LF_CONFIG, header + yaml.safe_dump(args, sort_keys=False))
-    _save_manifest(run_dir, manifest)
-
-
-def _save_manifest(run_dir: Path, manifest: dict) -> None:
-    """The manifest beside the model and inside every checkpoint (each says which run made it)."""
-    from medsage.io import atomic_write_json
-
-    atomic_write_json(run_dir / MANIFEST, manifest)
-    for checkpoint in run_dir.glob("checkpoint-*"):
-        if (checkpoint / "trainer_state.json").is_file():
-            atomic_write_json(checkpoint / MANIFEST, manifest)
-
-
-def _git_revision() -> dict:
-    """The medsage checkout's commit and whether it had local edits; absent outside a git checkout."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return {"revision": None, "note": f"{source} is not a git checkout (installed package?)"}
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return {"revision": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()), "source": str(source)}
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return {"revision": None, "note": f"git unavailable: {err}"}
-
-
-# --------------------------------------------------------------------------------------------
 # the training process
 # --------------------------------------------------------------------------------------------
-def _run_logged(launch, log_path: Path, echo: bool) -> int:
-    """Run the launch; every byte goes to train.log (and to the terminal if ``echo``). Returns the exit code."""
-    env = {**os.environ, **launch.env}
-    with log_path.open("ab") as log:
-        log.write(f"\n===== {_now()} {launch.describe()}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(launch.cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
-        try:
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                log.write(chunk)
-                log.flush()
-                if echo:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.flush()
-            return proc.wait()
-        except BaseException:
-            proc.terminate()  # Ctrl-C or an error here: do not leave a trainer running without us
-            proc.wait()
-            raise
-
-
-def _die_with_parent() -> None:
-    """Linux: the trainer gets SIGTERM if medsage itself is killed, so no orphan keeps writing the run."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _losses(run_dir: Path) -> list[float]:
     """Per-step training losses from the final trainer_state.json (it carries the resumed history too)."""
-    state = _read_json(run_dir / "trainer_state.json") or {}
+    state = runs.read_json(run_dir / "trainer_state.json") or {}
     return [float(e["loss"]) for e in state.get("log_history", []) if "loss" in e]
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -423,10 +265,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

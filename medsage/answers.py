@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medsage.scaffold import parse_lenient, strip_emphasis
-
-QuestionType = Literal["closed", "open", "choice"]
+from medsage.vocab import QuestionType
 
 _YES = {"yes", "yeah", "yep", "true", "present", "positive", "correct"}
 _NO = {"no", "nope", "false", "absent", "negative", "incorrect"}
@@ -40,7 +39,7 @@ class Extraction:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AnswerMatch:
     """Whether a prediction is right, why, and the open-answer scores."""
 
     correct: bool
@@ -129,19 +128,19 @@ def match_choice(text: str, options: dict[str, str]) -> tuple[str | None, str]:
 
 
 def match_answer(predicted: str | None, answer: str, question_type: QuestionType,
-                 options: dict[str, str] | None = None) -> Verdict:
+                 options: dict[str, str] | None = None) -> AnswerMatch:
     """Judge an extracted answer against the ground truth for one question type."""
     if predicted is None or not predicted.strip():
-        return Verdict(False, "no answer could be extracted", None, parsed=False)
+        return AnswerMatch(False, "no answer could be extracted", None, parsed=False)
     if question_type == "closed":
         gold, _ = decide_yes_no(answer)
         if gold is None:  # a "closed" item whose reference is not yes/no is judged as open text
             return match_answer(predicted, answer, "open")
         said, why = decide_yes_no(predicted)
         if said is None:
-            return Verdict(False, f"unparseable yes/no: {why}", predicted, parsed=False)
+            return AnswerMatch(False, f"unparseable yes/no: {why}", predicted, parsed=False)
         ok = said == gold
-        return Verdict(ok, f"{why}; reference is {gold!r}", predicted, parsed=True, exact=ok, recall=float(ok))
+        return AnswerMatch(ok, f"{why}; reference is {gold!r}", predicted, parsed=True, exact=ok, recall=float(ok))
     if question_type == "choice":
         if not options:
             raise ValueError("a choice question needs its options")
@@ -152,9 +151,9 @@ def match_answer(predicted: str | None, answer: str, question_type: QuestionType
                 raise ValueError(f"reference {answer!r} is neither an option letter nor an option text")
         said, why = match_choice(predicted, options)
         if said is None:
-            return Verdict(False, f"choice not resolved: {why}", predicted, parsed=why != "names no option")
+            return AnswerMatch(False, f"choice not resolved: {why}", predicted, parsed=why != "names no option")
         ok = said == gold_letter
-        return Verdict(ok, f"{why}; reference is {gold_letter}", predicted, parsed=True, exact=ok, recall=float(ok))
+        return AnswerMatch(ok, f"{why}; reference is {gold_letter}", predicted, parsed=True, exact=ok, recall=float(ok))
     if question_type == "open":
         ref, pred = normalize(answer), normalize(predicted)
         ref_words = ref.split()
@@ -162,18 +161,18 @@ def match_answer(predicted: str | None, answer: str, question_type: QuestionType
         recall = sum(w in pred_words for w in ref_words) / len(ref_words) if ref_words else 0.0
         exact = bool(ref) and ref == pred
         reason = "exact match after normalisation" if exact else f"not an exact match; token recall {recall:.2f}"
-        return Verdict(exact, reason, predicted, parsed=True, exact=exact, recall=recall)
+        return AnswerMatch(exact, reason, predicted, parsed=True, exact=exact, recall=recall)
     raise ValueError(f"unknown question type {question_type!r}; expected closed, open or choice")
 
 
 def score_output(output: str, answer: str, question_type: QuestionType,
-                 options: dict[str, str] | None = None) -> Verdict:
+                 options: dict[str, str] | None = None) -> AnswerMatch:
     """Extract the answer from a full model output and judge it; the reason says how it was read."""
     return score_output_explained(output, answer, question_type, options)[0]
 
 
 def score_output_explained(output: str, answer: str | list[str], question_type: QuestionType,
-                           options: dict[str, str] | None = None) -> tuple[Verdict, Extraction]:
+                           options: dict[str, str] | None = None) -> tuple[AnswerMatch, Extraction]:
     """``score_output`` plus the extraction (for per-item verdict files).
 
     ``answer`` may list several accepted references (MMMU open items); the best verdict wins.
@@ -185,6 +184,6 @@ def score_output_explained(output: str, answer: str | list[str], question_type: 
     verdicts = [match_answer(ex.answer, ref, question_type, options) for ref in refs]
     v = max(verdicts, key=lambda x: (x.correct, x.recall))
     if ex.how not in ("answer_tag", "none"):
-        v = Verdict(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
+        v = AnswerMatch(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
                     v.parsed, v.exact, v.recall)
     return v, ex

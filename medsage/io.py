@@ -1,4 +1,11 @@
-"""Atomic file writes: a reader never sees half a file, and an interrupted write leaves none behind."""
+"""Atomic file writes: a reader never sees half a file, and an interrupted write leaves none behind.
+
+Files get the permissions ``open()`` would give them (0666 less the umask), not the 0600 of the
+temporary file they are written as.
+
+JSON lines are written only here (``json_line``): one encoding for every stage's rows, so two writers
+cannot disagree on key order or on how non-ASCII text is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,21 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Iterable
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -14,6 +36,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -31,3 +54,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def json_line(row: object) -> str:
+    """One JSON-lines row: UTF-8 text as is, keys sorted (reruns diff cleanly), newline-terminated."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[object]) -> Path:
+    """``rows`` as a JSON-lines file, written atomically."""
+    return atomic_write_text(path, "".join(json_line(r) for r in rows))
+
+
+def append_jsonl(fh: IO[str], rows: Iterable[object]) -> None:
+    """Append ``rows`` to an open JSON-lines file and fsync: what was appended survives a kill."""
+    fh.write("".join(json_line(r) for r in rows))
+    fh.flush()
+    os.fsync(fh.fileno())

@@ -7,16 +7,16 @@ number (``read_records``), and writes are atomic (``medsage.io``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Literal, get_args
 
-from medsage.io import atomic_write_text
+from medsage.io import atomic_write_jsonl, json_line
 from medsage.scaffold import Trajectory
+from medsage.vocab import QUESTION_TYPES, QuestionType
 
-QuestionType = Literal["closed", "open", "choice"]
 RoIKind = Literal["box", "text", "global"]
-QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
 
 
 class RecordError(ValueError):
@@ -43,10 +43,14 @@ class RoI:
         if self.kind == "box":
             if self.box is None or len(self.box) != 4:
                 raise RecordError(f"box RoI needs 4 pixel coordinates (x1, y1, x2, y2), got {self.box!r}")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in self.box):
+                raise RecordError(f"box RoI needs 4 finite numbers, got {self.box!r}")
             self.box = tuple(float(v) for v in self.box)
             x1, y1, x2, y2 = self.box
             if x2 <= x1 or y2 <= y1:
                 raise RecordError(f"box RoI {self.box} is degenerate (needs x2 > x1 and y2 > y1)")
+        if self.text is not None and not isinstance(self.text, str):
+            raise RecordError(f"RoI text must be a string, got {type(self.text).__name__}")
         if self.kind == "text" and not (self.text or "").strip():
             raise RecordError("text RoI needs a non-empty text")
 
@@ -79,8 +83,14 @@ class Sample:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not str(self.id).strip():
+        for name in ("id", "source", "question", "answer"):
+            if not isinstance(getattr(self, name), str):
+                raise RecordError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
+        if not self.id.strip():
             raise RecordError("id is empty")
+        if self.options is not None and not (isinstance(self.options, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.options.items())):
+            raise RecordError(f"options must map letters to strings, got {self.options!r}")
         if self.question_type not in QUESTION_TYPES:
             raise RecordError(f"question_type must be one of {QUESTION_TYPES}, got {self.question_type!r}")
         if not isinstance(self.images, list) or not all(isinstance(p, str) for p in self.images):
@@ -108,7 +118,7 @@ class Sample:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        return json_line(self.to_dict()).rstrip("\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sample":
@@ -126,7 +136,9 @@ class Sample:
             d["rois"] = [RoI(**r) for r in d.get("rois") or []]
             d["provenance"] = [Provenance(**p) for p in d.get("provenance") or []]
             d["trajectory"] = Trajectory.from_dict(d["trajectory"]) if d.get("trajectory") else None
-        except TypeError as err:  # unexpected keyword in a nested object
+            if not isinstance(d.get("metadata") or {}, dict):
+                raise TypeError("metadata must be an object")
+        except (TypeError, AttributeError, ValueError) as err:  # a nested object of the wrong shape
             raise RecordError(str(err)) from None
         return cls(**d)
 
@@ -141,8 +153,12 @@ class Sample:
 def read_records(path: str | Path) -> Iterator[Sample]:
     """Yield the samples of a JSON-lines file; a bad line raises ``RecordError`` naming file and line."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RecordError(f"not UTF-8 (byte {err.start})", f"{path}:{lineno}") from None
             if not line.strip():
                 continue
             try:
@@ -153,4 +169,4 @@ def read_records(path: str | Path) -> Iterator[Sample]:
 
 def write_records(path: str | Path, samples: list[Sample]) -> Path:
     """Write samples as JSON lines, atomically."""
-    return atomic_write_text(path, "".join(s.to_json() + "\n" for s in samples))
+    return atomic_write_jsonl(path, (s.to_dict() for s in samples))

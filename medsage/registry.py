@@ -1,4 +1,4 @@
-"""One generic registry for rewards, benchmarks, sources and synthesizers.
+"""One generic registry for rewards, benchmarks, sources, synthesizers, eval backends and trajectory scorers.
 
 Built-ins and third-party plugins arrive the same way: an entry point in the group
 ``medsage.<kind>`` (medsage's own are declared in its pyproject.toml). A lab adds a reward by
@@ -90,3 +90,5 @@ REWARDS: Registry = Registry("rewards")
 BENCHMARKS: Registry = Registry("benchmarks")
 SOURCES: Registry = Registry("sources")
 SYNTHESIZERS: Registry = Registry("synthesizers")
+EVAL_BACKENDS: Registry = Registry("eval_backends")
+SCORERS: Registry = Registry("scorers")  # trajectory scorers for the consistency reward (A.4)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-
 def _hydra_value(value) -> str:
     """A value as Hydra's override grammar reads it back: None -> null, True -> true."""
     if value is None:
@@ -20,11 +19,25 @@ def _hydra_value(value) -> str:
     return str(value)
 
 
+def _layout_name(ref: str) -> str:
+    """``${layout:launch.SFT_FIRST_RUN}``: a name from ``medsage.<package>.layout``, the module where the
+    stage that writes the file declares it (data_pipeline/layout.py, eval/layout.py, launch/layout.py)."""
+    import importlib
+
+    package, _, name = ref.rpartition(".")
+    try:
+        return str(getattr(importlib.import_module(f"medsage.{package}.layout"), name))
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"${{layout:{ref}}}: no such name in medsage.{package}.layout ({err})") from None
+
+
 def register_resolvers() -> None:
-    """``${hv:...}``: stage commands in recipes/stages/ pass recipe values on as Hydra overrides."""
+    """``${hv:...}``: stage commands in recipes/stages/ pass recipe values on as Hydra overrides.
+    ``${layout:...}``: the file names a stage writes, as its layout module declares them."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("hv", _hydra_value, replace=True)
+    OmegaConf.register_new_resolver("layout", _layout_name, replace=True)
 
 
 def recipes_dir() -> Path:

@@ -8,7 +8,13 @@ class built as ``Adapter(root, image_dir, **options)`` with:
 - ``modality``: default modality, when the source does not say per item;
 - ``inputs()``: the ordered list of input keys (a CSV row, an image id, a JSON item) — every key
   ends as kept records or as one rejection with a reason, so counts reconcile;
-- ``load(key)``: a ``SourceItem`` for that key, or raises ``InputRejected(reason)``.
+- ``load(key)``: a ``SourceItem`` for that key, or raises ``InputRejected(reason)``;
+- ``stamp(key)`` (optional): what the key's output depends on besides the run's settings (its raw
+  annotation, the size and mtime of the files it reads), so a resumed run recomputes a shard whose
+  inputs changed. An adapter without it is fingerprinted by its keys only.
+
+Untrusted annotations: every path read from one goes through ``inside_root`` (it must resolve inside
+the source root, symlinks followed), every number through ``finite``; a failure is a rejection.
 
 ``build_samples`` then runs the quality filter, asks the questions and normalises the RoIs. All
 randomness is seeded from the item's key, so a shard computes the same bytes on every run.
@@ -17,8 +23,11 @@ randomness is seeded from the item's key, so a shard computes the same bytes on 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from medsage.records import RecordError, RoI, Sample
@@ -77,6 +86,61 @@ class SourceAdapter(Protocol):
     def load(self, key: str) -> SourceItem: ...
 
 
+def inside_root(root: str | Path, relative: object, where: str, base: str | Path | None = None) -> Path:
+    """``relative`` (a path from an annotation) resolved against ``base`` (default ``root``); it must stay
+    inside ``root`` after symlinks, or the input is rejected as ``path-outside-root``."""
+    if not isinstance(relative, str) or not relative.strip() or "\x00" in relative:
+        raise InputRejected("bad-annotation", f"{where}: image path {relative!r} is not a path")
+    top = Path(root).resolve()
+    try:
+        path = (Path(base).resolve() if base is not None else top).joinpath(relative).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name the OS refuses
+        raise InputRejected("bad-annotation", f"{where}: image path {relative!r}: {err}") from None
+    if not path.is_relative_to(top):
+        raise InputRejected("path-outside-root", f"{where}: image path {relative!r} resolves to {path}, "
+                                                 f"outside the source root {top}")
+    return path
+
+
+def inside_out(out_dir: str | Path, path: str | Path) -> Path:
+    """A path about to be written, checked to resolve inside ``out_dir`` (a bug or a hostile name otherwise)."""
+    top, target = Path(out_dir).resolve(), Path(path).resolve()
+    if not target.is_relative_to(top):
+        raise InputRejected("path-outside-output", f"would write {target}, outside the output folder {top}")
+    return target
+
+
+def finite(values, where: str) -> list[float]:
+    """``values`` as floats, all finite (NaN passes every comparison and would become a full-image box)."""
+    out = []
+    for v in values:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            number = float(v)
+        except (TypeError, ValueError, OverflowError):
+            raise InputRejected("bad-annotation", f"{where}: {v!r} is not a number") from None
+        if not math.isfinite(number):
+            raise InputRejected("bad-annotation", f"{where}: {v!r} is not a finite number")
+        out.append(number)
+    return out
+
+
+def file_stamp(path: str | Path) -> list | None:
+    """Size and mtime (ns) of a file, or None when it is missing: enough to notice a replaced file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def input_stamp(adapter, key: str):
+    """The adapter's ``stamp(key)``, or the key alone for an adapter that has none."""
+    stamp = getattr(adapter, "stamp", None)
+    return stamp(key) if stamp else key
+
+
 def seeded_rng(*parts: object) -> random.Random:
     """A random generator seeded by the parts' text: the same item gets the same draws on any run."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
@@ -89,12 +153,14 @@ def safe_id(text: str) -> str:
 
 
 def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, questions, rois,
-                  seed: int = 0) -> tuple[list[Sample], Rejection | None]:
+                  seed: int = 0, image_dir: str | Path | None = None) -> tuple[list[Sample], Rejection | None]:
     """Load one input, filter it, ask its question and normalise its RoIs.
 
     ``index`` is the input's position in ``adapter.inputs()``: question type and answer position
     cycle over it, so both are balanced across the source. ``quality``/``questions``/``rois`` are
-    the ``QualityConfig`` / ``QuestionConfig`` / ``RoIConfig`` of the run.
+    the ``QualityConfig`` / ``QuestionConfig`` / ``RoIConfig`` of the run. An image of more than 8 bits
+    (a 12-bit X-ray in a 16-bit PNG) is replaced by an 8-bit copy under ``image_dir``, scaled by its
+    own range, so training and evaluation see the picture and not a white square.
     """
     from medsage.data_pipeline.quality import check_item
     from medsage.data_pipeline.questions import ask
@@ -104,14 +170,51 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
         item = adapter.load(key)
     except InputRejected as err:
         return [], Rejection(adapter.name, key, err.reason, err.detail)
+    try:
+        if image_dir is not None:
+            item.images = [eight_bit_copy(p, Path(image_dir) / adapter.name / "8bit", quality.max_pixels)
+                           for p in item.images]
+    except InputRejected as err:
+        return [], Rejection(adapter.name, key, err.reason, err.detail, item.images)
     reason, detail, size = check_item(item, quality)
     if reason:
         return [], Rejection(adapter.name, key, reason, detail, item.images)
     width, height = size
+    from medsage.data_pipeline.short_qa import NoShortQA
+
     try:
         sample = ask(adapter, item, index, questions)
         sample.rois = normalise_rois(item.rois, width, height, rois, seeded_rng(seed, adapter.name, key, "rois"))
-        sample.metadata = {**item.metadata, "image_size": [width, height], "input_key": key}
+        sample.metadata = {**item.metadata, **sample.metadata, "image_size": [width, height], "input_key": key}
+    except NoShortQA as err:  # a caption that supports no short question: counted apart from broken input
+        return [], Rejection(adapter.name, key, NoShortQA.reason, str(err), item.images)
     except (RecordError, ValueError) as err:
         return [], Rejection(adapter.name, key, "bad-annotation", str(err), item.images)
     return [sample], None
+
+
+def eight_bit_copy(path: str, folder: Path, max_pixels: int) -> str:
+    """``path`` itself, or for a wide image (16/32-bit) an 8-bit PNG copy in ``folder`` named by the
+    source path's hash (the same source gives the same copy on every run); written atomically."""
+    import io
+
+    from PIL import Image
+
+    from medsage.images import WIDE_MODES, ImageTooLarge, grey8, open_image
+    from medsage.io import atomic_write_bytes
+
+    try:
+        with open_image(path, max_pixels) as img:
+            if img.mode not in WIDE_MODES:
+                return path
+            img.load()
+            pixels = grey8(img)
+    except ImageTooLarge as err:
+        raise InputRejected("too-large", str(err)) from None
+    except (OSError, ValueError, SyntaxError):
+        return path  # the quality filter names what is wrong with it
+    target = folder / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}-{Path(path).stem}.png"
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    atomic_write_bytes(target, buf.getvalue())
+    return str(target.resolve())

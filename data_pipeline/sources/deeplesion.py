@@ -13,9 +13,12 @@ closed question "is there a lesion", since there is no label to ask about.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem
+from medsage.data_pipeline.sources.base import (InputRejected, SourceItem, file_stamp, finite, inside_out,
+                                                inside_root)
+from medsage.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image
 from medsage.records import RoI
 
 COARSE_TYPES = {1: "bone", 2: "abdomen", 3: "mediastinum", 4: "liver", 5: "lung", 6: "kidney",
@@ -29,14 +32,22 @@ REQUIRED_COLUMNS = ("File_name", "Bounding_boxes", "Coarse_lesion_type", "DICOM_
                     "Train_Val_Test", "Image_size")
 
 
+# <patient>_<study>_<series>_<slice>.png, one plain file name: no folder part can lead outside the root.
+_FILE_NAME = re.compile(r"([0-9A-Za-z-]+)_([0-9A-Za-z-]+)_([0-9A-Za-z-]+)_([0-9A-Za-z-]+)\.png")
+
+
 def _floats(text: str, n: int, column: str) -> list[float]:
-    try:
-        values = [float(v) for v in str(text).split(",")]
-    except ValueError:
-        raise InputRejected("bad-annotation", f"{column} {text!r} is not a list of numbers") from None
+    values = finite(str(text).split(","), f"{column} {text!r}")
     if len(values) != n:
         raise InputRejected("bad-annotation", f"{column} {text!r} needs {n} numbers")
     return values
+
+
+def _integer(text: str, where: str) -> int:
+    (value,) = finite([text], where)  # "inf" and "nan" are rejected here, not crashed on by int()
+    if value != int(value):
+        raise InputRejected("bad-annotation", f"{where}: {text!r} is not an integer")
+    return int(value)
 
 
 def window_to_uint8(hu, low: float, high: float):
@@ -62,41 +73,60 @@ class DeepLesionSource:
         self.image_dir = Path(image_dir) / self.name
         if not self.csv_path.is_file():
             raise FileNotFoundError(f"DeepLesion: {self.csv_path} not found (expected DL_info.csv under {self.root})")
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{self.csv_path}: missing column(s) {missing}; found {reader.fieldnames}")
-            # Row numbers are file lines (header is line 1), so a rejection names the line to look at.
-            self.rows = {f"row{line:06d}": row for line, row in enumerate(reader, start=2)}
+        self.max_pixels = DEFAULT_MAX_PIXELS  # the run sets its quality.max_pixels
+        self._converted: set[Path] = set()
+        # Bytes that are not UTF-8 are kept as surrogates, so the one bad row is rejected, not the file.
+        with self.csv_path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            self.rows, line = {}, 2
+            try:
+                reader = csv.DictReader(fh)
+                missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ValueError(f"{self.csv_path}: missing column(s) {missing}; found {reader.fieldnames}")
+                # Keys are the file line a row starts on (header is line 1): a rejection names the line to look at.
+                for row in reader:
+                    self.rows[f"row{line:06d}"] = row
+                    line = reader.line_num + 1
+            except csv.Error as err:  # e.g. a field over the csv module's size limit: the file cannot be read on
+                raise ValueError(f"{self.csv_path} line {line}: cannot be parsed as CSV ({err})") from None
 
     def inputs(self) -> list[str]:
         return list(self.rows)
 
+    def stamp(self, key: str):
+        row = self.rows[key]
+        m = _FILE_NAME.fullmatch(str(row.get("File_name") or "").strip())
+        png = self.root / "Images_png" / "_".join(m.groups()[:3]) / f"{m.group(4)}.png" if m else None
+        return [sorted((str(k), str(v)) for k, v in row.items()), file_stamp(png) if png else None]
+
     def load(self, key: str) -> SourceItem:
         row = self.rows[key]
-        where = f"{self.csv_path.name} line {int(key[3:])}"
+        where = f"{self.csv_path} line {int(key[3:])}"
+        if None in row.values():  # DictReader's mark of a short row
+            raise InputRejected("bad-row", f"{where}: fewer fields than the header's {len(row) - (None in row)}")
+        if None in row:  # and of a long one (an unquoted comma shifts every later column)
+            raise InputRejected("bad-row", f"{where}: {len(row[None])} field(s) more than the header")
+        bad = next((c for c, v in row.items() if any("\udc80" <= ch <= "\udcff" for ch in v)), None)
+        if bad is not None:
+            raise InputRejected("bad-encoding", f"{where}: column {bad} is not UTF-8 text")
         name = row["File_name"].strip()
-        parts = name[:-4].split("_") if name.endswith(".png") else []
-        if len(parts) != 4:
+        m = _FILE_NAME.fullmatch(name)
+        if not m:
             raise InputRejected("bad-annotation",
                                 f"{where}: File_name {name!r} is not <patient>_<study>_<series>_<slice>.png")
-        png = self.root / "Images_png" / "_".join(parts[:3]) / f"{parts[3]}.png"
-        try:
-            lesion_type = int(float(row["Coarse_lesion_type"]))
-        except ValueError:
-            raise InputRejected("bad-annotation",
-                                f"{where}: Coarse_lesion_type {row['Coarse_lesion_type']!r}") from None
+        png = inside_root(self.root, f"Images_png/{'_'.join(m.groups()[:3])}/{m.group(4)}.png", where)
+        lesion_type = _integer(row["Coarse_lesion_type"], f"{where}: Coarse_lesion_type")
         label = COARSE_TYPES.get(lesion_type)
         x1, y1, x2, y2 = _floats(row["Bounding_boxes"], 4, f"{where}: Bounding_boxes")
         if x2 <= x1 or y2 <= y1:
             raise InputRejected("degenerate-box", f"{where}: Bounding_boxes {row['Bounding_boxes']!r}")
-        out = self.image_dir / f"{name}"
-        if not out.exists():
-            self._convert(png, out, self._window(row, label, where))
+        out = inside_out(self.image_dir, self.image_dir / name)
+        if out not in self._converted:  # converted once per run (rows share slices); a rerun sees a changed PNG
+            self._convert(png, out, self._window(row, label, where), self.max_pixels)
+            self._converted.add(out)
         try:
-            split = SPLITS.get(int(float(row["Train_Val_Test"])), row["Train_Val_Test"])
-        except ValueError:
+            split = SPLITS.get(_integer(row["Train_Val_Test"], where), row["Train_Val_Test"])
+        except InputRejected:
             split = row["Train_Val_Test"]
         metadata = {"file_name": name, "lesion_type": lesion_type, "split": split, "csv_line": int(key[3:]),
                     "possibly_noisy": row["Possibly_noisy"].strip() == "1"}
@@ -124,7 +154,7 @@ class DeepLesionSource:
         return DEFAULT_WINDOWS.get(label or "", SOFT_TISSUE_WINDOW)
 
     @staticmethod
-    def _convert(png: Path, out: Path, window: tuple[float, float]) -> None:
+    def _convert(png: Path, out: Path, window: tuple[float, float], max_pixels: int) -> None:
         import io
 
         import numpy as np
@@ -133,9 +163,11 @@ class DeepLesionSource:
         from medsage.io import atomic_write_bytes
 
         try:
-            with Image.open(png) as img:
+            with open_image(png, max_pixels) as img:
                 img.load()
                 raw = np.asarray(img).astype(np.int32)
+        except ImageTooLarge as err:
+            raise InputRejected("too-large", str(err)) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise InputRejected("unreadable-image", f"{png}: {type(err).__name__}: {err}") from None
         if raw.ndim != 2 or raw.max(initial=0) < 256:  # an 8-bit export would decode as nonsense HU

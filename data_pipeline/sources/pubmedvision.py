@@ -14,8 +14,9 @@ import json
 import re
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem
+from medsage.data_pipeline.sources.base import InputRejected, SourceItem, file_stamp, inside_root, safe_id
 from medsage.records import RoI
+from medsage.vocab import IMAGE_PLACEHOLDER
 
 _SIDE = r"(?:left|right|bilateral|contralateral|ipsilateral)"
 _POSITION = (r"(?:upper|lower|middle|mid|anterior|posterior|medial|lateral|superior|inferior|apical|basal|"
@@ -29,7 +30,7 @@ _ANATOMY_RE = re.compile(
     re.IGNORECASE)
 _ARROW_RE = re.compile(r"\b(?:(?:white|black|red|yellow|blue|green|thin|thick|curved|open)\s+)?"
                        r"(?:arrows?|arrowheads?|asterisks?)\b(?:\s*\([^)]{1,40}\))?", re.IGNORECASE)
-_IMAGE_TOKEN_RE = re.compile(r"<image>\s*")
+_IMAGE_TOKEN_RE = re.compile(re.escape(IMAGE_PLACEHOLDER) + r"\s*")
 
 
 def text_cues(*texts: str) -> list[RoI]:
@@ -55,7 +56,9 @@ class PubMedVisionSource:
         self.root = Path(root)
         self.json_path = self.root / json_name
         try:
-            items = json.loads(self.json_path.read_text(encoding="utf-8"))
+            items = json.loads(self.json_path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"PubMedVision: {self.json_path} is not UTF-8 (byte {err.start})") from None
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"PubMedVision: cannot read {self.json_path}: {err}") from None
         if not isinstance(items, list):
@@ -63,10 +66,18 @@ class PubMedVisionSource:
         self.items = {}
         for i, item in enumerate(items):
             ident = item.get("id") if isinstance(item, dict) else None
+            ident = safe_id(str(ident)) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
             self.items[f"{i:07d}-{ident}" if ident else f"{i:07d}"] = (i, item)
 
     def inputs(self) -> list[str]:
         return list(self.items)
+
+    def stamp(self, key: str):
+        index, item = self.items[key]
+        images = item.get("image") if isinstance(item, dict) else None
+        images = [images] if isinstance(images, str) else images if isinstance(images, list) else []
+        return [json.dumps(item, sort_keys=True, default=str),
+                [file_stamp(self.root / p) if isinstance(p, str) and "\x00" not in p else None for p in images]]
 
     def load(self, key: str) -> SourceItem:
         index, item = self.items[key]
@@ -75,7 +86,7 @@ class PubMedVisionSource:
             raise InputRejected("bad-annotation", f"{where}: not a JSON object")
         images = item.get("image")
         images = [images] if isinstance(images, str) else images
-        if not images or not all(isinstance(p, str) for p in images):
+        if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
             raise InputRejected("unreadable-image", f"{where}: `image` must be a non-empty list of paths")
         turns = item.get("conversations")
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
@@ -87,9 +98,10 @@ class PubMedVisionSource:
         question = _IMAGE_TOKEN_RE.sub("", human).strip()
         if not question:
             raise InputRejected("bad-annotation", f"{where}: the human turn has no text besides <image>")
+        paths = [str(inside_root(self.root, p, f"{where} image")) for p in images]
         metadata = {"item_index": index, **{k: item[k] for k in ("id", "body_part") if isinstance(item.get(k), str)}}
         return SourceItem(
-            key=key, images=[str((self.root / p).resolve()) for p in images], rois=text_cues(question, gpt),
+            key=key, images=paths, rois=text_cues(question, gpt),
             modality=item.get("modality") if isinstance(item.get("modality"), str) else None,
             question=question, answer=gpt.strip(), metadata=metadata,
         )

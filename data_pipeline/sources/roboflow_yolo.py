@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem
+from medsage.data_pipeline.sources.base import InputRejected, SourceItem, file_stamp, finite, inside_root
+from medsage.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image
 from medsage.records import RoI
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _split_dir(root: Path, value: str) -> Path | None:
-    """Roboflow writes ``../train/images``; Ultralytics would read it relative to the yaml's parent."""
-    for candidate in (root / value, root / value.lstrip("./"), root.parent / value.lstrip("./")):
+    """Roboflow writes ``../train/images`` for ``<root>/train/images``; a folder outside the root is refused."""
+    top = root.resolve()
+    for candidate in (root / value, root / value.lstrip("./")):
         if candidate.is_dir():
+            if not candidate.resolve().is_relative_to(top):
+                raise ValueError(f"{root / 'data.yaml'}: split folder {value!r} resolves to {candidate.resolve()}, "
+                                 f"outside the source root {top}")
             return candidate
     return None
 
@@ -42,15 +47,19 @@ class RoboflowYoloSource:
             self.name = name
         data_yaml = self.root / "data.yaml"
         try:
-            spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+            spec = yaml.safe_load(data_yaml.read_bytes().decode("utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
             raise FileNotFoundError(f"Roboflow YOLO: cannot read {data_yaml}: {err}") from None
         names = spec.get("names") if isinstance(spec, dict) else None
         if isinstance(names, dict):
-            names = [names[k] for k in sorted(names)]
+            try:
+                names = [names[k] for k in sorted(names)]
+            except TypeError:
+                raise ValueError(f"{data_yaml}: `names` keys must all be class ids") from None
         if not isinstance(names, list) or not names:
             raise ValueError(f"{data_yaml}: needs a non-empty `names` list")
         self.labels = [str(n) for n in names]
+        self.max_pixels = DEFAULT_MAX_PIXELS  # the run sets its quality.max_pixels
         self.files: dict[str, tuple[Path, Path]] = {}
         for split in ("train", "val", "test"):
             if not spec.get(split):
@@ -65,30 +74,43 @@ class RoboflowYoloSource:
     def inputs(self) -> list[str]:
         return list(self.files)
 
-    def load(self, key: str) -> SourceItem:
-        from PIL import Image
-
+    def stamp(self, key: str):
         image, label_file = self.files[key]
+        return [file_stamp(image), file_stamp(label_file)]
+
+    def load(self, key: str) -> SourceItem:
+        image, label_file = self.files[key]
+        image = inside_root(self.root, str(image), f"{key}")
         if not label_file.is_file():
             raise InputRejected("no-annotation", f"{label_file} not found")
-        lines = [(n, line.split()) for n, line in enumerate(label_file.read_text().splitlines(), 1) if line.strip()]
+        inside_root(self.root, str(label_file), f"{key} label file")
+        raw = label_file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            raise InputRejected("bad-encoding", f"{label_file}:{line}: not UTF-8 (byte {err.start})") from None
+        lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if not lines:
             raise InputRejected("no-annotation", f"{label_file} is empty")
         try:
-            with Image.open(image) as img:
+            with open_image(image, self.max_pixels) as img:
                 width, height = img.size
+        except ImageTooLarge as err:
+            raise InputRejected("too-large", str(err)) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise InputRejected("unreadable-image", f"{image}: {type(err).__name__}: {err}") from None
         rois, labels = [], []
         for lineno, parts in lines:
             try:
-                cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+                cls = int(parts[0])
                 if len(parts) != 5 or not 0 <= cls < len(self.labels):
                     raise ValueError
             except (ValueError, IndexError):
                 raise InputRejected("bad-annotation",
                                     f"{label_file}:{lineno}: expected `class cx cy w h` with class in "
                                     f"0..{len(self.labels) - 1}, got {' '.join(parts)!r}") from None
+            cx, cy, w, h = finite(parts[1:5], f"{label_file}:{lineno}")
             if w <= 0 or h <= 0:
                 raise InputRejected("degenerate-box", f"{label_file}:{lineno}: width/height {w} {h}")
             box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)

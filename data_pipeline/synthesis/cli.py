@@ -9,56 +9,65 @@ client.base_url=... client.model=... verify.mode=llm``) and prints the final rep
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from medsage.data_pipeline import layout
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medsage data synth", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+
+def add_arguments(p) -> None:
+    """``medsage data synth``'s sub-commands (its parser is a sub-command of ``medsage data``)."""
+    from medsage.launch.cli import add_commands, add_overrides
+
+    p.description, _, p.epilog = __doc__.strip().partition("\n\n")
+    sub = add_commands(p, dest="synth_command")
     run = sub.add_parser("run", help="synthesize, verify and augment LVKC trajectories for a record file")
     run.add_argument("--records", required=True, help="JSON-lines records (medsage.records.Sample) from `medsage data`")
     run.add_argument("--out", required=True, help="output folder: kept.jsonl, rejected.jsonl, report.json, sft/, cache/")
     run.add_argument("--config", default="synthesis/default", help="recipe name under medsage's recipes folder")
-    run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. synthesizer=llm client.model=gpt-4o")
+    add_overrides(run, "synthesizer=llm client.model=gpt-4o")
     rl = sub.add_parser("rl", help="balanced SAGE-rl sampling from a kept.jsonl")
     rl.add_argument("--kept", required=True, help="kept.jsonl written by `synth run`")
     rl.add_argument("--out", required=True, help="output folder for sage_rl.{parquet,easyr1.jsonl,jsonl,summary.json}")
     rl.add_argument("--target", type=int, default=10_000, help="rows to draw (default 10000, as in the paper)")
     rl.add_argument("--by", default="question_type,modality", help="comma-separated stratum keys")
     rl.add_argument("--seed", type=int, default=0)
-    rl.add_argument("--name", default="sage_rl", help="file name stem")
-    return p
+    rl.add_argument("--name", default=layout.RL_SAMPLE, help="file name stem")
+    rl.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the human turn, as in "
+                                                      "SFT and evaluation")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from medsage.launch.cli import parse
+
+    args = parse("data", ["synth", *(sys.argv[1:] if argv is None else argv)])
     from hydra.errors import HydraException
 
-    from medsage.data_pipeline.synthesis.client import CallError
+    from medsage.chat import CallError, redact
+    from medsage.lock import FolderLocked
     from medsage.records import RecordError
     from medsage.registry import RegistryError
 
     try:
-        if args.command == "run":
+        if args.synth_command == "run":
             from omegaconf import OmegaConf
 
-            from medsage.data_pipeline.synthesis.run import run_synthesis
+            from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
             from medsage.recipes import compose
 
             cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
             result = run_synthesis(args.records, cfg, args.out)
-            print(json.dumps(result.report, indent=2))
+            print(redact(json.dumps(result.report, indent=2)))
+            print(summary_line(result.report), flush=True)
             return 0
         from medsage.data_pipeline.rl_sample import balanced_sample, write_rl
         from medsage.records import read_records
 
         pool = list(read_records(args.kept))
         chosen, summary = balanced_sample(pool, args.target, tuple(k for k in args.by.split(",") if k), args.seed)
-        paths = write_rl(chosen, args.out, summary, args.name)
+        paths = write_rl(chosen, args.out, summary, args.name, args.prompt)
         print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
         return 0
-    except (RecordError, RegistryError, HydraException, CallError, ValueError, OSError) as err:
-        print(f"medsage data synth: error: {err}", file=sys.stderr)
+    except (RecordError, RegistryError, HydraException, CallError, FolderLocked, ValueError, OSError) as err:
+        print(f"medsage data synth: error: {redact(err)}", file=sys.stderr)
         return 2

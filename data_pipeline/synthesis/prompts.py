@@ -14,10 +14,12 @@ from pathlib import Path
 # The placeholders each stage's user text may use (the system text takes none).
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "loc": frozenset({"question", "roi_hint"}),
-    "vis": frozenset({"question", "roi_summary"}),
-    "know": frozenset({"question", "visual_summary", "template", "label"}),
+    "vis": frozenset({"question", "roi_summary", "context"}),
+    "know": frozenset({"question", "visual_summary", "template", "label", "retrieved"}),
     "con": frozenset({"question", "visual_summary", "knowledge", "answer"}),
     "verify": frozenset({"question", "answer", "trajectory"}),
+    "propose": frozenset({"question", "context"}),
+    "roi_check": frozenset({"question", "region"}),
 }
 
 
@@ -62,7 +64,7 @@ def _load_yaml(path: str | Path) -> tuple[Path, dict]:
 
 
 def load_prompts(path: str | Path) -> dict[str, StagePrompt]:
-    """Stage name -> prompt, for loc, vis, know, con and verify."""
+    """Stage name -> prompt, for loc, vis, know, con, verify, propose and roi_check."""
     p, data = _load_yaml(path)
     prompts: dict[str, StagePrompt] = {}
     for stage, allowed in PLACEHOLDERS.items():

@@ -3,8 +3,8 @@
 A *unit* is one (record, RoI, template) pair; a synthesizer turns a unit into a *draft* trajectory
 (the ``Synthesizer`` contract below, which a lab's own synthesizer follows to be registered in
 ``medsage.synthesizers``).
-``plan_units`` pairs a record's RoIs with the interpretation templates; ``select_per_image`` drops
-duplicate trajectories and keeps at most ``max_per_image`` per image, spread over RoIs and templates.
+``plan_units`` pairs a record's RoIs with the interpretation templates; ``draw.py`` chooses which of
+those units are drafted, before any call.
 
 The Table 3 "Low-level Aug" baseline is here too (``low_level_copies``): image-level photometric
 perturbations of a record, each carrying the record's single trajectory, so the ablation can be rerun.
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from medsage.answers import normalize
 from medsage.records import Provenance, RoI, Sample
 from medsage.scaffold import GRID, Region, Trajectory
 
@@ -91,7 +90,7 @@ class Draft:
 
 class Synthesizer(Protocol):
     """What ``medsage.synthesizers`` entries are: built as ``cls(cfg, client)`` (``cfg`` the run's
-    recipe as a dict, ``client`` a ``SynthClient`` or None when no endpoint is configured), then asked
+    recipe as a dict, ``client`` a ``ChatClient`` or None when no endpoint is configured), then asked
     for one draft per unit and attempt. Raise ``SynthesisError`` for a stage that cannot be written."""
 
     name: str
@@ -124,44 +123,6 @@ def plan_units(sample: Sample, templates: list[str], *, max_rois: int | None = N
         chosen = [templates[(offset + n + j) % len(templates)] for j in range(k)]  # rotate, so all are used
         units += [Unit(sample, i, roi, t) for t in chosen]
     return units
-
-
-def _dedup_key(traj: Trajectory) -> str:
-    return normalize(traj.render())
-
-
-def select_per_image(kept: list[Sample], max_per_image: int) -> tuple[list[Sample], list[tuple[Sample, str]]]:
-    """Drop duplicate trajectories, then cap each image, round-robin over RoIs then templates.
-
-    Returns (selected, dropped with reason ``duplicate`` or ``image_cap``), order of input preserved.
-    """
-    if max_per_image < 1:
-        raise ValueError(f"max_per_image must be >= 1, got {max_per_image}")
-    seen: set[str] = set()
-    dropped: list[tuple[Sample, str]] = []
-    by_image: dict[tuple[str, ...], list[Sample]] = {}
-    for s in kept:
-        key = _dedup_key(s.trajectory)
-        if key in seen:
-            dropped.append((s, "duplicate"))
-            continue
-        seen.add(key)
-        by_image.setdefault(tuple(s.images), []).append(s)
-    chosen: set[int] = set()
-    for group in by_image.values():
-        # Round-robin: the first trajectory of every RoI, then the second of every RoI, ...
-        rank: dict[tuple, int] = {}
-        order = []
-        for s in group:
-            syn = s.metadata.get("synth", {})
-            roi_key = (syn.get("record_id"), syn.get("roi_index"))
-            order.append((rank.get(roi_key, 0), len(order), s))
-            rank[roi_key] = rank.get(roi_key, 0) + 1
-        for _, _, s in sorted(order, key=lambda x: (x[0], x[1]))[:max_per_image]:
-            chosen.add(id(s))
-    selected = [s for s in kept if id(s) in chosen]
-    dropped += [(s, "image_cap") for g in by_image.values() for s in g if id(s) not in chosen]
-    return selected, dropped
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medsage.data_pipeline.synthesis.client import FATAL, CallError, Image, Message, SynthClient
+from medsage.chat import FATAL, CallError, ChatClient, Image, Message
 from medsage.data_pipeline.synthesis.leaks import check_stages, reference_answer
 from medsage.data_pipeline.synthesis.prompts import StagePrompt
 from medsage.data_pipeline.synthesis.rpa import Draft, SynthesisError, Unit
@@ -67,7 +67,7 @@ def parse_verdict(text: str) -> Verdict:
 class LLMVerifier:
     """A verifier model behind the same kind of client (A.3.5 uses Qwen2.5-VL-72B)."""
 
-    def __init__(self, client: SynthClient, prompt: StagePrompt, model: str | None = None, with_image: bool = True):
+    def __init__(self, client: ChatClient, prompt: StagePrompt, model: str | None = None, with_image: bool = True):
         self.client, self.prompt, self.model, self.with_image = client, prompt, model, with_image
 
     async def judge(self, unit: Unit, text: str, attempt: int) -> Verdict:
@@ -98,6 +98,7 @@ class Outcome:
     unit: Unit
     kept: Draft | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    duplicate: bool = False  # verified, but the same trajectory as one already kept
 
     @property
     def reason(self) -> str | None:

@@ -3,7 +3,7 @@
 ``generate(requests) -> list[str]``: one output text per request, in order; greedy unless the recipe
 says otherwise. Batching, progress and resuming are the runner's job (``medsage.eval.run``), so a
 backend is only the engine call. Backends: ``hf`` (transformers, CPU-capable, the default),
-``vllm`` (offline batch on a GPU node), ``openai`` (any OpenAI-compatible endpoint).
+``vllm`` (offline batch on a GPU node), ``openai`` (any OpenAI-compatible endpoint), registered like any plugin (``medsage.eval_backends``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 from medsage.eval.prompting import ChatRequest
 
 
-@dataclass(frozen=True)
+@dataclass
 class GenerationConfig:
     max_new_tokens: int = 1024
     temperature: float = 0.0  # 0 = greedy
@@ -25,26 +25,15 @@ class GenerationConfig:
 class Backend(Protocol):
     name: str
 
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "Backend": ...
+
     def generate(self, requests: list[ChatRequest]) -> list[str]: ...
 
 
 def make_backend(cfg, model_path: str, generation: GenerationConfig) -> Backend:
-    """Build the backend a recipe's ``eval.backend`` node names (heavy imports happen inside)."""
-    kind = cfg.name
-    if kind == "hf":
-        from medsage.eval.backends.hf import HFBackend
+    """Build the backend a recipe's ``eval.backend`` node names: an entry point of ``medsage.eval_backends``
+    (a class with ``from_recipe(cfg, model_path, generation)``); only the chosen backend's module is imported."""
+    from medsage.registry import EVAL_BACKENDS
 
-        return HFBackend(model_path, generation, device=cfg.get("device", "auto"), dtype=cfg.get("dtype", "auto"))
-    if kind == "vllm":
-        from medsage.eval.backends.vllm import VLLMBackend
-
-        return VLLMBackend(model_path, generation, tensor_parallel_size=int(cfg.get("tensor_parallel_size", 1)),
-                           max_model_len=int(cfg.get("max_model_len", 8192)),
-                           limit_images=int(cfg.get("limit_images", 8)))
-    if kind == "openai":
-        from medsage.eval.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(base_url=cfg.base_url, model=cfg.get("model") or model_path, generation=generation,
-                             api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"),
-                             concurrency=int(cfg.get("concurrency", 4)), timeout_s=float(cfg.get("timeout_s", 600)))
-    raise ValueError(f"unknown eval backend {kind!r}; expected hf, vllm or openai")
+    return EVAL_BACKENDS.get(str(cfg.name)).from_recipe(cfg, model_path, generation)

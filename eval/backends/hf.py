@@ -18,6 +18,10 @@ def chat_messages(request: ChatRequest, image_key: str = "image") -> list[dict]:
 class HFBackend:
     name = "hf"
 
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "HFBackend":
+        return cls(model_path, generation, device=cfg.get("device", "auto"), dtype=cfg.get("dtype", "auto"))
+
     def __init__(self, model_path: str, generation: GenerationConfig, device: str = "auto", dtype: str = "auto"):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 
+from medsage.chat import ChatClient, ClientConfig, gather_or_cancel, refuse_keys
 from medsage.eval.backends.base import GenerationConfig
 from medsage.eval.prompting import ChatRequest
 
 
 def image_data_url(path: str) -> str:
-    from PIL import Image
+    from medsage.images import open_image
 
     buf = io.BytesIO()
-    Image.open(path).convert("RGB").save(buf, format="PNG")
+    with open_image(path) as img:
+        img.convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -33,23 +33,32 @@ def openai_messages(request: ChatRequest) -> list[dict]:
 
 
 class OpenAIBackend:
+    """Generation through ``medsage.chat``: the retry policy, timeout and redaction of synthesis and the judge."""
+
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, generation: GenerationConfig, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 4, timeout_s: float = 600):
-        from openai import OpenAI
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "OpenAIBackend":
+        refuse_keys(cfg, "eval.backend")
+        return cls(base_url=cfg.base_url, model=cfg.get("model") or model_path, generation=generation,
+                   api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"), concurrency=int(cfg.get("concurrency", 4)),
+                   timeout_s=float(cfg.get("timeout_s", 600)), max_retries=int(cfg.get("max_retries", 4)))
 
+    def __init__(self, base_url: str, model: str, generation: GenerationConfig, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 4, timeout_s: float = 600, max_retries: int = 4):
         # Local servers accept any key; a hosted endpoint's key comes from the environment only.
-        self.client = OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", timeout=timeout_s,
-                             max_retries=3)
+        self.client = ChatClient(ClientConfig(base_url=base_url, model=model, api_key_env=api_key_env,
+                                              concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries,
+                                              temperature=generation.temperature,
+                                              max_tokens=generation.max_new_tokens))
         self.model, self.generation, self.concurrency = model, generation, concurrency
 
-    def _one(self, request: ChatRequest) -> str:
-        reply = self.client.chat.completions.create(
-            model=self.model, messages=openai_messages(request), max_tokens=self.generation.max_new_tokens,
-            temperature=self.generation.temperature, top_p=self.generation.top_p, seed=self.generation.seed)
-        return reply.choices[0].message.content or ""
-
     def generate(self, requests: list[ChatRequest]) -> list[str]:
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self._one, requests))
+        g = self.generation
+
+        async def batch(client: ChatClient) -> list[str]:
+            replies = await gather_or_cancel(client.chat(openai_messages(r), top_p=g.top_p, seed=g.seed)
+                                             for r in requests)
+            return [r.text for r in replies]
+
+        return self.client.run(batch)

@@ -14,6 +14,11 @@ from medsage.eval.prompting import ChatRequest
 class VLLMBackend:
     name = "vllm"
 
+    @classmethod
+    def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "VLLMBackend":
+        return cls(model_path, generation, tensor_parallel_size=int(cfg.get("tensor_parallel_size", 1)),
+                   max_model_len=int(cfg.get("max_model_len", 8192)), limit_images=int(cfg.get("limit_images", 8)))
+
     def __init__(self, model_path: str, generation: GenerationConfig, tensor_parallel_size: int = 1,
                  max_model_len: int = 8192, limit_images: int = 8):
         from vllm import LLM, SamplingParams

@@ -10,7 +10,6 @@ so a lab adds its own exactly as medsage declares these.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import ClassVar
 
 from medsage.io import atomic_write_bytes
 from medsage.records import Sample
+from medsage.runtime import cache_root
 
 
 class MissingDataError(FileNotFoundError):
@@ -45,11 +45,6 @@ class BenchmarkInfo:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def cache_root() -> Path:
-    """Where images embedded in parquet files are written out once (env ``MEDSAGE_CACHE``)."""
-    return Path(os.environ.get("MEDSAGE_CACHE", Path.home() / ".cache" / "medsage"))
-
-
 class Benchmark:
     """Base loader. ``path`` is the local folder (or file) the recipe names."""
 
@@ -63,6 +58,7 @@ class Benchmark:
             raise MissingDataError(self._missing_message(None, "no path was given (set it in the recipe)"))
         self.path = Path(path).expanduser()
         key = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:10]
+        # Images embedded in parquet files are written out once, under the one cache root.
         self.image_cache = Path(image_cache) if image_cache else cache_root() / "images" / self.info.name / key
 
     # -- subclasses implement this -----------------------------------------------------------
@@ -141,11 +137,6 @@ def read_json_rows(path: Path) -> list[dict]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-
-
-def yes_no_type(answer: str) -> str:
-    """Question type in the common parquet copies, which have no answer_type: yes/no answers are closed."""
-    return "closed" if answer.strip().lower() in ("yes", "no") else "open"
 
 
 def read_parquet_rows(path: Path) -> list[dict]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pickle
 
-from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows, yes_no_type
+from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows
 from medsage.records import Sample
+from medsage.vocab import type_of_answer
 
 
 class PathVQA(Benchmark):
@@ -47,8 +48,8 @@ class PathVQA(Benchmark):
             name = name if "." in name else f"{name}.jpg"
             samples.append(Sample(
                 id=f"pathvqa-{self.split}-{i}", source="pathvqa", images=[self.local_image(images, name, where)],
-                question=str(row["question"]).strip(), answer=answer, question_type=yes_no_type(answer),
-                modality="pathology", metadata={"question_type": yes_no_type(answer), "row": i},
+                question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
+                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": i},
             ))
         return samples
 
@@ -63,7 +64,7 @@ class PathVQA(Benchmark):
             samples.append(Sample(
                 id=f"pathvqa-{self.split}-{i}", source="pathvqa",
                 images=[self.image_file(row.get("image"), f"{path}:{i}", where)],
-                question=str(row["question"]).strip(), answer=answer, question_type=yes_no_type(answer),
-                modality="pathology", metadata={"question_type": yes_no_type(answer), "row": i},
+                question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
+                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": i},
             ))
         return samples

@@ -20,9 +20,9 @@ from medsage.eval.benchmarks.base import (
     BenchmarkInfo,
     read_json_rows,
     read_parquet_rows,
-    yes_no_type,
 )
 from medsage.records import Sample
+from medsage.vocab import type_of_answer
 
 
 class VQARad(Benchmark):
@@ -79,6 +79,6 @@ class VQARad(Benchmark):
                 id=f"vqa_rad-{self.split}-{i}", source="vqa_rad",
                 images=[self.image_file(row.get("image"), f"{path}:{i}", where)],
                 question=str(row["question"]).strip(), answer=answer,
-                question_type=yes_no_type(answer), metadata={"row": i},
+                question_type=type_of_answer(answer), metadata={"row": i},
             ))
         return samples

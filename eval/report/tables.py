@@ -12,12 +12,12 @@ Scores are the summaries' headline accuracy (named in the report), never recompu
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 from pathlib import Path
 
+from medsage.eval import layout
 from medsage.eval.scoring import HEADLINE
 from medsage.io import atomic_write_bytes, atomic_write_text
 
@@ -33,10 +33,10 @@ def paper_numbers() -> dict:
 def find_runs(folders: list[Path]) -> list[dict]:
     runs = []
     for folder in folders:
-        for path in sorted(Path(folder).rglob("run.json")):
+        for path in sorted(Path(folder).rglob(layout.RUN)):
             run = json.loads(path.read_text(encoding="utf-8"))
             run["dir"] = str(path.parent)
-            judge = path.parent / "judge.json"
+            judge = path.parent / layout.JUDGE
             run["judge"] = json.loads(judge.read_text(encoding="utf-8")) if judge.exists() else None
             runs.append(run)
     return runs
@@ -253,13 +253,14 @@ def run_details(runs: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+def write_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> dict[str, Path]:
+    """The tables, plots and ``report.md``; ``notes`` are said first (e.g. "offline templates: not the paper's data")."""
     paper = paper_numbers()
     runs = find_runs(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     sections = [f"# medsage report\n\n{len(runs)} run(s) from {', '.join(map(str, run_dirs))}. "
-                f"Paper numbers: {PAPER_FILE.name} (as printed).\n"]
+                f"Paper numbers: {PAPER_FILE.name} (as printed).\n", *(f"> **{n}**\n" for n in notes)]
     tables = {"table1": table1(paper, runs), "table2": table2(paper, runs),
               **{k: ablation_table(paper, runs, k) for k in ("table3", "table4", "table5")}}
     for key, table in tables.items():
@@ -274,12 +275,17 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="medsage report", description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
+    parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("runs", nargs="*", default=["runs/eval"],
                         help="folders searched for run.json (default: runs/eval)")
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("report", argv)
     written = write_report([Path(r) for r in args.runs], Path(args.out))
     for name, path in written.items():
         print(f"  {name:<20} {path}")

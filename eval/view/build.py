@@ -8,15 +8,14 @@
     medsage view PATH --out DIR --serve        # write DIR/index.html, then serve DIR on 127.0.0.1
 
 What PATH may be and how it is read: ``medsage.eval.view.load``. The report is a folder:
-``index.html`` (the page, ``viewer_page``), ``data/index.js`` (a compact index the page filters in the
-browser), ``data/items-NNNNN.js`` (the items, loaded a page at a time, so tens of thousands of
+``index.html``, ``viewer.css``, ``viewer.js`` (the page, copied from static/ by ``page.py``),
+``data/index.js`` (a compact index the page filters in the browser), ``data/items-NNNNN.js`` (the items, loaded a page at a time, so tens of thousands of
 items stay responsive) and ``images/`` (copies of the images, hard links where the disk allows).
 Every file is written atomically. No network, no CDN: it opens from disk.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -123,7 +122,7 @@ def _js(payload: str) -> str:
 
 def build_report(loaded: Loaded, out: str | Path, page_size: int = PAGE_SIZE, chunk_size: int = CHUNK_SIZE) -> Report:
     """Write the report folder for ``loaded`` into ``out``; returns where the page is."""
-    from medsage.eval.view.page import page_html
+    from medsage.eval.view.page import write_page
 
     from medsage.io import atomic_write_text
 
@@ -166,7 +165,7 @@ def build_report(loaded: Loaded, out: str | Path, page_size: int = PAGE_SIZE, ch
     }
     atomic_write_text(data / "index.js",
                       _js(f"window.MEDSAGE_INDEX = {json.dumps(index, ensure_ascii=False, separators=(',', ':'))};\n"))
-    page = atomic_write_text(out / "index.html", page_html())
+    page = write_page(out)
     return Report(page, len(loaded.items), problems)
 
 
@@ -198,26 +197,26 @@ def serve(folder: Path, port: int = 0) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage view",
-        description="Write a static HTML view (boxes drawn on the images, LVKC stages side by side, decisions "
-                    "and their reasons, filters) of an SFT data file, a pipeline run directory, an RL rollout "
-                    "dump, or evaluation predictions / verdicts.")
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import name_value
+
+    parser.description = ("Write a static HTML view (boxes drawn on the images, LVKC stages side by side, decisions "
+                          "and their reasons, filters) of an SFT data file, a pipeline run directory, an RL rollout "
+                          "dump, or evaluation predictions / verdicts.")
     parser.add_argument("path", help="file or directory to view")
     parser.add_argument("--out", default=None, help="report folder (default: beside PATH, <dir>/view or <stem>.view)")
     parser.add_argument("--serve", action="store_true", help="serve the report on 127.0.0.1 after writing it")
     parser.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
-    parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH", type=name_value,
                         help="load benchmark NAME from PATH to show the images of predictions; repeatable")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help="items per page (default %(default)s)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    data = {}
-    for spec in args.data:
-        name, sep, p = spec.partition("=")
-        if not sep or not name or not p:
-            parser.error(f"--data expects NAME=PATH, got {spec!r}")
-        data[name] = p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("view", argv)
+    data = dict(args.data)
     path = Path(args.path)
     try:
         loaded = load(path, data)

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medsage tiny-model",
-        description=(
-            "Build a random, few-MB Qwen2.5-VL (2-layer text and vision towers, a byte-level BPE "
-            "tokenizer with the Qwen2-VL special tokens, image and video processors, a chat template) "
-            "entirely offline. The same seed writes the same bytes. It loads with AutoProcessor and "
-            "Qwen2_5_VLForConditionalGeneration and trains under LLaMA-Factory with template qwen2_vl."
-        ),
-    )
+def add_arguments(parser) -> None:
+    parser.description = (
+        "Build a random, few-MB Qwen2.5-VL (2-layer text and vision towers, a byte-level BPE "
+        "tokenizer with the Qwen2-VL special tokens, image and video processors, a chat template) "
+        "entirely offline. The same seed writes the same bytes. It loads with AutoProcessor and "
+        "Qwen2_5_VLForConditionalGeneration and trains under LLaMA-Factory with template qwen2_vl.")
     parser.add_argument("out_dir", help="folder to write the checkpoint into (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
     parser.add_argument("--hidden-size", type=int, default=64, help="text hidden size (default: 64)")
     parser.add_argument("--layers", type=int, default=2, help="text and vision tower depth (default: 2)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.cli import parse
+
+    args = parse("tiny-model", argv)
 
     from medsage.launch.demo.tiny_model import build_tiny_model
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from medsage.io import atomic_write_json
+from medsage.launch import layout
 
 
 def _job(cfg) -> None:
@@ -29,6 +30,8 @@ def _job(cfg) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
+    if problem := synthesis_endpoint_problem(cfg):
+        raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
         stages = plan_stages(spec, Path(cfg.store).resolve(), OmegaConf.to_container(cfg.cluster.envs, resolve=True))
@@ -43,16 +46,71 @@ def _job(cfg) -> None:
     with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus or (8 if cpu else None),
                      num_gpus=1 if cpu else None) as client:
         outcomes = run_stages(stages, client, resume_hint=resume)
-    atomic_write_json(job_dir / "pipeline.json", {
+    note = _data_note(outcomes)
+    atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
         "stages": {o.stage: {"status": o.status, "out_dir": str(o.out_dir), "detail": o.detail} for o in outcomes},
+        "data_note": note,
     })
+    if note:
+        print(f"pipeline {cfg.name}: SFT data by {note}", flush=True)
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)
-    report_dir = run_dir / "report"
+    report_dir = run_dir / layout.REPORT_DIR
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
+
+
+def synthesis_endpoint_problem(cfg) -> str | None:
+    """Why the synthesis stage cannot run as configured (checked before the first stage), or None.
+
+    The paper's recipes synthesise with an LLM and verify with a VLM (A.3.4-A.3.5); without an endpoint
+    they stop here, naming the keys, rather than after hours of data preparation.
+    """
+    if "synth" not in cfg.stages or not cfg.stages.synth.get("enabled", True):
+        return None
+    ep = cfg.get("synthesis") or {}
+    missing = []
+    if cfg.synthesizer == "llm":
+        missing += [f"synthesis.{k}" for k in ("base_url", "model") if not ep.get(k)]
+    if ep.get("verify", "none") == "llm":
+        if not (ep.get("verifier_base_url") or ep.get("base_url")):
+            missing.append("synthesis.verifier_base_url (or synthesis.base_url)")
+        if not ep.get("verifier_model"):
+            missing.append("synthesis.verifier_model")
+    if not missing:
+        return None
+    return (f"the synthesis stage uses synthesizer={cfg.synthesizer} (stage-wise LLM synthesis, GPT-4o in the "
+            f"paper) and verify={ep.get('verify')} (a consistency verifier, Qwen2.5-VL-72B in the paper), but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Set them on the command line, e.g. "
+            f"synthesis.base_url=https://api.openai.com/v1 synthesis.model=gpt-4o "
+            f"synthesis.verifier_base_url=http://127.0.0.1:8000/v1 synthesis.verifier_model=Qwen/Qwen2.5-VL-72B-Instruct. "
+            f"API keys are read from the environment variables named by synthesis.api_key_env "
+            f"(now {ep.get('api_key_env')}) and synthesis.verifier_api_key_env, never from a config or the "
+            f"command line. To run offline instead: synthesizer=template synthesis.verify=none "
+            f"(offline templates: not the paper's data).")
+
+
+def _data_note(outcomes) -> str | None:
+    """The synthesis stage's own word on its data (``report.json``'s ``data_note``), e.g. offline templates."""
+    import json
+
+    from medsage.data_pipeline import layout as data_layout
+
+    for o in outcomes:
+        report = Path(o.out_dir) / data_layout.SYNTH_REPORT
+        if o.stage.startswith("synth") and report.exists():
+            return json.loads(report.read_text()).get("data_note")
+    return None
+
+
+def data_notes(run_dir: Path) -> list[str]:
+    """Every job's data note under ``run_dir``, once each."""
+    import json
+
+    notes = [json.loads(m.read_text()).get("data_note") for m in sorted(run_dir.rglob(layout.PIPELINE))]
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 def eval_dirs(run_dir: Path) -> list[Path]:
@@ -60,31 +118,47 @@ def eval_dirs(run_dir: Path) -> list[Path]:
     import json
 
     found = []
-    for manifest in sorted(run_dir.rglob("pipeline.json")):
+    for manifest in sorted(run_dir.rglob(layout.PIPELINE)):
         stages = json.loads(manifest.read_text())["stages"]
         found += [Path(s["out_dir"]) for name, s in stages.items() if name.startswith("eval")]
     return list(dict.fromkeys(found))
 
 
 def render_report(run_dir: Path, out: Path) -> dict:
-    dirs = [d for d in eval_dirs(run_dir) if (d / "run.json").exists()]
+    from medsage.eval.layout import RUN
+
+    dirs = [d for d in eval_dirs(run_dir) if (d / RUN).exists()]
     if not dirs:
         return {}
     from medsage.eval.report.tables import write_report
 
-    written = write_report(dirs, out)
+    written = write_report(dirs, out, notes=[f"Training data: {n}." for n in data_notes(run_dir)])
     for name, path in written.items():
         print(f"  {name:<20} {path}")
     return written
 
 
+def add_arguments(parser) -> None:
+    from medsage.launch.cli import add_overrides
+
+    parser.description = ("The whole method as one Hydra application (recipes/pipeline.yaml), each stage a resumable "
+                          "Ray job; Hydra's own flags (--cfg job, --info) pass through.")
+    parser.epilog = ("examples:\n  medsage pipeline +experiment=demo\n"
+                     "  medsage pipeline model.path=/models/Qwen2.5-VL-7B-Instruct eval_data_root=/data/eval\n"
+                     "  medsage pipeline +experiment=paper_table4 -m alpha=0,0.15,0.2,0.25")
+    parser.add_argument("-m", "--multirun", action="store_true", help="a Hydra multirun: one job per swept value")
+    add_overrides(parser, "+experiment=demo alpha=0.2")
+
+
 def main(argv: list[str] | None = None) -> int:
     import hydra
 
+    from medsage.launch.cli import parse
     from medsage.recipes import recipes_dir, register_resolvers
 
     register_resolvers()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parse("pipeline", argv, known=True)  # --help; the command line itself is Hydra's, flags and all
     # `medsage pipeline +experiment=x -m alpha=0,0.2` reads naturally; Hydra's parser wants -m first.
     flags = [a for a in argv if a in ("-m", "--multirun")]
     argv = flags + [a for a in argv if a not in flags]

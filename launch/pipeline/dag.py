@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsage.config import ConfigError, typed
 from medsage.io import atomic_write_json
+from medsage.launch import layout
 
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -59,8 +61,18 @@ class Stage:
         return [_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
 
     def manifest(self) -> dict:
-        path = self.out_dir / "stage.json"
+        path = self.out_dir / layout.STAGE
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+@dataclass
+class StageSpec:
+    """One entry of ``recipes/stages/<name>.yaml``, typed (``medsage.config.typed``)."""
+
+    argv: list[str]                                      # the medsage command line; {out}, {<stage>} templates
+    overrides: list[str] = field(default_factory=list)   # appended to argv (the recipe's <stage>_overrides)
+    env: str | None = None                               # a cluster.envs key; None: this interpreter
+    enabled: bool = True                                 # false leaves the stage out (Table 5's SFT row: no RL)
 
 
 def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = None) -> list[Stage]:
@@ -72,14 +84,14 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
     store = Path(store)
     envs = dict(envs or {})
     stages: dict[str, Stage] = {}
-    for name, entry in spec.items():
-        unknown = set(entry) - {"argv", "overrides", "env", "enabled"}
-        if unknown or "argv" not in entry:
-            raise PipelineError(f"stage {name!r}: needs argv and takes only argv, overrides, env, enabled; "
-                                f"got {sorted(entry)}")
-        if not entry.get("enabled", True):
+    for name, raw in spec.items():
+        try:
+            entry = typed(StageSpec, raw, f"stage {name!r}")
+        except ConfigError as err:
+            raise PipelineError(str(err)) from None
+        if not entry.enabled:
             continue
-        argv = [str(a) for a in [*entry["argv"], *(entry.get("overrides") or [])]]
+        argv = [*entry.argv, *entry.overrides]
         after = []
         for ref in sorted({r for a in argv for r in _REF.findall(a)} - {"out"}):
             if ref not in stages:
@@ -87,8 +99,7 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
                 raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
                                     f"stages so far: {', '.join(stages) or 'none'}")
             after.append(stages[ref])
-        env_name = entry.get("env")
-        stages[name] = Stage(name, argv, store, envs.get(env_name) if env_name else None, after)
+        stages[name] = Stage(name, argv, store, envs.get(entry.env) if entry.env else None, after)
     return list(stages.values())
 
 
@@ -103,12 +114,13 @@ class StageOutcome:
 def _write_manifest(stage: Stage, **fields) -> None:
     data = stage.manifest() | {"stage": stage.name, "key": stage.key, "command": ["medsage", *stage.command()],
                                "after": {s.name: s.key for s in stage.after}} | fields
-    atomic_write_json(stage.out_dir / "stage.json", data)
+    atomic_write_json(stage.out_dir / layout.STAGE, data)
 
 
 def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
     """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised)."""
-    from medsage.launch.pipeline.ray_jobs import python_for, run_job, runtime_env_for
+    from medsage.launch.pipeline.ray_jobs import run_job, runtime_env_for
+    from medsage.runtime import EXIT_WITH_PARENT_ENV, stage_python
 
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
@@ -124,9 +136,9 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
         started = time.time()
         _write_manifest(stage, status="running", started=started)
         # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
-        entry = "exec " + shlex.join([python_for(stage.env), "-m", "medsage.launch.cli", *stage.command()])
-        result = run_job(client, entry, stage.out_dir / "job.log",
-                         runtime_env=runtime_env_for(stage.env, {"MEDSAGE_EXIT_WITH_PARENT": "1"}))
+        entry = "exec " + shlex.join([stage_python(stage.env), "-m", "medsage.launch.cli", *stage.command()])
+        result = run_job(client, entry, stage.out_dir / layout.JOB_LOG,
+                         runtime_env=runtime_env_for(stage.env, {EXIT_WITH_PARENT_ENV: "1"}))
         ended = time.time()
         status = "finished" if result.ok else "failed"
         _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from medsage.runtime import stage_python
+
 DEFAULT_LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 
 
@@ -116,7 +118,7 @@ def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict 
 def runtime_env_for(env: str | None, env_vars: dict[str, str] | None = None) -> dict:
     """Ray runtime_env for a stage environment: a virtualenv folder or ``uv:pkg1,pkg2``; None: this one.
 
-    The entrypoint itself is run with the environment's python (``python_for``); ``py_executable``
+    The entrypoint itself is run with the environment's python (``medsage.runtime.stage_python``); ``py_executable``
     makes the job's Ray workers (verl's actors) use it too.
     """
     out: dict = {"env_vars": dict(env_vars or {})}
@@ -125,17 +127,5 @@ def runtime_env_for(env: str | None, env_vars: dict[str, str] | None = None) -> 
     if env.startswith("uv:"):
         out["uv"] = [p for p in env[3:].split(",") if p]
         return out
-    out["py_executable"] = str(python_for(env))
+    out["py_executable"] = stage_python(env)
     return out
-
-
-def python_for(env: str | None) -> str:
-    """The interpreter of a stage environment (a virtualenv folder), or this one."""
-    import sys
-
-    if env is None or env.startswith("uv:"):
-        return sys.executable
-    py = Path(env).expanduser() / "bin" / "python"
-    if not py.exists():
-        raise FileNotFoundError(f"stage environment {env!r} has no {py}; create it, then run `medsage env check`")
-    return str(py)

@@ -5,7 +5,7 @@
 EasyR1 scores a batch: ``compute_score(reward_inputs)`` with one dict per rollout holding
 ``response``, ``response_length`` and ``ground_truth``; it wants one dict per rollout with
 ``overall``, ``format`` and ``accuracy``. EasyR1 passes no question type: a yes/no reference is
-judged as closed, anything else as open (a row may still carry ``question_type`` / ``options``).
+closed and anything else open (medsage.vocab.type_of_answer, as in evaluation) (a row may still carry ``question_type`` / ``options``).
 The composite's dynamic weight normalisation uses the whole batch (``score_batch``).
 The self-check retry needs verl's agent loop: EasyR1 has no equivalent, so there is none here.
 """
@@ -18,12 +18,9 @@ _BUILT: dict[str, Any] = {}
 
 
 def _item(row: dict[str, Any]):
-    from medsage.answers import decide_yes_no
     from medsage.plugins.rewards import reward_input_from_row
 
     extra = {k: row[k] for k in ("question_type", "options", "id") if row.get(k) is not None}
-    if "question_type" not in extra:
-        extra["question_type"] = "closed" if decide_yes_no(str(row["ground_truth"]))[0] else "open"
     return reward_input_from_row(row["response"], row["ground_truth"], extra)
 
 

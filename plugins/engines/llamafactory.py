@@ -160,12 +160,6 @@ def _kind_ok(kind: str | None, value: Any) -> bool:
     return True  # unions, lists, dicts: LLaMA-Factory's own parser checks them at start
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("MEDSAGE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medsage")
-    return Path(root)
-
-
 def load_schema(python: str | None = None) -> dict:
     """The LLaMA-Factory train-argument schema of ``python``'s environment (cached per version)."""
     python = python or sys.executable
@@ -174,7 +168,9 @@ def load_schema(python: str | None = None) -> dict:
         raise LlamaFactoryArgError(f"llamafactory is not installed for {python} (pip install 'medsage[sft]')")
     key = hashlib.sha256(json.dumps([os.path.realpath(python), versions.get("llamafactory"),
                                      versions.get("transformers"), os.environ.get("USE_MCA", "")]).encode())
-    cache = _cache_dir() / f"llamafactory_schema_{key.hexdigest()[:16]}.json"
+    from medsage.runtime import cache_root
+
+    cache = cache_root() / f"llamafactory_schema_{key.hexdigest()[:16]}.json"
     if cache.is_file():
         try:
             return json.loads(cache.read_text())
@@ -197,25 +193,13 @@ def load_schema(python: str | None = None) -> dict:
 
 def engine_versions(python: str | None = None) -> dict[str, str | None]:
     """Installed versions of the packages a run depends on, in ``python``'s environment (no imports)."""
-    python = python or sys.executable
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
-        return _versions_here()
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--versions"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LlamaFactoryArgError(f"could not run {python}: {proc.stderr[-500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from medsage.runtime import package_versions  # here: as a script this file runs without medsage
 
-
-def _versions_here() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    try:
+        probe = package_versions(python, _VERSIONED)
+    except (RuntimeError, OSError) as err:
+        raise LlamaFactoryArgError(str(err)) from None
+    return {"python": probe["python_version"], **probe["packages"]}
 
 
 def _schema_here() -> dict:
@@ -279,16 +263,6 @@ def llamafactory_cli(env_dir: str | None) -> str:
     return str(here) if here.exists() else "llamafactory-cli"
 
 
-def stage_python(env_dir: str | None) -> str:
-    """The interpreter of the stage environment (``cluster.envs.sft``), or this one."""
-    if not env_dir:
-        return sys.executable
-    python = Path(env_dir).expanduser() / "bin" / "python"
-    if not python.exists():
-        raise LlamaFactoryArgError(f"cluster.envs.sft={env_dir!r}: {python} does not exist")
-    return str(python)
-
-
 def plan_launch(cluster: Any, config_path: str | Path) -> Launch:
     """CPU: plain ``llamafactory-cli train`` with no GPU visible; GPUs: LLaMA-Factory's torchrun path."""
     envs = cluster.get("envs") or {}
@@ -316,8 +290,6 @@ if __name__ == "__main__":
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     if sys.argv[1:] == ["--schema"]:
         print(json.dumps(_schema_here()))
-    elif sys.argv[1:] == ["--versions"]:
-        print(json.dumps(_versions_here()))
     else:
-        print("usage: python llamafactory.py --schema | --versions", file=sys.stderr)
+        print("usage: python llamafactory.py --schema", file=sys.stderr)
         raise SystemExit(2)

@@ -36,12 +36,6 @@ def final_trajectory(response: str) -> str:
     return response if parts is None else parts[2]
 
 
-def first_trajectory(response: str) -> str:
-    """τ1: the text before the check span (the whole text when there was no retry)."""
-    parts = split_retry(response)
-    return response if parts is None else parts[0]
-
-
 def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[RewardInput], dict[str, float]]:
     """The reward registered as ``name``, called uniformly: ``fn(item) -> {"overall": ..., <parts>}``.
 
@@ -71,12 +65,16 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[R
 
 def reward_input_from_row(response: str, ground_truth: Any, extra_info: dict | None) -> RewardInput:
     """A RewardInput from an RL row's ``reward_model.ground_truth`` and ``extra_info``
-    (``question_type``, ``options``, ``id``; written by the data pipeline). Missing type = open."""
+    (``question_type``, ``options``, ``id``; written by the data pipeline). A missing type is decided as
+    evaluation decides it (``medsage.vocab.type_of_answer``: a yes/no reference is closed)."""
+    from medsage.vocab import type_of_answer
+
     extra = dict(extra_info or {})
     options = extra.get("options")
     if options is not None and not isinstance(options, dict):  # parquet may hand back a list of pairs
         options = dict(options)
     options = {k: v for k, v in options.items() if v is not None} if options else None
     return RewardInput(response=response or "", ground_truth=str(ground_truth),
-                       question_type=str(extra.get("question_type") or "open"), options=options,
+                       question_type=str(extra.get("question_type") or type_of_answer(str(ground_truth))),
+                       options=options,
                        question=extra.get("question"), extra=extra)

@@ -1,9 +1,8 @@
 """Trajectory consistency reward (paper A.4): a trajectory scorer's verdict on the reasoning chain.
 
-The learned scorer (contrastively trained on kept vs rejected trajectories) is another issue; here
-is the interface it plugs into and a rule-based scorer to run without it. A scorer is any object
-with ``score(trajectory, item) -> float in [0, 1]``; select it with ``scorer=rule`` or
-``scorer=package.module:ScorerClass`` (constructed with ``scorer_kwargs``).
+A scorer is any object with ``score(trajectory, item) -> float in [0, 1]``, registered in the
+entry-point group ``medsage.scorers`` (``rule`` below; ``learned``, the contrastively trained scorer
+of plugins/scorer) or named as ``package.module:ScorerClass``; a class is constructed with ``scorer_kwargs``.
 
 The rule scorer is the mean of four key-information checks, none of which asks for textual
 overlap with a reference:
@@ -51,13 +50,12 @@ class RuleScorer:
 
 
 def load_scorer(spec: str = "rule", **kwargs: Any) -> TrajectoryScorer:
-    """``rule`` or ``"module:Class"``; the class is constructed with ``kwargs``."""
-    if spec == "rule":
-        return RuleScorer()
+    """A ``medsage.scorers`` entry point (``rule``, ``learned``) or ``"module:Class"``; a class is
+    constructed with ``kwargs``."""
+    from medsage.registry import SCORERS
+
     module, sep, attr = spec.partition(":")
-    if not sep:
-        raise ValueError(f"scorer {spec!r}: expected 'rule' or 'package.module:ScorerClass'")
-    obj = getattr(importlib.import_module(module), attr)
+    obj = getattr(importlib.import_module(module), attr) if sep else SCORERS.get(spec)
     scorer = obj(**kwargs) if isinstance(obj, type) else obj
     if not callable(getattr(scorer, "score", None)):
         raise TypeError(f"scorer {spec!r} has no score(trajectory, item) method")

@@ -13,15 +13,15 @@ are on records it never saw.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medsage scorer", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def add_arguments(p) -> None:
+    from medsage.launch.cli import add_commands, add_overrides
+
+    p.description, _, p.epilog = __doc__.strip().partition("\n\n")
+    sub = add_commands(p)
     tr = sub.add_parser("train", help="train on kept vs rejected + generated negatives; held-out metrics; checkpoint")
     # One path per flag, repeatable: a list-valued flag would swallow the Hydra overrides that follow it.
     tr.add_argument("--kept", action="append", required=True, help="kept.jsonl from `medsage data synth run` (repeatable)")
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="rejected.jsonl: its failed drafts are negatives (repeatable)")
     tr.add_argument("--out", required=True, help="checkpoint folder (replaced atomically when it exists)")
     tr.add_argument("--config", default="scorer/minilm", help="recipe name under medsage's recipes folder")
-    tr.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. epochs=5 device=cuda finetune_encoder=true")
+    add_overrides(tr, "epochs=5 device=cuda finetune_encoder=true")
     ev = sub.add_parser("eval", help="per-kind AUROC / accuracy of a checkpoint on records")
     ev.add_argument("--checkpoint", required=True, help="folder written by `medsage scorer train`")
     ev.add_argument("--kept", action="append", required=True, help="kept.jsonl: the positives (repeatable)")
@@ -39,7 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--out", help="also write the metrics here as JSON")
-    return p
 
 
 def format_metrics(metrics: dict[str, dict]) -> str:
@@ -56,19 +55,14 @@ def format_metrics(metrics: dict[str, dict]) -> str:
 
 
 def _train(args) -> int:
+    from medsage.config import typed
     from medsage.plugins.scorer.train import TrainConfig, run_train
     from medsage.recipes import compose
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown scorer setting(s) {unknown}; known: {', '.join(sorted(known))}")
-    missing = [k for k, v in cfg.items() if v == "???"]
-    if missing:
-        raise ValueError(f"set {', '.join(missing)} (recipe {args.config})")
-    result = run_train(args.kept, args.rejected, args.out, TrainConfig(**cfg))
+    cfg = typed(TrainConfig, OmegaConf.to_container(compose(args.config, args.overrides), resolve=True),
+                f"recipes/{args.config}.yaml")
+    result = run_train(args.kept, args.rejected, args.out, cfg)
     print(format_metrics(result.metrics))
     print(f"checkpoint: {result.checkpoint} ({result.seconds:.0f} s)")
     return 0
@@ -99,7 +93,9 @@ def _eval(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from medsage.launch.cli import parse
+
+    args = parse("scorer", argv)
     from hydra.errors import HydraException
 
     from medsage.records import RecordError

@@ -277,7 +277,7 @@ def read_manifest(checkpoint: str | Path) -> dict[str, Any]:
 class LearnedScorer:
     """The trained scorer behind the ``consistency`` reward::
 
-        reward=consistency reward.params.scorer=medsage.plugins.scorer.model:LearnedScorer
+        reward=consistency reward.params.scorer=learned
         reward.params.scorer_kwargs.checkpoint=out/scorer
 
     ``score`` takes one trajectory (the reward's interface); ``score_batch`` scores many in batches,

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 import synth_server as H  # tests/helpers (pytest pythonpath)
 
-from medsage.data_pipeline.synthesis.client import CallError, ClientConfig, Image, Message, SynthClient
+from medsage.chat import CallError, ChatClient as SynthClient, ClientConfig, Image, Message
 
 
 HELLO = [Message("system", "be brief"), Message("user", "hello")]

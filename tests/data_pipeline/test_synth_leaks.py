@@ -78,7 +78,7 @@ def test_answer_must_match_ground_truth(kind, answer, options, said, ok):
 
 def test_shipped_recipes_load_and_knowledge_never_names_its_label():
     prompts = load_prompts("synthesis/prompts.yaml")
-    assert set(prompts) == {"loc", "vis", "know", "con", "verify"}
+    assert set(prompts) == {"loc", "vis", "know", "con", "verify", "propose", "roi_check"}
     templates = load_templates("synthesis/templates.yaml")
     assert len(templates) >= 2
     table = load_knowledge("synthesis/knowledge.yaml", templates)
@@ -120,8 +120,8 @@ def test_synthesis_recipes_have_a_command_header_and_document_every_field():
     for path in sorted((recipes_dir() / "synthesis").glob("*.yaml")):
         lines = path.read_text().splitlines()
         assert "medsage data synth" in "\n".join(lines[:4]), f"{path}: no command header"
-        if path.name == "knowledge.yaml":
-            continue  # a data table (label -> template -> sentence), documented by its header
+        if path.name in ("knowledge.yaml", "knowledge_base.yaml"):
+            continue  # data tables (label -> template -> sentence; knowledge entries), documented by their header
         block_indent = None  # inside a `key: |` block scalar, lines are text, not fields
         previous = ""
         for n, line in enumerate(lines, 1):

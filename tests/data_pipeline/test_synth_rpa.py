@@ -4,12 +4,14 @@ offline run with the template synthesizer (no model)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from omegaconf import OmegaConf
 
 from medsage.answers import match_answer
-from medsage.data_pipeline.synthesis.rpa import low_level_copies, plan_units, select_per_image
+from medsage.data_pipeline.synthesis.draw import Draw, draw_order
+from medsage.data_pipeline.synthesis.rpa import low_level_copies, plan_units
 from medsage.data_pipeline.synthesis.run import run_synthesis
 from medsage.records import RoI, read_records
 from medsage.recipes import compose
@@ -61,11 +63,12 @@ def test_template_run_end_to_end(demo_samples, tmp_path):
     samples[7].rejection = "too_dark"  # rejected upstream: carried through and counted
     result = run_synthesis(samples, _cfg(**{"rpa.max_per_image": 6}), tmp_path / "out")
     rep = result.report
-    # Every unit is accounted for: kept, or rejected with a reason (duplicate, image cap, ...).
-    assert rep["units"] == 7 * 5 * 4
-    assert rep["trajectories_kept"] + rep["rejected"] == rep["units"] + 1
+    # The cap is applied before drafting: only 6 of each record's 20 units are drafted, none thrown away.
+    assert rep["units_planned"] == 7 * 5 * 4 and rep["units"] == 7 * 6 and rep["units_not_drafted"] == 7 * 14
+    assert rep["trajectories_kept"] + rep["rejected"] == rep["units"] + 1  # every drafted unit accounted for
     assert rep["records_in"] == 8 and rep["records_rejected_upstream"] == 1 and rep["records_with_trajectories"] == 7
-    assert rep["trajectories_kept"] == 7 * 6 and rep["rejected_by_reason"]["image_cap"] > 0
+    assert rep["trajectories_kept"] == 7 * 6 and "image_cap" not in rep["rejected_by_reason"]
+    assert rep["drafts_per_kept_trajectory"] == 1.0 and rep["draw_rounds"] == 1
     assert rep["calls_made"] == 0
     kept = list(read_records(tmp_path / "out" / "kept.jsonl"))
     rejected = list(read_records(tmp_path / "out" / "rejected.jsonl"))
@@ -90,19 +93,46 @@ def test_template_run_end_to_end(demo_samples, tmp_path):
     assert len(sft) == len(kept)
 
 
-def test_dedup_and_cap(demo_samples, tmp_path):
-    samples = _with_rois(demo_samples[:1])
-    kept = run_synthesis(samples, _cfg(**{"rpa.max_per_image": 100}), tmp_path / "a").kept
-    import copy
-
-    twice = kept + [copy.deepcopy(k) for k in kept[:3]]
-    selected, dropped = select_per_image(twice, 100)
-    assert len(selected) == len(kept) and [w for _, w in dropped] == ["duplicate"] * 3
-    selected, dropped = select_per_image(kept, 4)
-    assert len(selected) == 4 and len(dropped) == len(kept) - 4
-    assert len({s.metadata["synth"]["roi_index"] for s in selected}) == 4  # one per RoI first
+def test_draw_order_spreads_over_rois_and_images(demo_samples):
+    samples = _with_rois(demo_samples[:3])
+    units = [u for s in samples for u in plan_units(s, T)]
+    order = draw_order(units, seed=0)
+    assert sorted(u.uid for u in order) == sorted(u.uid for u in units) and draw_order(units, seed=0) == order
+    # Rank 0 of every RoI of every image comes before any RoI's second template.
+    first = order[:3 * 5]
+    assert {(u.sample.id, u.roi_index) for u in first} == {(s.id, i) for s in samples for i in range(5)}
+    assert draw_order(units, seed=1) != order  # images in a seeded order
+    draw = Draw(order, cap=4, target=7)
+    batch = draw.next_round()
+    assert len(batch) == 7 and max(Counter(tuple(u.sample.images) for u in batch).values()) <= 4
+    for u in batch[:5]:  # five kept, two failed: the next round asks for exactly two replacements
+        assert draw.accept(u, _traj(u.uid))
+    assert not draw.accept(batch[5], _traj(batch[0].uid))  # a duplicate frees its place too
+    again = draw.next_round()
+    assert len(again) == 2 and not set(map(id, again)) & set(map(id, batch))
+    for u in again:
+        draw.accept(u, _traj(u.uid))
+    assert draw.next_round() == [] and draw.kept == 7
     with pytest.raises(ValueError):
-        select_per_image(kept, 0)
+        Draw(order, cap=0, target=None)
+
+
+def _traj(tag):
+    from medsage.scaffold import Trajectory
+
+    return Trajectory(loc=f"at {tag}", vis="v", know="k", con="c", answer="a")
+
+
+def test_sft_target_is_met_with_few_drafts(demo_samples, tmp_path):
+    """A target below the pool: drafting stops there, spread over every image, one draft per kept."""
+    samples = _with_rois(demo_samples[:6])
+    rep = run_synthesis(samples, _cfg(**{"rpa.target": 10}), tmp_path / "out").report
+    assert rep["trajectories_kept"] == 10 == rep["units"] and rep["sft_target"] == 10 and rep["target_shortfall"] == 0
+    assert rep["drafts_per_kept_trajectory"] == 1.0
+    kept = list(read_records(tmp_path / "out" / "kept.jsonl"))
+    assert len({s.images[0] for s in kept}) == 2  # rank 0 (five RoIs) of two images: a spread, not one image
+    rep = run_synthesis(samples, _cfg(**{"rpa.target": 1000}), tmp_path / "big").report
+    assert rep["trajectories_kept"] == 6 * 8 and rep["target_shortfall"] == 1000 - 48  # the cap bounds it
 
 
 def test_low_level_aug_baseline(demo_samples, tmp_path):

@@ -14,6 +14,7 @@ from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig, roi_region
 from medsage.data_pipeline.writers import (easyr1_row, rl_options, write_easyr1, write_llava_sft,
                                            write_verl_parquet)
+from medsage.prompts import PromptConfig, human_turn, instruction_text
 from medsage.registry import SOURCES
 from medsage.scaffold import Trajectory, check_strict
 
@@ -76,7 +77,10 @@ def test_verl_parquet_is_read_by_verl_rlhf_dataset(records, tiny_model_dir, tmp_
     from transformers import AutoProcessor, AutoTokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    path = write_verl_parquet(records, tmp_path / "rl" / "verl.parquet", system_prompt="Answer in LVKC stages.")
+    import dataclasses
+
+    prompt = dataclasses.replace(PromptConfig.load("lvkc"), system="Answer in LVKC stages.")
+    path = write_verl_parquet(records, tmp_path / "rl" / "verl.parquet", prompt=prompt)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     # filter_overlong_prompts needs qwen_vl_utils (a vLLM-environment package) to size image prompts; the
@@ -94,7 +98,7 @@ def test_verl_parquet_is_read_by_verl_rlhf_dataset(records, tiny_model_dir, tmp_
         kinds = [part["type"] for part in user["content"]]
         assert kinds == ["image", "text"]
         assert user["content"][0]["image"] == sample.images[0]
-        assert user["content"][1]["text"] == sample.prompt_text()
+        assert user["content"][1]["text"] == "\n" + instruction_text(sample, prompt)  # Figure 6: <image>\n...
         assert row["reward_model"]["ground_truth"] == sample.answer
         assert row["extra_info"]["question_type"] == sample.question_type
         assert rl_options(row["extra_info"]) == sample.options
@@ -125,9 +129,9 @@ def test_easyr1_rows_jsonl_and_parquet(records, tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == len(records)
     for row, sample in zip(rows, records):
-        assert row["problem"] == "<image>" + sample.prompt_text()
+        assert row["problem"] == human_turn(sample, PromptConfig.load("lvkc"))
         assert row["answer"] == sample.answer and row["images"] == sample.images
-    custom = easyr1_row(records[0], prompt_key="prompt", answer_key="solution", image_key="imgs")
+    custom = easyr1_row(records[0], PromptConfig.load(), prompt_key="prompt", answer_key="solution", image_key="imgs")
     assert {"prompt", "solution", "imgs"} <= set(custom)
     table = pq.read_table(write_easyr1(records, tmp_path / "easyr1.parquet", fmt="parquet"))
     assert table.num_rows == len(records) and {"problem", "answer", "images"} <= set(table.column_names)

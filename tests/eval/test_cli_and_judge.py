@@ -54,7 +54,7 @@ def test_eval_recipe_composes_with_every_backend():
 
     cfg = compose("eval", ["eval.data_root=/data", "eval/backend=openai", "eval.backend.base_url=http://x/v1"])
     assert cfg.eval.benchmarks.slake.path == "/data/Slake1.0" and cfg.eval.backend.name == "openai"
-    assert "<LOC>" in cfg.eval.prompt.template and cfg.eval.generation.temperature == 0.0
+    assert "<LOC>" in cfg.prompt.template and cfg.eval.generation.temperature == 0.0
     assert compose("eval", ["eval/backend=vllm"]).eval.backend.limit_images >= 7  # MMMU items have up to 7 images
 
 

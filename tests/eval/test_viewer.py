@@ -150,23 +150,17 @@ def make_eval_run(root: Path) -> Path:
 
 
 def _judge(pred: Path) -> None:
-    """``medsage eval judge``'s per-item file, from the real judge code and a canned judge reply."""
-    from types import SimpleNamespace
+    """``medsage eval judge``'s per-item file, from the real judge code and a scripted loopback judge."""
+    import synth_server as H
 
     from medsage.eval.judge import JudgeConfig, judge_items
     from medsage.eval.scoring import read_predictions
 
-    class CannedJudge:  # the OpenAI client's chat.completions.create, answering one fixed reply
-        def __init__(self):
-            self.chat = SimpleNamespace(completions=self)
-
-        def create(self, **_):
-            reply = '{"localization": 4, "reasoning": 5}'
-            return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=reply))])
-
-    cfg = JudgeConfig("http://127.0.0.1:9", "judge", "{question} {answer} {prediction}",
-                      ("localization", "reasoning", "knowledge"), concurrency=1)
-    judged = judge_items(read_predictions(pred)[:1], cfg, client=CannedJudge())
+    reply = (200, H.completion('{"localization": 4, "reasoning": 5}'), 0.0)
+    with H.LoopbackServer(lambda body, headers: reply) as server:
+        cfg = JudgeConfig(server.base_url, "judge", "{question} {answer} {prediction}",
+                          ("localization", "reasoning", "knowledge"), concurrency=1)
+        judged = judge_items(read_predictions(pred)[:1], cfg)
     pred.with_name(f"{pred.stem}.judge.jsonl").write_text("".join(json.dumps(v) + "\n" for v in judged))
 
 
@@ -422,6 +416,6 @@ def test_serve_flag_serves_after_writing(tmp_path, monkeypatch):
 
 
 def test_cli_verb_is_wired():
-    from medsage.launch.cli import available
+    from medsage.launch.cli import COMMANDS
 
-    assert available()["view"][0] == "medsage.eval.view.build"
+    assert COMMANDS["view"][0] == "medsage.eval.view.build"

@@ -123,10 +123,14 @@ class LvkcScript:
     """
 
     def __init__(self, prompts: dict, *, leak_first_know: bool = False, leak_word: str = "liver",
-                 reject_if: str | None = None, hold_after: int | None = None, delay: float = 0.0):
+                 reject_if: str | None = None, hold_after: int | None = None, delay: float = 0.0,
+                 proposal: dict | None = None, roi_relevant: bool = True):
         self.stage_of = {p.system.strip(): stage for stage, p in prompts.items()}
         self.leak_first_know, self.leak_word = leak_first_know, leak_word
         self.reject_if, self.hold_after, self.delay = reject_if, hold_after, delay
+        # RoI proposal: the region proposed (a box on the 0-1000 grid by default) and the check's verdict.
+        self.proposal = proposal or {"box_2d": [250, 300, 700, 800], "label": "right upper abdomen"}
+        self.roi_relevant = roi_relevant
         self.seen_know: Counter = Counter()
         self.stages: Counter = Counter()
         self.count = 0
@@ -157,8 +161,9 @@ class LvkcScript:
                 first = self.seen_know[text] == 1
             if self.leak_first_know and first:
                 reply = f"- A bright focus in this organ is typical of a {self.leak_word} lesion."
-            else:
-                reply = "- A focal area denser than its parenchyma indicates a focal lesion.\n- Sharp margins favour a contained process."
+            else:  # the angle shapes the knowledge, as it would a model's: templates give distinct trajectories
+                reply = ("- A focal area denser than its parenchyma indicates a focal lesion.\n- Sharp margins favour a "
+                         f"contained process.\n- {field(text, 'Interpretation angle')}")
         elif stage == "con":
             reply = json.dumps({"conclusion": "The bright, sharply marginated focus meets the criteria for a focal lesion.",
                                 "answer": field(text, "Reference answer")})
@@ -166,6 +171,11 @@ class LvkcScript:
             bad = self.reject_if is not None and self.reject_if in field(text, "Reference answer").lower()
             reply = json.dumps({"consistent": not bad, "problems": [
                 {"kind": "cross_stage_contradiction", "detail": "visual analysis and conclusion disagree"}] if bad else []})
+        elif stage == "propose":
+            reply = "Here is the region: " + json.dumps(self.proposal)
+        elif stage == "roi_check":
+            reply = json.dumps({"relevant": self.roi_relevant,
+                                "reason": "the region holds the finding" if self.roi_relevant else "it shows the spine"})
         else:
             return 400, {"error": {"message": "unknown stage"}}, 0.0
         return 200, completion(reply), self.delay

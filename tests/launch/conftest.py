@@ -11,13 +11,13 @@ def sft_schema_cache(tmp_path_factory):
     import os
 
     cache = tmp_path_factory.mktemp("medsage_cache")
-    old = os.environ.get("MEDSAGE_CACHE_DIR")
-    os.environ["MEDSAGE_CACHE_DIR"] = str(cache)
+    old = os.environ.get("MEDSAGE_CACHE")
+    os.environ["MEDSAGE_CACHE"] = str(cache)
     yield cache
     if old is None:
-        os.environ.pop("MEDSAGE_CACHE_DIR", None)
+        os.environ.pop("MEDSAGE_CACHE", None)
     else:
-        os.environ["MEDSAGE_CACHE_DIR"] = old
+        os.environ["MEDSAGE_CACHE"] = old
 
 
 @pytest.fixture

@@ -53,13 +53,12 @@ def test_embedded_cluster_runs_jobs_on_loopback_and_stops(tmp_path, monkeypatch)
 
 
 def test_runtime_env_for_a_virtualenv_and_uv(tmp_path):
-    from medsage.launch.pipeline.ray_jobs import python_for, runtime_env_for
+    from medsage.launch.pipeline.ray_jobs import runtime_env_for
 
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text("")
     assert runtime_env_for(str(venv))["py_executable"] == str(venv / "bin" / "python")
     assert runtime_env_for("uv:verl==0.9.1,cachetools")["uv"] == ["verl==0.9.1", "cachetools"]
-    assert python_for(None) == sys.executable
-    with pytest.raises(FileNotFoundError, match="has no"):
-        python_for(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="has no"):  # the interpreter is medsage.runtime.stage_python's
+        runtime_env_for(str(tmp_path / "missing"))

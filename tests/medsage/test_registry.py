@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,7 @@ from medsage.registry import Registry, RegistryError
 def plugin_dist(tmp_path, monkeypatch):
     """An installed third-party distribution (a real dist-info on sys.path) declaring medsage.testkind entries."""
 
-    def make(name: str, entries: dict[str, str], module_src: str = "") -> None:
+    def make(name: str, entries: dict[str, str], module_src: str = "", group: str = "medsage.testkind") -> None:
         pkg = tmp_path / name
         pkg.mkdir()
         (pkg / f"{name}_plugin.py").write_text(textwrap.dedent(module_src))
@@ -22,7 +23,7 @@ def plugin_dist(tmp_path, monkeypatch):
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
         lines = "\n".join(f"{k} = {v}" for k, v in entries.items())
-        (info / "entry_points.txt").write_text(f"[medsage.testkind]\n{lines}\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
         monkeypatch.syspath_prepend(str(pkg))
 
     yield make
@@ -80,3 +81,30 @@ def test_broken_plugin_import_names_the_entry_point(plugin_dist):
     plugin_dist("labfive", {"broken": "labfive_plugin:missing_attr"}, "x = 1\n")
     with pytest.raises(RegistryError, match="'broken' is installed as 'labfive_plugin:missing_attr' but failed"):
         Registry("testkind").get("broken")
+
+
+def test_eval_backends_and_scorers_are_registered_like_the_rest():
+    from medsage.eval.backends.base import make_backend
+    from medsage.plugins.rewards.consistency import RuleScorer, load_scorer
+    from medsage.registry import EVAL_BACKENDS, SCORERS
+
+    assert {"hf", "vllm", "openai"} <= set(EVAL_BACKENDS.names())
+    assert {"rule", "learned"} <= set(SCORERS.names())
+    assert isinstance(load_scorer("rule"), RuleScorer)
+    with pytest.raises(RegistryError, match="Did you mean 'rule'"):
+        load_scorer("rules")
+    with pytest.raises(RegistryError, match="unknown eval_backends 'hff'.*Did you mean 'hf'"):
+        make_backend(SimpleNamespace(name="hff"), "unused", None)
+
+
+def test_a_plugin_eval_backend_is_built_from_its_recipe_node(plugin_dist):
+    from omegaconf import OmegaConf
+
+    from medsage.eval.backends.base import GenerationConfig, make_backend
+
+    plugin_dist("labsix", {"echo": "labsix_plugin:Echo"}, "class Echo:\n    name = 'echo'\n"
+                "    @classmethod\n    def from_recipe(cls, cfg, model_path, generation):\n"
+                "        e = cls(); e.args = (cfg.greeting, model_path, generation); return e\n",
+                group="medsage.eval_backends")
+    backend = make_backend(OmegaConf.create({"name": "echo", "greeting": "hi"}), "/m", GenerationConfig())
+    assert backend.args == ("hi", "/m", GenerationConfig())

@@ -158,4 +158,6 @@ def test_reward_input_from_rl_row():
     it = reward_input_from_row("x", "B", {"question_type": "choice", "options": {"A": "Lung", "B": "Liver", "C": None},
                                           "id": "s1"})
     assert it.options == {"A": "Lung", "B": "Liver"} and it.question_type == "choice"
-    assert reward_input_from_row("x", "yes", None).question_type == "open"
+    # A row without a type is typed as evaluation types it (medsage.vocab.type_of_answer).
+    assert reward_input_from_row("x", "Yes", None).question_type == "closed"
+    assert reward_input_from_row("x", "not present", None).question_type == "open"

@@ -3,7 +3,8 @@
 For a unit (record, RoI r, template t):
   loc        = f_loc(I, q, hint(r))                 anatomical words; the scaffold appends box_2d
   Vis(r)     = f_vis(I, crop(I, r), q, loc)          Eq. 2: the full image and the RoI crop
-  Know(r, t) = f_know(Vis(r), t, label)              Eq. 3-4: one interpretation template
+  K          = retrieve(q, label, Vis(r), t)         A.3.4: entries of the knowledge base (BM25)
+  Know(r, t) = f_know(Vis(r), t, label, K)           Eq. 3-4: one interpretation template
   Out(r, t)  = f_out(Vis(r), Know(r, t), y)          Eq. 5: conclusion and answer, given y
   tau(r, t)  = scaffold(loc, Vis, Know, Out)         Eq. 6: rendered by medsage.scaffold
 loc and Vis depend on r only, so the cache answers them once for all templates of a RoI. Each
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import json
 
-from medsage.data_pipeline.synthesis.client import FATAL, CallError, Image, Message, SynthClient
+from medsage.chat import FATAL, CallError, ChatClient, Image, Message
+from medsage.data_pipeline.synthesis.knowledge import KnowledgeBase
 from medsage.data_pipeline.synthesis.leaks import guidance_label, reference_answer
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.rpa import Draft, SynthesisError, Unit, with_region
@@ -56,12 +58,13 @@ class LLMSynthesizer:
 
     name = NAME
 
-    def __init__(self, cfg, client: SynthClient | None):
+    def __init__(self, cfg, client: ChatClient | None):
         if client is None:
             raise ValueError("the llm synthesizer needs a client (set client.base_url and client.model)")
         self.client = client
         self.prompts = load_prompts(cfg["prompts_file"])
         self.templates = load_templates(cfg["templates_file"])
+        self.knowledge, self.top_k = KnowledgeBase.from_cfg(cfg.get("knowledge_base"))
 
     async def _ask(self, stage: str, images: tuple[Image, ...], salt: str, **values: str) -> str:
         system, user = self.prompts[stage].render(**values)
@@ -83,9 +86,13 @@ class LLMSynthesizer:
         views = (full,)
         if unit.crop_box is not None:
             views = (full, Image.crop(sample.images[0], unit.crop_box))  # Eq. 2: global context + RoI evidence
-        vis = await self._ask("vis", views, salt, question=question, roi_summary=loc)
-        know = await self._ask("know", (), salt, question=question, visual_summary=vis,
-                               template=self.templates[unit.template], label=guidance_label(sample))
+        caption = (sample.metadata.get("context") or {}).get("caption") or "none"  # short_qa keeps it
+        vis = await self._ask("vis", views, salt, question=question, roi_summary=loc, context=caption)
+        angle, label = self.templates[unit.template], guidance_label(sample)
+        retrieved = (self.knowledge.retrieve(" ".join([question, label, vis, angle]), self.top_k)
+                     if self.knowledge else [])
+        know = await self._ask("know", (), salt, question=question, visual_summary=vis, template=angle,
+                               label=label, retrieved="\n".join(e.line() for e in retrieved) or "none")
         out = parse_json_reply(await self._ask("con", (), salt, question=question, visual_summary=vis,
                                                knowledge=know, answer=reference_answer(sample)),
                                "con", ("conclusion", "answer"))
@@ -93,7 +100,9 @@ class LLMSynthesizer:
         if not con or not answer:
             raise SynthesisError("con_malformed", "empty conclusion or answer")
         model = self.client.cfg.model
-        provenance = [Provenance(stage=s, made_by=f"{NAME}:{model}", detail=f"template={unit.template}")
-                      for s in ("loc", "vis", "know", "con")]
+        detail = f"template={unit.template}"
+        provenance = [Provenance(stage=s, made_by=f"{NAME}:{model}", detail=detail) for s in ("loc", "vis", "con")]
+        provenance.insert(2, Provenance(stage="know", made_by=f"{NAME}:{model}",
+                                        detail=f"{detail}; knowledge={','.join(e.id for e in retrieved) or 'none'}"))
         return Draft(Trajectory(loc=with_region(loc, unit.region()), vis=vis, know=know, con=con, answer=answer),
                      loc, provenance)

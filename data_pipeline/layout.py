@@ -1,0 +1,43 @@
+"""What the data stages write, by name: the one place later stages, the viewer and the recipes look them up.
+
+``medsage data run <out>`` (data_pipeline/run.py)::
+
+    records.jsonl   kept records          rejected.jsonl  every rejection, with its reason
+    summary.json    counts per source     sft/            LLaVA SFT files     rl/  verl.parquet, easyr1.*
+
+``medsage data synth run --out <out>`` (data_pipeline/synthesis/run.py)::
+
+    kept.jsonl      one record per kept trajectory      rejected.jsonl  every unit not kept, with its attempts
+    report.json     counts, calls, tokens (written last: marks a finished run)      sft/  cache/
+
+``medsage data synth rl --out <out>`` (data_pipeline/rl_sample.py): ``sage_rl.parquet`` and siblings.
+``medsage data dedup --out <out>`` (data_pipeline/dedup.py): ``kept.txt``, ``removed.jsonl``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RECORDS = "records.jsonl"
+REJECTED = "rejected.jsonl"
+SUMMARY = "summary.json"
+SFT_DIR = "sft"
+RL_DIR = "rl"
+VERL_FILE = "verl.parquet"
+KEPT = "kept.jsonl"
+SYNTH_REPORT = "report.json"
+CACHE_DIR = "cache"
+RL_SAMPLE = "sage_rl"
+DEDUP_KEPT = "kept.txt"
+DEDUP_REMOVED = "removed.jsonl"
+
+
+def shard_file(stem: Path, name: str) -> Path:
+    """A data-run shard's part of ``name``: ``<stem>.records.jsonl``, ``<stem>.rejected.jsonl``."""
+    return stem.with_suffix(f".{name}")
+
+
+def rl_sample_files(out: Path, name: str = RL_SAMPLE) -> dict[str, Path]:
+    """The balanced SAGE-rl sample's files: verl parquet, EasyR1 JSON lines, records, summary."""
+    return {"verl": out / f"{name}.parquet", "easyr1": out / f"{name}.easyr1.jsonl",
+            "records": out / f"{name}.jsonl", "summary": out / f"{name}.summary.json"}

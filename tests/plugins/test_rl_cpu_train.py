@@ -8,10 +8,6 @@ minutes on 2 cores), so the assertions of a run are gathered in one test. Only
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,44 +15,20 @@ pytest.importorskip("verl")
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
-from medsage.plugins.engines.verl import console_step_metrics  # noqa: E402
+from rl_run import dumped, run_rl, write_rl_parquet  # noqa: E402  (tests/helpers)
 
-HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+from medsage.plugins.engines.verl import console_step_metrics  # noqa: E402
 
 
 @pytest.fixture
 def rl_parquet(tmp_path):
-    """Closed and choice questions alternating (two prompt lengths in every batch of two), in order."""
-    from medsage.data_pipeline.writers import write_verl_parquet
-    from medsage.launch.demo.samples import make_demo_samples
-
-    samples = [s for s in make_demo_samples(tmp_path / "demo", n=12) if s.question_type in ("closed", "choice")]
-    return write_verl_parquet(samples[:8], tmp_path / "rl.parquet")
+    return write_rl_parquet(tmp_path)
 
 
-def run_rl(tmp_path, model, data, *overrides, extra=()):
-    out = tmp_path / "run"
-    verl_extra = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "data.shuffle=false", *extra]
-    cmd = [sys.executable, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", "cluster=local_cpu",
-           f"train_files={data}", f"output_dir={out}", "rl.epochs=1", "rl.rollout_n=2", "rl.rollout_batch_prompts=2",
-           "rl.micro_batch_per_device=2", "rl.grad_accum=1", "rl.log_prob_micro_batch=4", "rl.max_prompt_length=512",
-           "rl.max_response_length=24", "rl.retry_max_tokens=24", "rl.request_budget=48",
-           "rl.request='Check the answer.'", "rl.test_freq=-1", *overrides,
-           "extra_overrides=[" + ",".join(f"'{o}'" for o in verl_extra) + "]"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-8000:]
+def train(tmp_path, model, data, *overrides, extra=()):
+    out, rc, log = run_rl(tmp_path, model, data, *overrides, extra=extra)
+    assert rc == 0, log[-8000:]
     return out, log
-
-
-def dumped(out: Path) -> list[dict]:
-    import json
-
-    rows = []
-    for step in (1, 2):
-        rows += [json.loads(line) for line in (out / "rollouts" / f"{step}.jsonl").read_text().splitlines()]
-    return rows
 
 
 def test_rgrpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
@@ -64,7 +36,7 @@ def test_rgrpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
 
     from medsage.eval.view.load import load
 
-    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "rl.save_freq=2")
+    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "rl.save_freq=2")
     steps = console_step_metrics(log)
     assert sorted(steps) == [1, 2], log[-4000:]
     s1, s2 = steps[1], steps[2]
@@ -96,7 +68,7 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
     loop_file.write_text(yaml.safe_dump([{"name": "medsage_self_check", "_target_": "forced_check_loop.ForcedCheckLoop",
                                           "alpha": 0.2, "tau1_max_tokens": 24, "tau2_max_tokens": 24,
                                           "request": "Check the answer."}]))
-    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1",
+    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1",
                       extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}"])
     steps = console_step_metrics(log)
     assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps
@@ -110,7 +82,7 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
 
 
 def test_plain_grpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
-    out, log = run_rl(tmp_path, tiny_model_dir, rl_parquet, "rl=grpo", "rl.save_freq=-1")
+    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "rl=grpo", "rl.save_freq=-1")
     steps = console_step_metrics(log)
     assert sorted(steps) == [1, 2]
     assert all(s["medsage/self_check_rate"] == 0 for s in steps.values())

@@ -194,7 +194,11 @@ def ray_address(cfg) -> str | None:
 def driver_env(cfg) -> dict[str, str]:
     """Environment of verl's driver process (``python -m verl.trainer.main_ppo``)."""
     env = worker_env(cfg)
-    if not ray_address(cfg):
+    if ray_address(cfg):
+        # a job's driver: Ray refuses a ray.init runtime_env that repeats a field of the job's (verl
+        # always passes py_executable); ours names the same interpreter (ray_overrides), so let it win
+        env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    else:
         # Ray resolves 127.0.0.1 to the interface address unless cluster mode is off
         # (medsage.launch.pipeline.ray_jobs); its own cluster must stay on loopback
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -206,15 +210,21 @@ def ray_overrides(cfg, world: int) -> dict[str, Any]:
     init: dict[str, Any] = {"runtime_env": {"env_vars": worker_env(cfg)}}
     address = ray_address(cfg)
     if address:
+        from medsage.runtime import stage_python
+
         init["address"] = str(address)
+        init["runtime_env"]["py_executable"] = stage_python(cfg.cluster.envs.rl)
     else:
         init.update({"_node_ip_address": "127.0.0.1", "include_dashboard": False})
         if cfg.cluster.accelerator == "cpu":
             # a logical GPU per rank for verl's resource pools; its placement groups (trainer ranks,
             # agent-loop and reward workers) need more logical CPUs than two cores offer
             init.update({"num_gpus": world, "num_cpus": max(8, 4 * world)})
-    return {f"+ray_kwargs.ray_init.{k}": v for k, v in init.items() if k != "runtime_env"} | {
-        "+ray_kwargs.ray_init.runtime_env.env_vars": init["runtime_env"]["env_vars"]}
+    out = {f"+ray_kwargs.ray_init.{k}": v for k, v in init.items() if k != "runtime_env"}
+    out["+ray_kwargs.ray_init.runtime_env.env_vars"] = init["runtime_env"]["env_vars"]
+    if "py_executable" in init["runtime_env"]:
+        out["ray_kwargs.ray_init.runtime_env.py_executable"] = init["runtime_env"]["py_executable"]
+    return out
 
 
 def cpu_overrides() -> dict[str, Any]:

@@ -128,3 +128,22 @@ def test_hydra_values_round_trip():
     value = {"a": "x y", "b": [1, 2.5, None, True], "c": "1e-5", "d": "it's", "e": "plain_name", "f": "/a/b.py"}
     parsed = OverridesParser.create().parse_override(f"k={rl_launch._hydra_value(value)}").value()
     assert parsed == value
+
+
+def test_verl_starts_its_ray_on_loopback_or_joins_the_pipelines(tmp_path, monkeypatch):
+    from medsage.plugins.engines import verl as engine
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = rl_launch.compose_recipe(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu",
+                                    f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    own = engine.ray_overrides(cfg, 1)
+    assert own["+ray_kwargs.ray_init._node_ip_address"] == "127.0.0.1" and own["+ray_kwargs.ray_init.num_gpus"] == 1
+    assert engine.driver_env(cfg)["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    env_vars = own["+ray_kwargs.ray_init.runtime_env.env_vars"]
+    assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "medsage.plugins.engines.verl_cpu"
+    assert env_vars["MEDSAGE_FREEZE_VISION_TOWER"] == "1"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what Ray sets for a job's entrypoint
+    joined = engine.ray_overrides(cfg, 1)
+    assert joined["+ray_kwargs.ray_init.address"] == "127.0.0.1:6379"
+    assert "+ray_kwargs.ray_init.num_gpus" not in joined and "+ray_kwargs.ray_init._node_ip_address" not in joined
+    assert engine.driver_env(cfg)["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"

@@ -3,6 +3,7 @@
     medsage data run [--config sage_pool] [overrides...]     the whole resumable run from a recipe
     medsage data ingest --source deeplesion --root DIR --out DIR [--option key=value ...]
     medsage data dedup --train DIR --eval DIR [--eval DIR ...] --out DIR [--threshold 10]
+    medsage data audit --eval-root DIR [--train RECORDS_OR_DIR ...] --out DIR   train/test near-duplicates
     medsage data write --records FILE --out DIR [--easyr1-format parquet]
     medsage data sources                                       the registered source adapters
     medsage data demo-sources OUT                              generated sources in their real layouts (demo)
@@ -46,6 +47,19 @@ def _cmd_ingest(args) -> int:
     cfg = RunConfig.from_dict({"out_dir": args.out, "sources": [vars(spec)], "shard_size": args.shard_size,
                                "seed": args.seed, "dedup": {"within_train": False}})
     print(json.dumps(run(cfg), indent=2))
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from medsage.data_pipeline.audit import audit
+    from medsage.data_pipeline.dedup import DedupConfig
+
+    cfg = DedupConfig(threshold=args.threshold, workers=args.workers)
+    summary = audit(args.eval_root, args.out, args.train, tuple(args.benchmarks.split(",")), cfg)
+    for name, c in summary["checks"].items():
+        print(f"{name}: {c['with_near_duplicate']} of {c['eval_images']} evaluation images have a near-duplicate "
+              f"(<= {summary['threshold_bits']} bits) among {c['against_images']}")
+    print(f"pairs: {Path(args.out) / 'pairs.jsonl'}")
     return 0
 
 
@@ -124,6 +138,15 @@ def add_arguments(parser) -> None:
     p.add_argument("--max-pixels", type=int, default=None,
                    help="images over this many pixels are not decoded (default: 100 million)")
     p.set_defaults(func=_cmd_dedup)
+
+    p = sub.add_parser("audit", help="contamination audit: benchmark train vs test, training sets vs benchmarks")
+    p.add_argument("--eval-root", required=True, help="the eval.data_root folder with the benchmarks as downloaded")
+    p.add_argument("--benchmarks", default="paper_five", help="recipe groups (recipes/eval/benchmarks), comma-separated")
+    p.add_argument("--train", action="append", default=[], help="training set: records.jsonl or image folder (repeatable)")
+    p.add_argument("--out", required=True, help="report folder: pairs.jsonl, summary.json")
+    p.add_argument("--threshold", type=int, default=None, help="max Hamming distance in bits (default: 10)")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: all cores)")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("write", help="records.jsonl -> LLaVA SFT (records with a trajectory), verl and EasyR1 files")
     p.add_argument("--records", required=True, help="records JSON lines (medsage.records)")

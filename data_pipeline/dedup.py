@@ -266,8 +266,10 @@ def dedup_folders(train_dirs: list[str | Path], eval_dirs: list[str | Path], out
                   cfg: DedupConfig) -> dict:
     """``medsage data dedup --train DIR --eval DIR ... --out DIR`` on plain image folders."""
     out_dir = Path(out_dir)
-    train_paths, eval_paths = list_images(train_dirs), list_images(eval_dirs)
+    from medsage.data_pipeline.eval_images import collect_eval_images
+
     cache = out_dir / ".hashes"
+    train_paths, eval_paths = list_images(train_dirs), collect_eval_images(eval_dirs, cache / "eval_parquet_images")
     train = hash_in_shards(train_paths, cache, "train", cfg)
     evals = hash_in_shards(eval_paths, cache, "eval", cfg)
     result = dedup(train, evals, cfg)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from medsage.data_pipeline.short_qa import RULES, derive, is_caption
 from medsage.data_pipeline.sources.base import SourceAdapter, SourceItem, safe_id, seeded_rng
 from medsage.records import Sample
+from medsage.vocab import QUESTION_TYPES
 
 LETTERS = "ABCDEFGH"
 DEFAULT_CLOSED = "Is there evidence of {label} in this image?"
@@ -36,9 +37,9 @@ class QuestionConfig:
     from_text: list[str] = field(default_factory=lambda: list(RULES))
 
     def __post_init__(self) -> None:
-        bad = [t for t in self.types if t not in ("closed", "choice", "open")]
+        bad = [t for t in self.types if t not in QUESTION_TYPES]
         if bad or not self.types:
-            raise ValueError(f"question types must be a non-empty list of closed/choice/open, got {self.types}")
+            raise ValueError(f"question types must be a non-empty list of {'/'.join(QUESTION_TYPES)}, got {self.types}")
         if not 2 <= self.n_options <= len(LETTERS):
             raise ValueError(f"n_options must be 2..{len(LETTERS)}, got {self.n_options}")
 

@@ -182,13 +182,14 @@ def _merge_source(stems: list[Path]) -> tuple[list[Sample], list[dict], int]:
 
 def dedup_records(samples: list[Sample], cfg: RunConfig, out: Path) -> tuple[list[Sample], list[dict], dict]:
     """Drop records whose image leaks an eval image or duplicates an earlier training image."""
-    from medsage.data_pipeline.dedup import dedup, hash_in_shards, list_images, write_report
+    from medsage.data_pipeline.dedup import dedup, hash_in_shards, write_report
+    from medsage.data_pipeline.eval_images import collect_eval_images
 
     if not cfg.dedup.eval_dirs and not cfg.dedup.within_train:
         return samples, [], {"skipped": "no eval_dirs and within_train off"}
     cache = out / "steps" / "dedup"
     train_paths = sorted({p for s in samples for p in s.images})
-    eval_paths = list_images(cfg.dedup.eval_dirs)
+    eval_paths = collect_eval_images(cfg.dedup.eval_dirs, cache / "eval_parquet_images")
     train = hash_in_shards(train_paths, cache, "train", cfg.dedup)
     evals = hash_in_shards(eval_paths, cache, "eval", cfg.dedup)
     result = dedup(train, evals, cfg.dedup)

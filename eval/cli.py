@@ -4,6 +4,8 @@
     medsage eval score PREDICTIONS.jsonl [--data vqa_rad=/data/vqa_rad] [--out DIR]
     medsage eval judge PREDICTIONS.jsonl [hydra overrides...]   # Table 2 GPT-score
     medsage eval list                                # installed benchmarks and their published sizes
+    medsage eval doctor ROOT [--benchmarks paper_five,omnimedvqa] [--json FILE]  # check the downloads
+    medsage eval list --check ROOT                   # the same check
     medsage eval demo-benchmarks OUT                 # the five benchmarks, generated in their release layouts
 """
 
@@ -40,7 +42,15 @@ def add_arguments(parser) -> None:
     p.set_defaults(func=_judge)
 
     p = sub.add_parser("list", help="installed benchmarks and their published sizes")
+    p.add_argument("--check", metavar="ROOT", default=None, help="check the downloads under ROOT (= eval doctor ROOT)")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("doctor", help="check every benchmark's downloaded files under ROOT: layout, split counts "
+                                      "against the published ones, repeats, missing images (exit 1 on a problem)")
+    p.add_argument("root", help="the eval.data_root folder (vqa_rad/, Slake1.0/, pathvqa/, PMC-VQA/, MMMU/, ...)")
+    p.add_argument("--benchmarks", default="paper_five", help="recipe groups (recipes/eval/benchmarks), comma-separated")
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.set_defaults(func=_doctor)
 
     p = sub.add_parser("demo-benchmarks", help="write small generated copies of the five Table 1 benchmarks, "
                                                "in the layouts their releases use (for the demo)")
@@ -70,7 +80,10 @@ def _run(args) -> int:
         print(f"medsage eval run: the openai backend failed: {redact(err)}", file=sys.stderr)
         return 2
     for name, s in summaries.items():
-        print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}")
+        print(f"{name:<12} n={s.get('n', 0):<6} accuracy={s.get('accuracy')}  unparsed={s.get('unparsed', 0)}  "
+              f"closed-only={s.get('closed_only_accuracy')}  MedEvalKit-compatible={s.get('medevalkit_accuracy')}")
+        data = s.get("data") or {}
+        print(f"{'':<12} {data.get('split')} split, {data.get('layout')}: {', '.join(data.get('files') or [])}")
     return 0
 
 
@@ -93,7 +106,8 @@ def _score(args) -> int:
         return 2
     for name, s in summary.items():
         print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  unparsed={s['unparsed']}  "
-              f"open recall={s['open_recall']}")
+              f"open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
+              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)")
     print(f"verdicts: {verdicts}\nsummary:  {summary_path}")
     return 0
 
@@ -135,12 +149,29 @@ def _judge(args) -> int:
 def _list(args) -> int:
     from medsage.registry import BENCHMARKS
 
+    if args.check:  # `eval list --check ROOT` is `eval doctor ROOT`
+        args.root, args.benchmarks, args.json = args.check, "paper_five", None
+        return _doctor(args)
+
     for name in BENCHMARKS.names():
         info = BENCHMARKS.get(name).info
         sizes = ", ".join(f"{k} {v}" for k, v in info.published_sizes.items()) or "—"
         print(f"{name:<12} {info.title:<11} types {'/'.join(info.question_types):<19} published: {sizes}\n"
               f"{'':<12} data: {info.published_at}")
     return 0
+
+
+def _doctor(args) -> int:
+    from dataclasses import asdict
+
+    from medsage.eval.doctor import diagnose, render
+    from medsage.io import atomic_write_json
+
+    reports = diagnose(args.root, tuple(g for g in args.benchmarks.split(",") if g))
+    print(render(reports))
+    if args.json:
+        atomic_write_json(Path(args.json), [asdict(r) | {"ok": r.ok} for r in reports])
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def _demo_benchmarks(args) -> int:

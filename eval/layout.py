@@ -3,6 +3,7 @@ the pipeline find an evaluation run through these names.
 
     run.json                               label, model, backend, tags, per-benchmark summaries
     <benchmark>/predictions.jsonl          one generated answer per item (appended batch by batch)
+    <benchmark>/predictions.blind.jsonl    the same with every image blank (eval.blind=true), scored beside it
     <benchmark>/predictions.setup.json     the setup a resumed run must match
     <benchmark>/predictions.verdicts.jsonl, .summary.json, .judge.jsonl   scoring and judging beside it
     judge.json                             LLM-judge means per benchmark (Table 2), beside run.json
@@ -14,11 +15,12 @@ from pathlib import Path
 
 RUN = "run.json"
 PREDICTIONS = "predictions.jsonl"
+BLIND_PREDICTIONS = "predictions.blind.jsonl"
 JUDGE = "judge.json"
 
 
-def predictions_file(run_dir: Path, benchmark: str) -> Path:
-    return run_dir / benchmark / PREDICTIONS
+def predictions_file(run_dir: Path, benchmark: str, blind: bool = False) -> Path:
+    return run_dir / benchmark / (BLIND_PREDICTIONS if blind else PREDICTIONS)
 
 
 def beside(predictions: Path, kind: str) -> Path:

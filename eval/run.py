@@ -26,8 +26,8 @@ from medsage.records import Sample
 @dataclass
 class EvalConfig:
     """The ``eval`` section of recipes/eval.yaml, typed (``medsage.config.typed``). The prompt and the judge
-    have their own typed sections: ``prompt`` (PromptConfig, ``from_recipe`` returns it beside) and ``judge``
-    (JudgeConfig, typed by ``medsage eval judge``, since ``eval run`` does not call it)."""
+    are typed on their own: the top-level ``prompt`` group (``PromptConfig``, which ``from_recipe`` returns
+    beside) and ``eval.judge`` (``JudgeConfig``, typed by ``medsage eval judge``; ``eval run`` never calls it)."""
 
     data_root: str                     # folder holding one sub-folder per benchmark
     label: str                         # row name in reports
@@ -39,6 +39,7 @@ class EvalConfig:
     batch_size: int = 8
     limit: int | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    blind: bool = False                # every image blank: the blind baseline (medsage.eval.blind)
 
     @classmethod
     def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:
@@ -111,26 +112,39 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
     # Load every benchmark first: a missing dataset fails before any model is loaded.
     loaded: dict[str, tuple[list[Sample], str | None]] = {}
+    data_files: dict[str, dict] = {}  # which files and layout each benchmark was read from (e.g. PMC-VQA's csv)
     for name, spec in benchmarks.items():
         bench = BENCHMARKS.get(name)(spec["path"], image_cache=ev.image_cache, **_benchmark_options(spec))
         samples = bench.load()
+        data_files[name] = {"split": bench.split, "layout": bench.layout, "files": bench.files_read, **bench.stats}
         limit = spec.get("limit", ev.limit)
         loaded[name] = (samples[:limit] if limit else samples, bench.info.group_by)
+    if ev.blind:  # the blind baseline: same items, every image blank
+        from medsage.eval.blind import blind_samples
+        from medsage.runtime import cache_root
+
+        blank_dir = Path(ev.image_cache or cache_root() / "images") / "blank"
+        loaded = {n: (blind_samples(s, blank_dir), g) for n, (s, g) in loaded.items()}
     if backend is None:
         backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
     summaries = {}
     for name, (samples, group_by) in loaded.items():
-        predictions = layout.predictions_file(out_dir, name)
-        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]),
+        predictions = layout.predictions_file(out_dir, name, blind=ev.blind)
+        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]), "blind": ev.blind,
                        "prompt": asdict(prompt), "generation": asdict(generation),
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
         generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
                              model=str(cfg.model.name), fingerprint=fingerprint)
         _, _, summary = score_predictions(predictions)
-        summaries[name] = summary.get(name, {"benchmark": name, "n": 0})
+        summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
+    # A blind run and a sighted run of one model into the same folder keep each other's summaries.
+    before = json.loads((out_dir / layout.RUN).read_text()) if (out_dir / layout.RUN).exists() else {}
+    before = before if before.get("model_path") == str(cfg.model.path) else {}
     atomic_write_json(out_dir / layout.RUN, {
+        **before,
         "label": ev.label, "model": str(cfg.model.name), "model_path": str(cfg.model.path),
         "backend": str(ev.backend["name"]), "tags": ev.tags, "generation": asdict(generation),
-        "summaries": summaries,
+        "blind_summaries" if ev.blind else "summaries": summaries,
+        "data_files": {**before.get("data_files", {}), **data_files},
     })
     return summaries

@@ -11,6 +11,13 @@ Metrics per benchmark (the headline is named in every summary and report):
 - ``open_recall``: mean token recall of the reference over open items (reported beside it);
 - per question type, per group (modality, organ, subject), the unparseable count with examples, and
   the self-check rate (outputs holding a ``<CHECK>`` retry; Figure 5).
+
+Score modes beside the headline (``SCORE_MODES`` states each rule; a summary carries them):
+- ``closed_only_accuracy``: correct / closed and choice items, open items left out (how
+  MedVLThinker, ViTAR and HuatuoGPT-Vision report VQA-RAD, SLAKE and PathVQA);
+- ``medevalkit_accuracy``: every item judged by ``medsage.answers.medevalkit_verdict`` (MedEvalKit's
+  substring yes/no, exact open text, most-similar-option fallback); each verdict where it disagrees
+  with ours carries ``medevalkit_differs``, the known difference that explains it.
 """
 
 from __future__ import annotations
@@ -20,12 +27,31 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from medsage.answers import score_output_explained
+from medsage.answers import medevalkit_verdict, score_output_explained
 from medsage.eval import layout
 from medsage.scaffold import split_retry
 from medsage.vocab import QUESTION_TYPES
 
 HEADLINE = "accuracy: correct / all items (closed and choice by verdict, open by normalised exact match; unparseable = wrong)"
+SCORE_MODES = {
+    "closed_only_accuracy": "correct / (closed + choice items); open items are left out",
+    "medevalkit_accuracy": "correct / all items, each judged by MedEvalKit's rules (medsage.answers.medevalkit_verdict): "
+                           "yes/no by substring, other closed and open answers by exact lower-cased text, choice by "
+                           "letter, option text, else the most similar option",
+}
+# Why a MedEvalKit verdict can differ from ours, per rule that decided it.
+KNOWN_DIFFERENCES = {
+    "yes/no: substring": "MedEvalKit looks for the substrings 'yes'/'no' ('not', 'know', 'none', 'eyes' count; a "
+                         "negation is not read); medsage decides on whole words and reads negations",
+    "closed: exact text": "MedEvalKit needs the exact lower-cased text; medsage normalises articles and punctuation",
+    "open: exact text, untrimmed": "MedEvalKit compares the raw text after its answer marker (a leading space or "
+                                   "an article makes it wrong); medsage normalises before the exact match",
+    "choice: the answer as written": "MedEvalKit reads the text before the first '.'; medsage reads the option named",
+    "choice: a letter": "MedEvalKit takes the leading letter; medsage needs exactly one option named",
+    "choice: an option text": "MedEvalKit matches the whole option text; medsage finds it inside a longer answer",
+    "choice: most similar option": "MedEvalKit picks the most similar option when none is named; medsage counts "
+                                   "that item as unparsed and wrong",
+}
 ITEM_FIELDS = ("question", "answer", "answer_type")
 
 
@@ -124,8 +150,20 @@ def score_item(item: dict) -> dict:
         v, ex = score_output_explained(prediction, refs, item["answer_type"], item.get("options"))
     except ValueError as err:  # a malformed reference: the item is reported, not silently dropped
         return _verdict(item, correct=False, parsed=False, reason=f"cannot score: {err}", extracted=None, how="none")
-    return _verdict(item, correct=v.correct, parsed=v.parsed, reason=v.reason, extracted=v.extracted, how=ex.how,
-                    exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None)
+    out = _verdict(item, correct=v.correct, parsed=v.parsed, reason=v.reason, extracted=v.extracted, how=ex.how,
+                   exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None)
+    return {**out, **medevalkit_fields(prediction, refs, item, v.correct)}
+
+
+def medevalkit_fields(prediction: str, refs, item: dict, ours: bool) -> dict:
+    """The MedEvalKit-compatible verdict of one item, and the known difference when it disagrees with ours."""
+    judged = [medevalkit_verdict(prediction, r, item["answer_type"], item.get("options"))
+              for r in ([refs] if isinstance(refs, str) else refs)]
+    correct, rule = max(judged, key=lambda j: j[0])
+    fields = {"medevalkit": bool(correct), "medevalkit_rule": rule}
+    if bool(correct) != bool(ours):
+        fields["medevalkit_differs"] = KNOWN_DIFFERENCES[rule]
+    return fields
 
 
 def _verdict(item: dict, *, correct: bool, parsed: bool, reason: str, extracted, how: str, exact: bool = False,
@@ -167,10 +205,15 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
         if v.get("group") is not None:
             groups[str(v["group"])].append(v)
     unparsed = [v for v in vs if not v["parsed"]]
+    closed = [v for v in vs if v["answer_type"] in ("closed", "choice")]
     return {
         "benchmark": name, "n": len(vs), "correct": sum(v["correct"] for v in vs),
         "accuracy": _rate(sum(v["correct"] for v in vs), len(vs)), "headline": HEADLINE,
         "open_recall": by_type.get("open", {}).get("recall"),
+        "closed_only_accuracy": _rate(sum(v["correct"] for v in closed), len(closed)),
+        "medevalkit_accuracy": _rate(sum(v.get("medevalkit", False) for v in vs), len(vs)),
+        "medevalkit_differs": sum("medevalkit_differs" in v for v in vs),
+        "score_modes": SCORE_MODES,
         "unparsed": len(unparsed),
         "unparsed_examples": [{"id": v["id"], "reason": v["reason"]} for v in unparsed[:examples]],
         "self_check_rate": _rate(sum(v["self_check"] for v in vs), len(vs)),

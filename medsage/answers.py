@@ -187,3 +187,82 @@ def score_output_explained(output: str, answer: str | list[str], question_type: 
         v = AnswerMatch(v.correct, f"{v.reason} (answer read from {ex.how.replace('_', ' ')})", v.extracted,
                     v.parsed, v.exact, v.recall)
     return v, ex
+
+
+# --------------------------------------------------------------------------------------------
+# MedEvalKit-compatible mode (reported beside the headline, never instead of it)
+# --------------------------------------------------------------------------------------------
+# Our reading of MedEvalKit's rules (alibaba-damo-academy/MedEvalKit, utils/utils.py), written anew:
+# - the answer is the last \boxed{...}, else the text inside <answer>...</answer> (lower-cased
+#   output), then whatever follows the last "answer:"-like marker, untrimmed;
+# - a yes/no reference: periods and newlines removed, right when exactly one of the *substrings*
+#   "yes" / "no" occurs and the reference is a substring ("not", "know", "eyes" count);
+# - another closed reference: the text equals it; an open reference: exact match, no normalisation;
+# - choice: a leading letter, the text before the first "." after a ":", an option text; when none
+#   of these is an option, the option most similar to the text (difflib) is taken as the answer.
+# Where this mode still departs from MedEvalKit itself: its optional LLM judge for open answers is not
+# run; SLAKE OPEN items with a yes/no reference are scored by exact text there (by substring here);
+# MMMU goes through MMMU's own parser there; PMC-VQA options keep their "A:" prefix there.
+_MEK_MARKERS = ("**answer**:", "**answer**", "*answer*:", "**answer:**", "answer is", "answer:", "答案:",
+                "final answer", "final answer is")
+
+
+def _mek_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
+
+
+def _mek_parse(output: str) -> str:
+    text = output.lower()
+    boxed = _mek_boxed(text)
+    if boxed is not None:
+        text = boxed
+    elif "<answer>" in text:
+        parts = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+        text = " ".join(parts).strip() if parts else text
+    for marker in _MEK_MARKERS:
+        if marker in text:
+            text = text.split(marker)[-1]
+    return text
+
+
+def medevalkit_verdict(output: str, answer: str, question_type: QuestionType,
+                       options: dict[str, str] | None = None) -> tuple[bool, str]:
+    """``(correct, rule)`` as MedEvalKit would judge; ``rule`` names the rule that decided."""
+    import difflib
+
+    ref = str(answer).strip().lower()
+    if question_type == "choice":
+        letters = [k.lower() for k in sorted(options or {})]
+        texts = [str(options[k]).lower() for k in sorted(options or {})]
+        text = (output or "").lower()
+        blocks = text.split("\n\n")
+        if blocks[0] in letters:
+            text = blocks[0]
+        elif blocks[-1].split(".")[0] in letters:
+            text = blocks[-1].split(".")[0]
+        text = _mek_parse(text).strip().replace("\n", "")
+        head = text.split(".")[0].split(":")[-1]
+        if head == ref:
+            return True, "choice: the answer as written"
+        if head in letters:
+            return texts[letters.index(head)] == ref, "choice: a letter"
+        if head in texts:
+            return ref in letters and head == texts[letters.index(ref)], "choice: an option text"
+        ratios = [difflib.SequenceMatcher(None, t, text).ratio() for t in texts]
+        best = max(range(len(texts)), key=lambda k: (ratios[k], -k)) if texts else 0
+        return bool(texts) and (letters[best] == ref or texts[best] == ref), "choice: most similar option"
+    parsed = _mek_parse((output or "").strip())
+    if ref in ("yes", "no"):
+        flat = parsed.replace("\n", "").replace(".", "")
+        return (("yes" in flat) != ("no" in flat)) and ref in flat, "yes/no: substring"
+    if question_type == "closed":
+        return parsed.replace("\n", "").replace(".", "") == ref, "closed: exact text"
+    return parsed == ref, "open: exact text, untrimmed"

@@ -8,12 +8,21 @@ once under ``image_dir/deeplesion/`` (atomically; rows sharing a slice reuse it)
 ``Bounding_boxes`` (x1, y1, x2, y2 in pixels), the label ``Coarse_lesion_type``; ``Possibly_noisy`` and
 ``Train_Val_Test`` (1 train, 2 val, 3 test) are kept as metadata. Unknown type (−1) gets only the
 closed question "is there a lesion", since there is no label to ask about.
+
+The full release's ``DL_info.csv`` has 32,735 rows (one per lesion) and 18 columns, read by name:
+File_name, Patient_index, Study_index, Series_ID, Key_slice_index, Measurement_coordinates,
+Bounding_boxes, Lesion_diameters_Pixel_, Normalized_lesion_location, Coarse_lesion_type,
+Possibly_noisy, Slice_range, Spacing_mm_px_, Image_size, DICOM_windows, Patient_gender, Patient_age,
+Train_Val_Test. Lists inside a cell are ", "-separated. The coarse type is labelled only for the
+val and test lesions; train rows carry -1. ``splits`` (e.g. ``[train]``) keeps only the rows of
+those ``Train_Val_Test`` splits as inputs; ``split_counts`` and ``rows_in_file`` report what the file held.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from pathlib import Path
 
 from medsage.data_pipeline.sources.base import (InputRejected, SourceItem, file_stamp, finite, inside_out,
@@ -43,6 +52,13 @@ def _floats(text: str, n: int, column: str) -> list[float]:
     return values
 
 
+def _int_or_none(text) -> int | None:
+    try:
+        return int(float(text))
+    except (TypeError, ValueError, OverflowError):  # a hostile cell ("inf") is no split, not a crash
+        return None
+
+
 def _integer(text: str, where: str) -> int:
     (value,) = finite([text], where)  # "inf" and "nan" are rejected here, not crashed on by int()
     if value != int(value):
@@ -67,7 +83,8 @@ class DeepLesionSource:
     templates = {"closed": "Is there a lesion in the {label} on this CT slice?",
                  "which": "Which body region does the lesion on this CT slice belong to?"}
 
-    def __init__(self, root: str | Path, image_dir: str | Path, csv_name: str = "DL_info.csv"):
+    def __init__(self, root: str | Path, image_dir: str | Path, csv_name: str = "DL_info.csv",
+                 splits: list[str] | None = None):
         self.root = Path(root)
         self.csv_path = self.root / csv_name
         self.image_dir = Path(image_dir) / self.name
@@ -89,6 +106,15 @@ class DeepLesionSource:
                     line = reader.line_num + 1
             except csv.Error as err:  # e.g. a field over the csv module's size limit: the file cannot be read on
                 raise ValueError(f"{self.csv_path} line {line}: cannot be parsed as CSV ({err})") from None
+        self.rows_in_file = len(self.rows)
+        split_of = {k: SPLITS.get(_int_or_none(r.get("Train_Val_Test")), str(r.get("Train_Val_Test")))
+                    for k, r in self.rows.items()}
+        self.split_counts = dict(sorted(Counter(split_of.values()).items()))
+        if splits:
+            unknown = set(splits) - set(SPLITS.values())
+            if unknown:
+                raise ValueError(f"{self.csv_path}: splits {sorted(unknown)} are not among {list(SPLITS.values())}")
+            self.rows = {k: r for k, r in self.rows.items() if split_of[k] in splits}
 
     def inputs(self) -> list[str]:
         return list(self.rows)

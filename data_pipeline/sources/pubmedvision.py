@@ -1,5 +1,9 @@
-"""PubMedVision, read as downloaded: a JSON list of items with ``image`` (a list of paths relative to
-the JSON's folder) and ``conversations`` in ``from``/``value`` form (plus ``modality``, ``body_part``).
+"""PubMedVision (FreedomIntelligence), read as downloaded: ``PubMedVision_Alignment_VQA.json`` and
+``PubMedVision_InstructionTuning_VQA.json`` (647,031 items each), each a JSON list of items with ``id``,
+``image`` (a list of paths relative to the JSON's folder, ``images/...`` after unzipping
+``images_*.zip`` with ``unzip -j``), ``conversations`` in ``from``/``value`` form, and the
+``modality`` / ``body_part`` annotations added in 2024-07. Both files are read by default (whichever
+are present); ``json_name`` picks one or a list.
 
 One input per item; its first human turn (image placeholders removed) and first gpt turn are kept as
 an open question. PubMedVision has no boxes, so the localisation cues written in the question or the
@@ -31,6 +35,8 @@ _ANATOMY_RE = re.compile(
 _ARROW_RE = re.compile(r"\b(?:(?:white|black|red|yellow|blue|green|thin|thick|curved|open)\s+)?"
                        r"(?:arrows?|arrowheads?|asterisks?)\b(?:\s*\([^)]{1,40}\))?", re.IGNORECASE)
 _IMAGE_TOKEN_RE = re.compile(re.escape(IMAGE_PLACEHOLDER) + r"\s*")
+PUBLISHED_FILES = ("PubMedVision_Alignment_VQA.json", "PubMedVision_InstructionTuning_VQA.json")
+_SHORT = dict(zip(PUBLISHED_FILES, ("alignment", "instruction")))
 
 
 def text_cues(*texts: str) -> list[RoI]:
@@ -46,42 +52,48 @@ def text_cues(*texts: str) -> list[RoI]:
 
 
 class PubMedVisionSource:
-    """``root`` is the folder of the JSON file; ``json_name`` the file (e.g. PubMedVision_InstructionVQA.json)."""
+    """``root`` is the folder of the JSON files; ``json_name`` one file name or a list (default: both published)."""
 
     name = "pubmedvision"
     labels: list[str] = []
     modality = None
 
-    def __init__(self, root: str | Path, image_dir: str | Path, json_name: str = "PubMedVision_Alignment_VQA.json"):
+    def __init__(self, root: str | Path, image_dir: str | Path, json_name: str | list[str] | None = None):
         self.root = Path(root)
-        self.json_path = self.root / json_name
-        try:
-            items = json.loads(self.json_path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"PubMedVision: {self.json_path} is not UTF-8 (byte {err.start})") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"PubMedVision: cannot read {self.json_path}: {err}") from None
-        if not isinstance(items, list):
-            raise ValueError(f"{self.json_path}: expected a JSON list of items, got {type(items).__name__}")
+        names = [json_name] if isinstance(json_name, str) else list(json_name or [])
+        if not names:
+            names = [n for n in PUBLISHED_FILES if (self.root / n).is_file()] or [PUBLISHED_FILES[0]]
         self.items = {}
-        for i, item in enumerate(items):
-            ident = item.get("id") if isinstance(item, dict) else None
-            ident = safe_id(str(ident)) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
-            self.items[f"{i:07d}-{ident}" if ident else f"{i:07d}"] = (i, item)
+        for name in names:
+            path = self.root / name
+            try:
+                items = json.loads(path.read_bytes().decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise ValueError(f"PubMedVision: {path} is not UTF-8 (byte {err.start})") from None
+            except (OSError, json.JSONDecodeError) as err:
+                raise ValueError(f"PubMedVision: cannot read {path}: {err}") from None
+            if not isinstance(items, list):
+                raise ValueError(f"{path}: expected a JSON list of items, got {type(items).__name__}")
+            # Keys name the file when several are read: the same id occurs in both published files.
+            prefix = f"{_SHORT.get(name, Path(name).stem)}-" if len(names) > 1 else ""
+            for i, item in enumerate(items):
+                ident = item.get("id") if isinstance(item, dict) else None
+                ident = safe_id(str(ident)) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
+                self.items[f"{prefix}{i:07d}-{ident}" if ident else f"{prefix}{i:07d}"] = (path, i, item)
 
     def inputs(self) -> list[str]:
         return list(self.items)
 
     def stamp(self, key: str):
-        index, item = self.items[key]
+        _, index, item = self.items[key]
         images = item.get("image") if isinstance(item, dict) else None
         images = [images] if isinstance(images, str) else images if isinstance(images, list) else []
         return [json.dumps(item, sort_keys=True, default=str),
                 [file_stamp(self.root / p) if isinstance(p, str) and "\x00" not in p else None for p in images]]
 
     def load(self, key: str) -> SourceItem:
-        index, item = self.items[key]
-        where = f"{self.json_path.name} item {index}"
+        path, index, item = self.items[key]
+        where = f"{path.name} item {index}"
         if not isinstance(item, dict):
             raise InputRejected("bad-annotation", f"{where}: not a JSON object")
         images = item.get("image")
@@ -99,7 +111,8 @@ class PubMedVisionSource:
         if not question:
             raise InputRejected("bad-annotation", f"{where}: the human turn has no text besides <image>")
         paths = [str(inside_root(self.root, p, f"{where} image")) for p in images]
-        metadata = {"item_index": index, **{k: item[k] for k in ("id", "body_part") if isinstance(item.get(k), str)}}
+        metadata = {"item_index": index, "file": path.name,
+                    **{k: item[k] for k in ("id", "body_part") if isinstance(item.get(k), str)}}
         return SourceItem(
             key=key, images=paths, rois=text_cues(question, gpt),
             modality=item.get("modality") if isinstance(item.get("modality"), str) else None,

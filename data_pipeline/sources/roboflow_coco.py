@@ -2,8 +2,9 @@
 
 One input per image. Boxes are COCO ``bbox`` ``[x, y, width, height]`` in pixels. Roboflow adds a
 placeholder category named after the project (supercategory ``"none"``) that every real class points
-to as its supercategory; it is not a label and is left out of the label set. An image without
-annotations has nothing to ask about and is rejected as ``no-annotation``.
+to as its supercategory; it is not a label and is left out of the label set, as is any category no
+annotation uses (``dropped_classes`` lists both), so neither is asked about nor used as a distractor.
+An image without annotations has nothing to ask about and is rejected as ``no-annotation``.
 
 Every image entry is one input. An entry without a usable ``file_name`` or ``id`` is rejected. Two
 entries with one ``file_name`` in a split are one picture: the later entry's annotations are merged
@@ -42,6 +43,8 @@ class RoboflowCocoSource:
         self.images: dict[str, tuple[Path, dict, list[dict]]] = {}
         self.problems: dict[str, InputRejected] = {}  # inputs rejected while reading the file
         labels: dict[str, None] = {}
+        used: set[str] = set()
+        categories: dict[str, None] = {}
         for path in files:
             coco = self._read(path)
             try:
@@ -49,6 +52,7 @@ class RoboflowCocoSource:
                 parents = {c.get("supercategory") for c in coco["categories"]}
                 names = {cid: str(c["name"]) for cid, c in cats.items()
                          if not (c.get("supercategory") == "none" and c["name"] in parents)}
+                categories.update(dict.fromkeys(str(c["name"]) for c in coco["categories"]))
                 try:
                     order = sorted(names)
                 except TypeError:  # ids of mixed types
@@ -61,8 +65,12 @@ class RoboflowCocoSource:
                 if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)):
                     raise ValueError(f"{path}: annotations[{n}] is not an object with an image_id")
                 per_image.setdefault(ann["image_id"], []).append(ann)
+                cid = ann.get("category_id")
+                if isinstance(cid, (int, str)) and cid in names:
+                    used.add(names[cid])
             self._add_images(path, coco["images"], per_image, names)
-        self.labels = list(labels)
+        self.labels = [label for label in labels if label in used]
+        self.dropped_classes = [c for c in categories if c not in self.labels]
 
     @staticmethod
     def _read(path: Path) -> dict:

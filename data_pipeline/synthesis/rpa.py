@@ -89,13 +89,25 @@ class Draft:
 
 
 class Synthesizer(Protocol):
-    """What ``medsage.synthesizers`` entries are: built as ``cls(cfg, client)`` (``cfg`` the run's
-    recipe as a dict, ``client`` a ``ChatClient`` or None when no endpoint is configured), then asked
-    for one draft per unit and attempt. Raise ``SynthesisError`` for a stage that cannot be written."""
+    """What ``medsage.synthesizers`` entries are: a class whose ``Config`` dataclass names the recipe keys
+    it reads, built as ``cls(config, client)`` with that typed section (``synthesizer_section``) and a
+    ``ChatClient`` or None when no endpoint is configured, then asked for one draft per unit and attempt.
+    Raise ``SynthesisError`` for a stage that cannot be written."""
 
     name: str
+    Config: type
 
     async def draft(self, unit: Unit, attempt: int = 0) -> Draft: ...
+
+
+def synthesizer_section(cls: type, cfg: dict, where: str = "recipes/synthesis"):
+    """The keys of the synthesis recipe that ``cls.Config`` declares, typed (``medsage.config.typed``):
+    a synthesizer sees its own settings, not the whole recipe."""
+    from dataclasses import fields
+
+    from medsage.config import typed
+
+    return typed(cls.Config, {f.name: cfg[f.name] for f in fields(cls.Config) if f.name in cfg}, where)
 
 
 def with_region(prose: str, region: Region | None) -> str:

@@ -33,7 +33,7 @@ from medsage.data_pipeline import layout
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.draw import Draw, draw_order
 from medsage.data_pipeline.synthesis.proposal import Proposer, needs_proposal, roi_provenance
-from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units
+from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, synthesizer_section
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
 from medsage.io import atomic_write_json, atomic_write_text
 from medsage.records import Sample, read_records
@@ -180,7 +180,8 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
         raise ValueError(f"rpa.mode must be rpa or low_level, got {mode!r}")
     templates = list(load_templates(cfg["templates_file"]))
     client = _client(cfg, out / layout.CACHE_DIR)
-    synthesizer = SYNTHESIZERS.get(cfg["synthesizer"])(cfg, client)
+    synthesizer_cls = SYNTHESIZERS.get(cfg["synthesizer"])
+    synthesizer = synthesizer_cls(synthesizer_section(synthesizer_cls, cfg), client)
     verifier, verifier_client = _verifier(cfg, client, out / layout.CACHE_DIR)
     clients = [c for c in (client, verifier_client) if c is not None]
 

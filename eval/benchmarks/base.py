@@ -32,6 +32,10 @@ class BenchmarkDataError(ValueError):
     """A row that cannot be read; the message names the file, the row and the reason."""
 
 
+class UnknownSplitError(BenchmarkDataError):
+    """A split the release does not have; the message lists the splits found."""
+
+
 @dataclass(frozen=True)
 class BenchmarkInfo:
     name: str                       # registry name, e.g. "vqa_rad"
@@ -42,6 +46,7 @@ class BenchmarkInfo:
     default_split: str = "test"
     table1_column: str | None = None  # column in the paper's Table 1, when it has one
     group_by: str | None = None       # metadata key for a per-group breakdown (modality, subject)
+    published_types: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> question type -> count
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -51,9 +56,15 @@ class Benchmark:
     info: ClassVar[BenchmarkInfo]
 
     def __init__(self, path: str | Path, split: str | None = None, image_cache: str | Path | None = None,
-                 **options):
+                 strict: bool = True, **options):
         self.split = split or self.info.default_split
         self.options = options
+        # strict=False (``medsage eval doctor``): a missing image is counted in ``missing_images``, not raised.
+        self.strict = strict
+        self.missing_images: list[str] = []
+        self.layout = "?"                 # which release layout was read (set by ``_load``)
+        self.files_read: list[str] = []   # the annotation files the split came from (run.json records them)
+        self.stats: dict[str, int] = {}   # loader counts beside the item count (e.g. rows before de-duplication)
         if path is None or str(path) in ("", "???"):
             raise MissingDataError(self._missing_message(None, "no path was given (set it in the recipe)"))
         self.path = Path(path).expanduser()
@@ -120,13 +131,42 @@ class Benchmark:
             p = p if p.is_absolute() else self.path / p
             if p.exists():
                 return str(p)
+        if not self.strict:
+            self.missing_images.append(f"{where}: image cell holds neither bytes nor an existing path")
+            return ""
         raise BenchmarkDataError(f"{where}: image cell holds neither bytes nor an existing path")
+
+    def find_parquet(self) -> list[Path]:
+        """The split's parquet file of a Hugging Face copy (``data/<split>-*.parquet`` and the like).
+
+        A split that is not there while others are is an ``UnknownSplitError`` listing them."""
+        patterns = ("data/{}-*.parquet", "{}-*.parquet", "{}.parquet")
+        found = sorted(set().union(*(self.path.glob(p.format("*")) for p in patterns)))
+        for p in patterns:
+            hits = sorted(self.path.glob(p.format(self.split)))
+            if hits:
+                self.layout = "parquet"
+                self.files_read = [str(h) for h in hits]
+                return hits
+        splits = sorted({f.name.split("-")[0].split(".")[0] for f in found})
+        if splits:
+            raise self.unknown_split(splits)
+        raise MissingDataError(self._missing_message([self.path / p.format(self.split) for p in patterns],
+                                                     "the expected files are missing"))
 
     def local_image(self, folder: Path, name: str, where: str) -> str:
         p = folder / name
         if not p.exists():
-            raise BenchmarkDataError(f"{where}: image {name!r} not found in {folder}")
+            if self.strict:
+                raise BenchmarkDataError(f"{where}: image {name!r} not found in {folder}")
+            self.missing_images.append(f"{where}: {name}")
         return str(p.resolve())
+
+    def unknown_split(self, found: list[str] | tuple[str, ...], where: Path | str | None = None) -> UnknownSplitError:
+        """The error for a split the release does not have, listing the ones it has."""
+        listed = ", ".join(sorted(found)) or "(none)"
+        return UnknownSplitError(f"{self.info.title} at {where or self.path}: there is no split {self.split!r}; "
+                                 f"the splits found are: {listed}")
 
 
 def read_json_rows(path: Path) -> list[dict]:
@@ -134,15 +174,28 @@ def read_json_rows(path: Path) -> list[dict]:
     import json
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BenchmarkDataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(rows, list):
+        raise BenchmarkDataError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BenchmarkDataError(f"{path} row {i}: expected a JSON object, got {type(row).__name__}")
+    return rows
 
 
 def read_parquet_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
+
+
+def parquet_rows(paths: list[Path]):
+    """``(where, key, row)`` over the shards in order; ``where`` names the file and row for errors."""
+    for path in paths:
+        for i, row in enumerate(read_parquet_rows(path)):
+            yield f"{path} row {i}", f"{path}:{i}", row
 
 
 def load_benchmark(name: str, path: str | Path, **options) -> list[Sample]:

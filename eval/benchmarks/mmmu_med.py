@@ -57,8 +57,15 @@ class MMMUMed(Benchmark):
 
     def _load(self) -> list[Sample]:
         samples = []
+        self.layout = "parquet per subject"
         for subject in self.subjects:
+            if not (self.path / subject).is_dir():
+                self.find(f"{subject}/{self.split}-*.parquet")  # MissingDataError naming the subject folder
+            found = sorted({f.name.split("-")[0].split(".")[0] for f in (self.path / subject).glob("*.parquet")})
+            if found and self.split not in found:
+                raise self.unknown_split(found, self.path / subject)
             path = self.find(f"{subject}/{self.split}-*.parquet", f"{subject}/{self.split}.parquet")
+            self.files_read.append(str(path))
             for i, row in enumerate(read_parquet_rows(path)):
                 samples.append(self._sample(row, subject, f"{path} row {i}", f"{path}:{i}"))
         return samples

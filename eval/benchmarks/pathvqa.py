@@ -1,21 +1,36 @@
-"""PathVQA (He et al., 2020): pathology VQA; the test split has 6719 items (the paper's count).
+"""PathVQA (He et al., 2020): pathology VQA; the test split has 6,719 unique items (the count papers quote).
 
 Two layouts are read:
-- the common parquet copy (``data/test-*.parquet`` with ``image``/``question``/``answer``);
-- the original release: ``qas/test/test_qa.pkl`` (a pickled list of dicts with ``image``,
-  ``question``, ``answer``) and ``images/test/<image>.jpg``.
+- ``pickle`` (the authors' release): ``qas/<split>/<split>_qa.pkl`` (a pickled list of dicts with
+  ``image``, ``question``, ``answer``) and ``images/<split>/<image>.jpg``; its test pickle holds 6,761
+  rows, of which 6,719 are unique triplets;
+- ``parquet`` (Hugging Face copy flaviagiammarino/path-vqa, ``data/<split>-*.parquet`` with
+  ``image``/``question``/``answer``), already de-duplicated to 6,719.
 Neither marks the question type: closed means the reference is yes or no, everything else is open.
+
+De-duplication rule (``dedup: true``, the default): a row is a repeat of an earlier one when its
+image (file name, or the embedded bytes' SHA-1 in parquet), its question and its answer are the
+same after trimming, lower-casing and collapsing spaces; the first row is kept. Both counts are kept
+in ``stats`` (``rows``, ``unique``) and shown by ``medsage eval doctor``; the published size check
+applies to the unique count. ``dedup: false`` keeps all rows (then the check is against 6,761).
 
 The pickles are Python pickles: only load a copy you trust (pickle can run code).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
-from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, read_parquet_rows
+from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, BenchmarkInfo, parquet_rows
 from medsage.records import Sample
 from medsage.vocab import type_of_answer
+
+RAW_SIZES = {"test": 6761}  # rows in the authors' test pickle, repeats included
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
 
 
 class PathVQA(Benchmark):
@@ -23,48 +38,66 @@ class PathVQA(Benchmark):
         name="pathvqa", title="PathVQA",
         published_at="https://github.com/UCSD-AI4H/PathVQA (pickles + images); parquet copy: huggingface.co/datasets/flaviagiammarino/path-vqa",
         published_sizes={"test": 6719}, question_types=("closed", "open"), table1_column="PathVQA",
-        group_by="question_type",
+        group_by="question_type", notes=("test: 6,761 rows in the release, 6,719 unique (image, question, answer)",),
     )
+
+    @property
+    def dedup(self) -> bool:
+        return bool(self.options.get("dedup", True))
+
+    def published_size(self) -> int | None:
+        return super().published_size() if self.dedup else RAW_SIZES.get(self.split)
 
     def _load(self) -> list[Sample]:
         pkl = self.path / "qas" / self.split / f"{self.split}_qa.pkl"
         if pkl.exists():
             return self._load_pickle(pkl)
+        found = sorted(p.parent.name for p in self.path.glob("qas/*/*_qa.pkl"))
+        if found:
+            raise self.unknown_split(found)
         return self._load_parquet()
 
     def _load_pickle(self, path) -> list[Sample]:
+        self.layout, self.files_read = "pickle", [str(path)]
         images = self.path / "images" / self.split
         with path.open("rb") as fh:
             rows = pickle.load(fh)
         if not isinstance(rows, list):
             raise BenchmarkDataError(f"{path}: expected a pickled list of dicts, got {type(rows).__name__}")
-        samples = []
+        items = []
         for i, row in enumerate(rows):
             where = f"{path} row {i}"
             if not isinstance(row, dict) or not {"image", "question", "answer"} <= set(row):
                 raise BenchmarkDataError(f"{where}: needs the keys image, question, answer")
-            answer = str(row["answer"]).strip()
             name = str(row["image"])
             name = name if "." in name else f"{name}.jpg"
-            samples.append(Sample(
-                id=f"pathvqa-{self.split}-{i}", source="pathvqa", images=[self.local_image(images, name, where)],
-                question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
-                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": i},
-            ))
-        return samples
+            items.append((name, row, where, lambda n=name, w=where: self.local_image(images, n, w)))
+        return self._unique(items)
 
     def _load_parquet(self) -> list[Sample]:
-        path = self.find(f"data/{self.split}-*.parquet", f"{self.split}-*.parquet", f"{self.split}.parquet")
-        samples = []
-        for i, row in enumerate(read_parquet_rows(path)):
-            where = f"{path} row {i}"
+        items = []
+        for where, key, row in parquet_rows(self.find_parquet()):
+            cell = row.get("image")
+            raw = cell.get("bytes") if isinstance(cell, dict) else None
+            ident = hashlib.sha1(raw).hexdigest() if raw else str((cell or {}).get("path") if isinstance(cell, dict) else cell)
+            items.append((ident, row, where, lambda c=cell, k=key, w=where: self.image_file(c, k, w)))
+        return self._unique(items)
+
+    def _unique(self, items) -> list[Sample]:
+        """Samples in release order, repeats dropped by the module's rule (when ``dedup``)."""
+        seen, samples = set(), []
+        for n, (ident, row, where, image) in enumerate(items):
             answer = str(row.get("answer") or "").strip()
             if not answer or not row.get("question"):
                 raise BenchmarkDataError(f"{where}: empty question or answer")
+            triplet = (ident, _norm(row["question"]), _norm(answer))
+            if self.dedup and triplet in seen:
+                continue
+            seen.add(triplet)
             samples.append(Sample(
-                id=f"pathvqa-{self.split}-{i}", source="pathvqa",
-                images=[self.image_file(row.get("image"), f"{path}:{i}", where)],
+                id=f"pathvqa-{self.split}-{n}", source="pathvqa", images=[image()],
                 question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
-                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": i},
+                modality="pathology", metadata={"question_type": type_of_answer(answer), "row": n},
             ))
+        self.stats = {"rows": len(items), "unique": len(seen)}
         return samples

@@ -1,9 +1,17 @@
 """PMC-VQA (Zhang et al., 2023): multiple choice (A-D) on figures from PubMed Central; 2000 test items.
 
-Layout of the release: ``test_2.csv`` (the paper's 2k test set; ``test_clean.csv`` is the cleaned
-variant) with ``Figure_path``, ``Question``, ``Choice A`` ... ``Choice D`` and the answer as
-``Answer_label`` (a letter) or ``Answer`` (a letter, ``"B:Brain"`` or the option text), and the
-figures under ``images/`` (``figures/`` in some copies).
+Both test files papers use are read; which one a run used is its split, recorded in ``files_read``
+(``run.json`` and ``medsage eval doctor`` show it):
+- split ``test``: ``test_2.csv`` (``test2.csv`` in the dataset card; the 2,000-item version-2 test set
+  MedEvalKit reads), header ``index, Figure_path, Caption, Question, Choice A .. Choice D, Answer,
+  split``, figures under ``figures/`` or ``images/``;
+- split ``test_clean``: ``test_clean.csv`` (version 1's manually checked 2,000 items), header
+  ``Figure_path, Question, Answer, Choice A .. Choice D, Answer_label``, where ``Answer`` is the
+  option text and ``Answer_label`` the letter; figures under ``images/``;
+- split ``train``: ``train_2.csv`` / ``train2.csv`` (version 2) or ``train.csv`` (version 1), read the same
+  way (the contamination audit compares it with the test split).
+The answer is ``Answer_label`` (a letter) when present, else ``Answer`` (a letter, ``"B:Brain"`` or
+the option text).
 
 Quirks: option cells carry their own letter prefix (``"A:Gallbladder "``), stripped here so option
 text matching works; trailing spaces are common.
@@ -19,6 +27,8 @@ from medsage.records import Sample
 
 _PREFIX_RE = re.compile(r"^\s*\(?([A-D])\)?\s*[:.)]\s*")
 LETTERS = "ABCD"
+SPLIT_FILES = {"test": ("test_2.csv", "test2.csv"), "test_clean": ("test_clean.csv",),
+               "train": ("train_2.csv", "train2.csv", "train.csv")}  # train: for `medsage data audit`
 
 
 def option_text(cell: str) -> str:
@@ -46,8 +56,15 @@ class PMCVQA(Benchmark):
     )
 
     def _load(self) -> list[Sample]:
-        name = "test_clean.csv" if self.split == "test_clean" else "test_2.csv"
-        path = self.path if self.path.is_file() else self.find(name)
+        if self.path.is_file():
+            path = self.path
+        else:
+            names = SPLIT_FILES.get(self.split)
+            present = [s for s, files in SPLIT_FILES.items() if any((self.path / f).exists() for f in files)]
+            if names is None or (present and self.split not in present):
+                raise self.unknown_split(present)
+            path = self.find(*names)
+        self.layout, self.files_read = path.name, [str(path)]
         root = path.parent
         folders = [root / "images", root / "figures", root]
         samples = []

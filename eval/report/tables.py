@@ -271,6 +271,9 @@ def write_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> 
     written["figure5_alpha.png"] = alpha_plot(paper, runs, out_dir / "figure5_alpha.png")
     sections.append("![Table 1](table1.png)\n\n![Figure 5](figure5_alpha.png)\n")
     sections.append(run_details(runs))
+    from medsage.eval.report.blind import blind_section
+
+    sections.append(blind_section(runs))
     written["report.md"] = atomic_write_text(out_dir / "report.md", "\n".join(sections))
     return written
 

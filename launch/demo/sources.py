@@ -123,11 +123,18 @@ def make_roboflow_coco(root: Path, per_split: int = 4, size: int = 96) -> Path:
 YOLO_CLASSES = ["fracture", "implant"]
 
 
-def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100) -> Path:
-    """A Roboflow YOLO export with one bad label line and one image without a label file."""
+def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100, polygons: bool = False,
+                       placeholder: bool = False) -> Path:
+    """A Roboflow YOLO export with one bad label line and one image without a label file.
+
+    ``polygons`` writes every odd train image's label as a polygon (a segmentation export's line
+    ``class x1 y1 ... xn yn`` around the same box); ``placeholder`` puts the dataset's own name first
+    in ``names``, a class no line uses, as Roboflow exports do."""
     root.mkdir(parents=True, exist_ok=True)
+    names = ["xray-dataset", *YOLO_CLASSES] if placeholder else YOLO_CLASSES
+    offset = 1 if placeholder else 0
     (root / "data.yaml").write_text(
-        "train: ../train/images\nval: ../valid/images\n\nnc: 2\nnames: ['fracture', 'implant']\n")
+        f"train: ../train/images\nval: ../valid/images\n\nnc: {len(names)}\nnames: {names!r}\n")
     for s, split in enumerate(["train", "valid"]):
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "labels").mkdir(parents=True, exist_ok=True)
@@ -138,15 +145,22 @@ def make_roboflow_yolo(root: Path, per_split: int = 3, size: int = 100) -> Path:
                 root / split / "images" / f"{name}.png")
             if split == "valid" and i == per_split - 1:
                 continue  # no label file
-            line = f"{(i + s) % 2} {(x + 15) / size:.6f} {(y + 10) / size:.6f} {30 / size:.6f} {20 / size:.6f}\n"
+            cls = (i + s) % 2 + offset
+            line = f"{cls} {(x + 15) / size:.6f} {(y + 10) / size:.6f} {30 / size:.6f} {20 / size:.6f}\n"
+            if polygons and split == "train" and i % 2 == 1:  # a diamond touching the box's four sides
+                pts = [(x + 15, y), (x + 30, y + 10), (x + 15, y + 20), (x, y + 10)]
+                line = f"{cls} " + " ".join(f"{px / size:.6f} {py / size:.6f}" for px, py in pts) + "\n"
             if split == "valid" and i == 0:
                 line = "7 0.5 0.5 0.2 0.2\n"  # class out of range
             (root / split / "labels" / f"{name}.txt").write_text(line)
     return root
 
 
-def make_pubmedvision(root: Path, n: int = 4, size: int = 90) -> Path:
-    """A PubMedVision JSON with localisation cues in the text and one item whose image is missing."""
+def make_pubmedvision(root: Path, n: int = 4, size: int = 90, instruction: bool = False) -> Path:
+    """A PubMedVision JSON with localisation cues in the text and one item whose image is missing.
+
+    ``instruction`` also writes ``PubMedVision_InstructionTuning_VQA.json`` (same fields, the same ids
+    and images, a question asked about each image) as the release ships both files."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     texts = [
         ("What does the chest CT show?", "A mass in the right lower lobe (white arrow) with pleural thickening."),
@@ -163,6 +177,11 @@ def make_pubmedvision(root: Path, n: int = 4, size: int = 90) -> Path:
         items.append({"id": f"pmc{i}", "image": [path], "modality": "Computed Tomography", "body_part": "Chest",
                       "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]})
     (root / "PubMedVision_Alignment_VQA.json").write_text(json.dumps(items, indent=1))
+    if instruction:
+        asked = [{**item, "conversations": [{"from": "human", "value": f"<image>\nWhich body part is shown? ({k})"},
+                                            {"from": "gpt", "value": "The chest, with a mass in the right lung."}]}
+                 for k, item in enumerate(items)]
+        (root / "PubMedVision_InstructionTuning_VQA.json").write_text(json.dumps(asked, indent=1))
     return root
 
 

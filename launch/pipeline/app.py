@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from medsage.io import atomic_write_json
@@ -25,7 +26,6 @@ def _job(cfg) -> None:
     from omegaconf import OmegaConf
 
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
-    from medsage.launch.pipeline.ray_jobs import ray_cluster
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
@@ -43,9 +43,9 @@ def _job(cfg) -> None:
     # On CPU the RL stage's verl joins this cluster: one logical GPU for its rank, and enough logical
     # CPUs for its placement groups (medsage.plugins.engines.verl.ray_overrides)
     cpu = cfg.cluster.accelerator == "cpu"
-    with ray_cluster(cfg.cluster.ray_address, num_cpus=cfg.ray_num_cpus or (8 if cpu else None),
-                     num_gpus=1 if cpu else None) as client:
-        outcomes = run_stages(stages, client, resume_hint=resume)
+    to_run = [s for s in stages if s.manifest().get("status") != "finished"]
+    cluster = _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None), 1 if cpu else None)
+    outcomes = run_stages(stages, cluster if to_run else None, resume_hint=resume)
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
@@ -60,6 +60,21 @@ def _job(cfg) -> None:
     written = render_report(run_dir, report_dir)
     print(f"pipeline {cfg.name}: done; report in {report_dir}" if written else
           f"pipeline {cfg.name}: done (no evaluation stage, so no report)", flush=True)
+
+
+# One Ray cluster per `medsage pipeline` process: started by the first job that has a stage to run (a
+# rerun with every stage done starts none), reused by every later job of a sweep, stopped when main returns.
+_CLUSTERS: dict = {}
+_STACK = ExitStack()
+
+
+def _cluster(address: str | None, num_cpus: int | None, num_gpus: int | None = None):
+    from medsage.launch.pipeline.ray_jobs import ray_cluster
+
+    key = (address, num_cpus, num_gpus)
+    if key not in _CLUSTERS:
+        _CLUSTERS[key] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus, num_gpus=num_gpus))
+    return _CLUSTERS[key]
 
 
 def synthesis_endpoint_problem(cfg) -> str | None:
@@ -174,4 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             return int(stop.code)
     finally:
         sys.argv = saved
+        _STACK.close()  # the embedded cluster, if a job started one
+        _CLUSTERS.clear()
     return 0

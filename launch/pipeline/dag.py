@@ -117,39 +117,104 @@ def _write_manifest(stage: Stage, **fields) -> None:
     atomic_write_json(stage.out_dir / layout.STAGE, data)
 
 
+class _Gate:
+    """A FIFO the job's shell reads one word from before it execs its stage: ``go`` starts it, EOF ends it.
+
+    The next stage's job is submitted while the current one runs, so Ray's per-job start (a
+    supervisor actor in a new worker process: seconds on a small machine) overlaps real work and
+    the stage starts the moment the gate opens. Opening a FIFO read-write never blocks on Linux, and
+    this end stays open until the job has ended, so a ``go`` written before the job's shell got to
+    its ``read`` is not lost; if the pipeline dies, the job reads EOF and exits without running.
+    """
+
+    def __init__(self, folder: Path, name: str):
+        import os
+
+        self.path = folder / f"{name}.fifo"
+        os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR)
+
+    def wrap(self, entrypoint: str) -> str:
+        return f'read -r go < {shlex.quote(str(self.path))}; [ "$go" = go ] || exit 75; {entrypoint}'
+
+    def open(self) -> None:
+        import os
+
+        os.write(self.fd, b"go\n")
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)
+
+
 def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
-    """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised)."""
-    from medsage.launch.pipeline.ray_jobs import run_job, runtime_env_for
+    """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised).
+
+    ``client`` may be None when every stage is done already. Each stage's environment is resolved
+    once, before anything runs (a missing one stops the pipeline before its first stage). On a
+    local cluster the next stage's job is submitted ahead, behind a ``_Gate``.
+    """
+    import tempfile
+
+    from medsage.launch.pipeline.ray_jobs import is_local, runtime_env_for, submit, wait
     from medsage.runtime import EXIT_WITH_PARENT_ENV, stage_python
 
-    outcomes: list[StageOutcome] = []
-    for i, stage in enumerate(stages, 1):
-        head = f"[{i}/{len(stages)}] {stage.name:<10}"
-        previous = stage.manifest()
-        if previous.get("status") == "finished":
-            print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
-            outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
-            continue
-        resumed = " (resuming)" if previous else ""
-        print(f"{head} running{resumed}: {shlex.join(['medsage', *stage.command()])}", flush=True)
-        stage.out_dir.mkdir(parents=True, exist_ok=True)
-        started = time.time()
-        _write_manifest(stage, status="running", started=started)
+    todo = [s for s in stages if s.manifest().get("status") != "finished"]
+    position = {s.name: k for k, s in enumerate(todo)}
+    pythons = {s.env: stage_python(s.env) for s in todo}
+    job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1"}) for s in todo}
+    gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if todo and is_local(client) else None
+    ahead: dict[str, tuple[str, _Gate | None]] = {}
+
+    def start(stage: Stage) -> tuple[str, _Gate | None]:
         # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
-        entry = "exec " + shlex.join([stage_python(stage.env), "-m", "medsage.launch.cli", *stage.command()])
-        result = run_job(client, entry, stage.out_dir / layout.JOB_LOG,
-                         runtime_env=runtime_env_for(stage.env, {EXIT_WITH_PARENT_ENV: "1"}))
-        ended = time.time()
-        status = "finished" if result.ok else "failed"
-        _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,
-                        job=result.submission_id)
-        if result.ok:
-            print(f"{head} finished in {ended - started:.0f} s -> {stage.out_dir}", flush=True)
-            outcomes.append(StageOutcome(stage.name, "finished", stage.out_dir))
-            continue
-        print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}\n"
-              f"---- last lines of {result.log_path} ----\n{result.log_tail(25)}\n----\n"
-              f"Fix the cause, then resume with:\n  {resume_hint}", flush=True)
-        outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))
-        break
+        entry = "exec " + shlex.join([pythons[stage.env], "-m", "medsage.launch.cli", *stage.command()])
+        gate = _Gate(gates_dir, stage.name) if gates_dir else None
+        return submit(client, gate.wrap(entry) if gate else entry, runtime_env=job_envs[stage.env]), gate
+
+    outcomes: list[StageOutcome] = []
+    try:
+        for i, stage in enumerate(stages, 1):
+            head = f"[{i}/{len(stages)}] {stage.name:<10}"
+            previous = stage.manifest()
+            if stage.name not in position:
+                print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
+                outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
+                continue
+            resumed = " (resuming)" if previous else ""
+            print(f"{head} running{resumed}: {shlex.join(['medsage', *stage.command()])}", flush=True)
+            stage.out_dir.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            _write_manifest(stage, status="running", started=started)
+            sid, gate = ahead.pop(stage.name, None) or start(stage)
+            if gate:
+                gate.open()
+                later = todo[position[stage.name] + 1:]
+                if later:
+                    ahead[later[0].name] = start(later[0])
+            result = wait(client, sid, stage.out_dir / layout.JOB_LOG)
+            if gate:
+                gate.close()
+            ended = time.time()
+            status = "finished" if result.ok else "failed"
+            _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,
+                            job=result.submission_id)
+            if result.ok:
+                print(f"{head} finished in {ended - started:.0f} s -> {stage.out_dir}", flush=True)
+                outcomes.append(StageOutcome(stage.name, "finished", stage.out_dir))
+                continue
+            print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}\n"
+                  f"---- last lines of {result.log_path} ----\n{result.log_tail(25)}\n----\n"
+                  f"Fix the cause, then resume with:\n  {resume_hint}", flush=True)
+            outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))
+            break
+    finally:
+        for _, gate in ahead.values():  # a job submitted ahead of a failure reads EOF and exits unrun
+            if gate:
+                gate.close()
+        if gates_dir:
+            import shutil
+
+            shutil.rmtree(gates_dir, ignore_errors=True)
     return outcomes

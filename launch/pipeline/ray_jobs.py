@@ -8,6 +8,16 @@ Why ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for the embedded cluster: Ray resolv
 machine's interface address (``resolve_ip_for_localhost``) unless cluster mode is off, and then its
 dashboard agent and runtime-env agent listen on that interface. With it off, every component binds to
 loopback.
+
+Why the embedded cluster is lean (``_lean``): the pipeline only submits jobs, so its dashboard loads
+the Jobs and Node modules alone (by default it starts nine module processes: metrics, serve, train,
+state, ...), no worker is prestarted for the pipeline's own driver, and usage stats are off. On a 2-core
+machine that is most of Ray's start-up time and of its background CPU while stages run.
+
+A job's wait has no fixed sleep: its status is polled at an interval that starts at 20 ms and grows
+to ``poll_s``, so a short stage is seen to end within milliseconds and a long one costs few requests.
+``submit`` and ``wait`` are ``run_job``'s two halves, for a caller that submits the next job early
+(the pipeline does: see ``launch/pipeline/dag.py``).
 """
 
 from __future__ import annotations
@@ -62,6 +72,42 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# The Jobs API is all the pipeline uses of the dashboard (see module docstring).
+_DASHBOARD_MODULES = "JobHead,NodeHead"  # NodeHead records the head node id, where JobHead finds its agent
+_LEAN_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextmanager
+def _lean():
+    """Start the embedded cluster with only the Jobs and Node modules in its dashboard and no prestarted workers.
+
+    Ray has no option for the dashboard's modules (``--modules-to-load`` exists on the dashboard's
+    own command line only), so its command is extended while this process starts it.
+    """
+    import ray._private.services as services
+    from ray._private import ray_constants
+
+    start = services.start_ray_process
+
+    def start_lean(command, process_type, *args, **kwargs):
+        if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and not any("--modules-to-load" in c for c in command):
+            command = [*command, f"--modules-to-load={_DASHBOARD_MODULES}"]
+        return start(command, process_type, *args, **kwargs)
+
+    saved = {k: os.environ.get(k) for k in _LEAN_ENV}
+    os.environ.update(_LEAN_ENV)
+    services.start_ray_process = start_lean
+    try:
+        yield
+    finally:
+        services.start_ray_process = start
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextmanager
 def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
                 temp_dir: str | Path | None = None) -> Iterator["JobSubmissionClient"]:  # noqa: F821
@@ -80,24 +126,37 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
     import ray
     from ray.job_submission import JobSubmissionClient
 
-    ctx = ray.init(
-        _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=None,
-        num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
-        log_to_driver=False, namespace="medsage",
-    )
+    with _lean():
+        ctx = ray.init(
+            _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=None,
+            num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
+            log_to_driver=False, namespace="medsage",
+        )
     try:
         yield JobSubmissionClient(f"http://{ctx.dashboard_url}")
     finally:
         ray.shutdown()
 
 
-def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict | None = None,
-            submission_id: str | None = None, poll_s: float = 0.5, echo: bool = False) -> JobResult:
-    """Submit ``entrypoint`` (a shell command), wait for it, save its whole log to ``log_path``."""
+def is_local(client) -> bool:
+    """Whether the client's cluster runs on this machine (its jobs see this machine's files)."""
+    from urllib.parse import urlparse
+
+    return urlparse(client.get_address()).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None) -> str:
+    """Submit ``entrypoint`` (a shell command) as a job; its submission id."""
+    return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
+
+
+def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.2, echo: bool = False) -> JobResult:
+    """Wait for job ``sid`` to end (no fixed sleep: see module docstring); save its whole log to ``log_path``."""
+    from medsage.io import atomic_write_text
+
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    sid = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
-    printed = 0
+    printed, interval = 0, 0.02
     while True:
         status = client.get_job_status(sid)
         if echo:
@@ -106,13 +165,19 @@ def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict 
             printed = len(logs)
         if status.is_terminal():
             break
-        time.sleep(poll_s)
-    from medsage.io import atomic_write_text
-
+        time.sleep(interval)
+        interval = min(poll_s, interval * 1.5)
     atomic_write_text(log_path, client.get_job_logs(sid))
     info = client.get_job_info(sid)
     return JobResult(sid, str(status.value if hasattr(status, "value") else status),
                      getattr(info, "driver_exit_code", None), info.message or "", log_path)
+
+
+def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict | None = None,
+            submission_id: str | None = None, poll_s: float = 0.2, echo: bool = False) -> JobResult:
+    """Submit ``entrypoint`` (a shell command), wait for it, save its whole log to ``log_path``."""
+    sid = submit(client, entrypoint, runtime_env=runtime_env, submission_id=submission_id)
+    return wait(client, sid, log_path, poll_s=poll_s, echo=echo)
 
 
 def runtime_env_for(env: str | None, env_vars: dict[str, str] | None = None) -> dict:

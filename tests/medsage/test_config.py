@@ -45,3 +45,17 @@ def test_the_eval_and_judge_sections_are_typed():
         JudgeConfig.from_cfg(cfg.eval.judge)
     judge = JudgeConfig.from_cfg(compose("eval", ["eval.data_root=/d", "eval.judge.base_url=http://127.0.0.1:1/v1"]).eval.judge)
     assert judge.dimensions == ["localization", "visual_analysis", "knowledge", "reasoning"]
+
+
+def test_a_synthesizer_gets_its_own_typed_section_not_the_recipe():
+    from medsage.data_pipeline.synthesis.rpa import synthesizer_section
+    from medsage.registry import SYNTHESIZERS
+
+    template = SYNTHESIZERS.get("template")
+    recipe = {"synthesizer": "template", "templates_file": "t.yaml", "knowledge_file": "k.yaml", "seed": 0,
+              "client": {"base_url": "???", "model": "???"}, "rpa": {"mode": "rpa"}}
+    assert synthesizer_section(template, recipe) == template.Config(templates_file="t.yaml", knowledge_file="k.yaml")
+    with pytest.raises(ConfigError, match="knowledge_file is required"):
+        synthesizer_section(template, {"templates_file": "t.yaml"})
+    llm = synthesizer_section(SYNTHESIZERS.get("llm"), {**recipe, "prompts_file": "p.yaml"})
+    assert llm.prompts_file == "p.yaml" and llm.knowledge_base is None

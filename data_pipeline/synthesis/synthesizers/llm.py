@@ -14,6 +14,8 @@ regeneration attempt is salted into the cache key, so a retry really asks again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from medsage.chat import FATAL, CallError, ChatClient, Image, Message
 from medsage.data_pipeline.synthesis.knowledge import KnowledgeBase
@@ -58,13 +60,21 @@ class LLMSynthesizer:
 
     name = NAME
 
-    def __init__(self, cfg, client: ChatClient | None):
+    @dataclass
+    class Config:
+        """The synthesis recipe's keys this synthesizer reads (recipes/synthesis/default.yaml)."""
+
+        prompts_file: str                                   # the stage prompts
+        templates_file: str                                 # the question templates T
+        knowledge_base: dict[str, Any] | None = None        # {file, top_k}: retrieval for knowledge matching
+
+    def __init__(self, cfg: Config, client: ChatClient | None):
         if client is None:
             raise ValueError("the llm synthesizer needs a client (set client.base_url and client.model)")
         self.client = client
-        self.prompts = load_prompts(cfg["prompts_file"])
-        self.templates = load_templates(cfg["templates_file"])
-        self.knowledge, self.top_k = KnowledgeBase.from_cfg(cfg.get("knowledge_base"))
+        self.prompts = load_prompts(cfg.prompts_file)
+        self.templates = load_templates(cfg.templates_file)
+        self.knowledge, self.top_k = KnowledgeBase.from_cfg(cfg.knowledge_base)
 
     async def _ask(self, stage: str, images: tuple[Image, ...], salt: str, **values: str) -> str:
         system, user = self.prompts[stage].render(**values)

@@ -13,6 +13,7 @@ the leak and scaffold checks like any other. Registered as ``template`` in ``med
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from medsage.data_pipeline.synthesis.leaks import guidance_label, reference_answer
@@ -65,9 +66,16 @@ class TemplateSynthesizer:
 
     name = NAME
 
-    def __init__(self, cfg, client=None):
-        templates = load_templates(cfg["templates_file"])
-        self.knowledge = load_knowledge(cfg["knowledge_file"], templates)
+    @dataclass
+    class Config:
+        """The synthesis recipe's keys this synthesizer reads (recipes/synthesis/default.yaml)."""
+
+        templates_file: str   # the question templates T
+        knowledge_file: str   # the knowledge table, per label and template
+
+    def __init__(self, cfg: Config, client=None):
+        templates = load_templates(cfg.templates_file)
+        self.knowledge = load_knowledge(cfg.knowledge_file, templates)
 
     def _loc(self, unit: Unit, m: dict) -> str:
         roi = unit.roi

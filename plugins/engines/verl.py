@@ -198,7 +198,7 @@ def driver_env(cfg) -> dict[str, str]:
         # a job's driver: Ray refuses a ray.init runtime_env that repeats a field of the job's (verl
         # always passes py_executable); ours names the same interpreter (ray_overrides), so let it win
         env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
-    else:
+    elif int(cfg.cluster.nnodes) == 1:
         # Ray resolves 127.0.0.1 to the interface address unless cluster mode is off
         # (medsage.launch.pipeline.ray_jobs); its own cluster must stay on loopback
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -214,7 +214,7 @@ def ray_overrides(cfg, world: int) -> dict[str, Any]:
 
         init["address"] = str(address)
         init["runtime_env"]["py_executable"] = stage_python(cfg.cluster.envs.rl)
-    else:
+    elif int(cfg.cluster.nnodes) == 1:  # several nodes need their real addresses
         init.update({"_node_ip_address": "127.0.0.1", "include_dashboard": False})
         if cfg.cluster.accelerator == "cpu":
             # a logical GPU per rank for verl's resource pools; its placement groups (trainer ranks,

@@ -117,6 +117,10 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     get_adv_estimator_fn(algo.adv_estimator)  # an unknown estimator fails here, not on the cluster
     if algo.adv_estimator == "medsage_self_check" and config.trainer.use_v1:
         raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.self_check.verl_plugin)")
+    kwargs = config.reward.custom_reward_function.get("reward_kwargs") or {}
+    if config.trainer.use_v1 and kwargs.get("reward") == "composite" and (kwargs.get("reward_params") or {}).get("normalize", True):
+        raise RLConfigError("the composite reward normalised within the batch needs trainer.use_v1=false "
+                            "(medsage.plugins.engines.verl_reward.normalise_batch runs at the legacy trainer's advantage step)")
     return registered
 
 

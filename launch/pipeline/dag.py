@@ -124,7 +124,8 @@ class _Gate:
     supervisor actor in a new worker process: seconds on a small machine) overlaps real work and
     the stage starts the moment the gate opens. Opening a FIFO read-write never blocks on Linux, and
     this end stays open until the job has ended, so a ``go`` written before the job's shell got to
-    its ``read`` is not lost; if the pipeline dies, the job reads EOF and exits without running.
+    its ``read`` is not lost; if the pipeline dies, the job reads EOF and exits without running (or,
+    not yet at its ``read``, is ended with the embedded cluster: gates are used on that cluster only).
     """
 
     def __init__(self, folder: Path, name: str):
@@ -143,28 +144,31 @@ class _Gate:
         os.write(self.fd, b"go\n")
 
     def close(self) -> None:
+        """EOF for a shell already reading; gone for one not there yet (it exits on the failed redirect)."""
         import os
 
         os.close(self.fd)
+        self.path.unlink(missing_ok=True)
 
 
 def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
     """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised).
 
     ``client`` may be None when every stage is done already. Each stage's environment is resolved
-    once, before anything runs (a missing one stops the pipeline before its first stage). On a
-    local cluster the next stage's job is submitted ahead, behind a ``_Gate``.
+    once, before anything runs (a missing one stops the pipeline before its first stage). On the
+    pipeline's embedded cluster the next stage's job is submitted ahead, behind a ``_Gate``.
     """
     import tempfile
 
-    from medsage.launch.pipeline.ray_jobs import is_local, runtime_env_for, submit, wait
+    from medsage.launch.pipeline.ray_jobs import runtime_env_for, submit, wait
     from medsage.runtime import EXIT_WITH_PARENT_ENV, stage_python
 
     todo = [s for s in stages if s.manifest().get("status") != "finished"]
     position = {s.name: k for k, s in enumerate(todo)}
     pythons = {s.env: stage_python(s.env) for s in todo}
     job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1"}) for s in todo}
-    gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if todo and is_local(client) else None
+    gated = bool(todo) and getattr(client, "medsage_embedded", False)
+    gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if gated else None
     ahead: dict[str, tuple[str, _Gate | None]] = {}
 
     def start(stage: Stage) -> tuple[str, _Gate | None]:
@@ -210,9 +214,10 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
             outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))
             break
     finally:
-        for _, gate in ahead.values():  # a job submitted ahead of a failure reads EOF and exits unrun
+        for sid, gate in ahead.values():  # a job submitted ahead of a failure exits unrun
             if gate:
                 gate.close()
+            client.stop_job(sid)
         if gates_dir:
             import shutil
 

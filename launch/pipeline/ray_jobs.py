@@ -132,17 +132,12 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
             num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
             log_to_driver=False, namespace="medsage",
         )
+    client = JobSubmissionClient(f"http://{ctx.dashboard_url}")
+    client.medsage_embedded = True  # every job ends with this cluster: the pipeline may submit ahead
     try:
-        yield JobSubmissionClient(f"http://{ctx.dashboard_url}")
+        yield client
     finally:
         ray.shutdown()
-
-
-def is_local(client) -> bool:
-    """Whether the client's cluster runs on this machine (its jobs see this machine's files)."""
-    from urllib.parse import urlparse
-
-    return urlparse(client.get_address()).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None) -> str:

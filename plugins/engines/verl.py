@@ -137,7 +137,9 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.default_local_dir": str(out_dir / "checkpoints"),
         # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
         "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
-        "trainer.logger": list(cfg.loggers),
+        # verl's file logger: every step's metrics (medsage/self_check_rate, ...) in <out>/metrics.jsonl,
+        # which the report reads for Figure 5; its path reaches the trainer actor through Ray's runtime env.
+        "trainer.logger": [*cfg.loggers, *(["file"] if "file" not in cfg.loggers else [])],
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
         # verl's rollout dump (one JSONL per step), which medsage's viewer reads (medsage view)
@@ -149,6 +151,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
     }
     o.update(ray_overrides(cfg, world))
+    o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")
     if cluster.accelerator == "cpu":
         o.update(cpu_overrides())
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)

@@ -11,7 +11,8 @@ the span ids recorded by the agent loop are ``non_tensor_batch`` columns. verl a
 ``medsage_self_check`` alone, and adds the self-check metrics to the step's metrics; verl's rollout
 dump (``trainer.rollout_data_dir``) gets each rollout's spans (τ1, request, check, τ2) with the
 advantage its tokens were trained with, which ``medsage view`` shows. Every other
-estimator goes through verl's own code untouched. This path needs verl's legacy trainer
+estimator goes through verl's own code, after the one batch step every estimator needs: the
+composite reward normalised within the batch (``verl_reward.normalise_batch``). This path needs verl's legacy trainer
 (``trainer.use_v1=false``): the v1 trainer fetches a fixed list of tensor fields for the advantage
 and the span ids never reach it.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from medsage.plugins.engines import verl_engine
+from medsage.plugins.engines import verl_engine, verl_reward
 from medsage.plugins.self_check import advantage
 from medsage.plugins.self_check.advantage import SPANS_DUMP_KEY
 from medsage.plugins.self_check.loop import AGENT_NAME, SelfCheckAgentLoop  # noqa: F401  (registers the loop)
@@ -36,6 +37,7 @@ def _pass_non_tensor_batch() -> None:
 
     @functools.wraps(verl_compute_advantage)
     def compute_advantage(data, adv_estimator, *args, config=None, **kwargs):
+        data = verl_reward.normalise_batch(data)  # the composite, normalised within the batch (B.1)
         if adv_estimator != advantage.ESTIMATOR_NAME:
             return verl_compute_advantage(data, adv_estimator, *args, config=config, **kwargs)
         adv, returns = advantage.compute_self_check_advantage(

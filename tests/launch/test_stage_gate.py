@@ -42,3 +42,11 @@ def test_a_missing_stage_environment_stops_before_the_first_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-venv"):
         run_stages(stages, None, resume_hint="medsage pipeline")
     assert not (tmp_path / "store").exists()  # not even the data stage started
+
+
+def test_a_gate_closed_before_the_shell_got_there_ends_it_too(tmp_path):
+    gate = _Gate(tmp_path, "rl")
+    gate.close()  # the pipeline gave up on the job before Ray had started its shell
+    proc = _shell(gate, tmp_path / "ran.txt")
+    assert proc.wait(timeout=30) == 75
+    assert not (tmp_path / "ran.txt").exists()

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 REQUIREMENTS: dict[str, dict[str, str]] = {
     "data": {"medsage": "", "imagehash": ">=4.3", "pyarrow": ">=15", "openai": ">=1.40"},
     "sft": {"medsage": "", "llamafactory": "==0.9.5", "transformers": ">=4.49,<=5.6.0", "torch": ">=2.4"},
+    # tensordict: verl's legacy trainer (the retry's) asserts >= 0.10 in DataProto.to_tensordict
     "rl": {"medsage": "", "verl": "==0.9.1", "transformers": ">=5.5.3,<5.11,!=5.6.0", "cachetools": ">=5",
-           "torch": ">=2.4"},
+           "torch": ">=2.4", "tensordict": ">=0.10,<=0.10.0", "accelerate": ""},
     "eval": {"medsage": "", "transformers": ">=4.49", "torch": ">=2.4"},
 }
 EXTRA_FOR_STAGE = {"data": "", "sft": "[sft]", "rl": "[rl]", "eval": "[torch]"}
 OPTIONAL = {"rl": ["vllm"], "eval": ["vllm"]}  # reported, not required: GPU-only engines
+# verl's init_model fails on more than one rank with accelerate 1.11 (llamafactory 0.9.5's pin) and
+# transformers 5.5 (accelerate/big_modeling.py, _is_hf_initialized); 1.15 works
+MULTI_RANK_RL = {"accelerate": ">=1.15"}
 
 @dataclass
 class StageReport:
@@ -35,7 +39,7 @@ class StageReport:
         return not self.problems
 
 
-def check_stage(stage: str, env: str | None) -> StageReport:
+def check_stage(stage: str, env: str | None, ranks: int = 1) -> StageReport:
     """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
     from packaging.specifiers import SpecifierSet
 
@@ -58,6 +62,13 @@ def check_stage(stage: str, env: str | None) -> StageReport:
             report.problems.append(f"{name} is not installed")
         elif spec and found.split("+")[0] not in SpecifierSet(spec):
             report.problems.append(f"{name} {found} does not satisfy {spec}")
+    if stage == "rl" and ranks > 1:
+        for name, spec in MULTI_RANK_RL.items():
+            found = probe["packages"].get(name)
+            if found and found.split("+")[0] not in SpecifierSet(spec):
+                report.problems.append(
+                    f"{name} {found}: verl's init_model fails on more than one rank ({ranks} here) before {name}{spec}; "
+                    "the RL environment must not be the SFT one (llamafactory 0.9.5 pins accelerate<=1.11)")
     if report.problems:
         report.fix = f"uv pip install --python {python} -e '.{EXTRA_FOR_STAGE[stage]}'" if EXTRA_FOR_STAGE[stage] \
             else f"uv pip install --python {python} -e ."
@@ -86,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     envs = cfg.cluster.envs
     failed = 0
     for stage in args.stage or list(REQUIREMENTS):
-        report = check_stage(stage, envs.get(stage))
+        ranks = int(cfg.cluster.nnodes) * max(1, int(cfg.cluster.gpus_per_node))
+        report = check_stage(stage, envs.get(stage), ranks)
         mark = "ok" if report.ok else "CONFLICT"
         print(f"[{mark}] {stage}: {report.python} (Python {report.python_version or '?'})")
         for name, ver in report.packages.items():

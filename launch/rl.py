@@ -17,14 +17,16 @@ Top to bottom:
 from __future__ import annotations
 
 import importlib.util
-import math
-import re
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from medsage.launch import layout
+from medsage.plugins.engines.verl import (  # noqa: F401  (the stage's API: tests and the pipeline use them)
+    RLConfigError, _hydra_value, _module_file, agent_loop_file, batch_sizes, verl_overrides,
+)
 from medsage.runtime import run_logged, stage_python
 
 def add_arguments(parser) -> None:
@@ -35,10 +37,6 @@ def add_arguments(parser) -> None:
     parser.epilog = ("examples:\n  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet\n"
                      "  medsage rl rl=grpo dry_run=true ...\n  medsage rl backend=easyr1 rl=grpo ...")
     add_overrides(parser, "rl=grpo rl.alpha=0.2 dry_run=true")
-
-
-class RLConfigError(ValueError):
-    """A recipe that cannot become a valid verl / EasyR1 run; the message says which field and why."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,130 +65,8 @@ def compose_recipe(overrides: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------
-# 2. Recipe -> verl overrides
+# 2. Recipe -> verl overrides: medsage.plugins.engines.verl (verl_overrides, batch_sizes, ...)
 # ------------------------------------------------------------------------------------------------
-
-
-def _module_file(module: str) -> str:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise RLConfigError(f"cannot locate {module}; is medsage installed in this environment?")
-    return spec.origin
-
-
-_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _hydra_value(v: Any) -> str:
-    """A Python value in Hydra's override grammar."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
-    s = str(v)
-    if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def batch_sizes(rl, world: int) -> dict[str, int]:
-    """verl's batch sizes (in prompts) from the paper's per-device batch and accumulation.
-
-    One optimiser step sees micro × accum × world sequences, i.e. that / rollout_n prompts. verl needs
-    whole prompts whose sequences split evenly over the devices' micro-batches, so the prompt count is
-    rounded up to the nearest such value (4 GPUs, 2 × 8, n = 6: 64 sequences -> 12 prompts = 72).
-    """
-    target_seqs = rl.micro_batch_per_device * rl.grad_accum * world
-    step = rl.micro_batch_per_device * world
-    prompts = max(1, math.ceil(target_seqs / rl.rollout_n))
-    while (prompts * rl.rollout_n) % step:
-        prompts += 1
-    rollout = rl.rollout_batch_prompts or prompts
-    if rollout % prompts:
-        raise RLConfigError(f"rl.rollout_batch_prompts={rollout} must be a multiple of the update batch ({prompts} prompts)")
-    return {"ppo_mini_batch_size": prompts, "train_batch_size": rollout, "sequences_per_update": prompts * rl.rollout_n}
-
-
-def agent_loop_file(cfg, out_dir: Path) -> Path:
-    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α and the request."""
-    from omegaconf import OmegaConf
-
-    from medsage.io import atomic_write_text
-
-    entry: dict[str, Any] = {"name": "medsage_self_check",
-                             "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                             "alpha": float(cfg.rl.alpha)}
-    if cfg.rl.request:
-        entry["request"] = str(cfg.rl.request)
-    return atomic_write_text(out_dir / "agent_loop.yaml", OmegaConf.to_yaml(OmegaConf.create([entry])))
-
-
-def verl_overrides(cfg, out_dir: Path) -> list[str]:
-    """The verl Hydra overrides for a composed recipe (the command line verl's main_ppo receives)."""
-    from omegaconf import OmegaConf
-
-    rl, cluster = cfg.rl, cfg.cluster
-    world = max(1, int(cluster.nnodes) * max(1, int(cluster.gpus_per_node)))
-    sizes = batch_sizes(rl, world)
-    reward_kwargs = {"reward": cfg.reward.name, "reward_params": OmegaConf.to_container(cfg.reward.params, resolve=True)}
-    o = {
-        "data.train_files": str(cfg.train_files),
-        "data.val_files": str(cfg.val_files or cfg.train_files),
-        "data.train_batch_size": sizes["train_batch_size"],
-        "data.max_prompt_length": rl.max_prompt_length,
-        "data.max_response_length": rl.max_response_length,
-        "data.image_key": "images",
-        "data.filter_overlong_prompts": True,
-        "algorithm.adv_estimator": "medsage_self_check" if rl.retry else "grpo",
-        "algorithm.use_kl_in_reward": False,
-        "critic.enable": False,  # GRPO: no value model
-        "actor_rollout_ref.model.path": str(cfg.model.path),
-        "actor_rollout_ref.actor.optim.lr": rl.lr,
-        "actor_rollout_ref.actor.ppo_mini_batch_size": sizes["ppo_mini_batch_size"],
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": rl.micro_batch_per_device,
-        "actor_rollout_ref.actor.use_kl_loss": rl.kl_coef > 0,
-        "actor_rollout_ref.actor.kl_loss_coef": rl.kl_coef,
-        "actor_rollout_ref.actor.kl_loss_type": "low_var_kl",
-        "actor_rollout_ref.actor.freeze_vision_tower": rl.freeze_vision_tower,
-        "actor_rollout_ref.rollout.name": "vllm",
-        "actor_rollout_ref.rollout.n": rl.rollout_n,
-        "actor_rollout_ref.rollout.temperature": rl.temperature,
-        "actor_rollout_ref.rollout.gpu_memory_utilization": rl.gpu_memory_utilization,
-        "actor_rollout_ref.rollout.tensor_model_parallel_size": rl.tensor_parallel,
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
-        "reward.custom_reward_function.path": _module_file("medsage.plugins.engines.verl_reward"),
-        "reward.custom_reward_function.name": "compute_score",
-        "+reward.custom_reward_function.reward_kwargs": reward_kwargs,
-        "trainer.total_epochs": rl.epochs,
-        "trainer.nnodes": int(cluster.nnodes),
-        "trainer.n_gpus_per_node": max(1, int(cluster.gpus_per_node)),
-        "trainer.project_name": cfg.project,
-        "trainer.experiment_name": f"{cfg.model.name}_{rl.name}",
-        "trainer.default_local_dir": str(out_dir / "checkpoints"),
-        # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
-        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
-        # verl's file logger: every step's metrics (medsage/self_check_rate, ...) in <out>/metrics.jsonl,
-        # which the report reads for Figure 5; set through Ray's runtime env so the trainer actor sees it.
-        "trainer.logger": [*cfg.loggers, *(["file"] if "file" not in cfg.loggers else [])],
-        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": str(out_dir / "metrics.jsonl"),
-        "trainer.save_freq": rl.save_freq,
-        "trainer.test_freq": rl.test_freq,
-    }
-    # The span ids and the composite's components reach the advantage step through non_tensor_batch,
-    # which only the legacy trainer keeps there (medsage.plugins.self_check.verl_plugin).
-    o["trainer.use_v1"] = False
-    if rl.retry:
-        o["actor_rollout_ref.rollout.agent.default_agent_loop"] = "medsage_self_check"
-        o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] = str(agent_loop_file(cfg, out_dir))
-    return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,8 +177,10 @@ def easyr1_config(cfg) -> dict[str, Any]:
 def _no_launch_reason(cfg) -> str | None:
     if cfg.dry_run:
         return "dry_run=true"
+    if cfg.cluster.accelerator == "cpu":
+        return None  # the CPU route (medsage.plugins.engines.verl_cpu)
     if cfg.cluster.accelerator != "gpu":
-        return f"cluster={cfg.cluster.name} has accelerator={cfg.cluster.accelerator}; verl's rollout (vLLM) and FSDP training need GPUs"
+        return f"cluster={cfg.cluster.name} has accelerator={cfg.cluster.accelerator}: expected cpu or gpu"
     if cfg.cluster.envs.rl is None:
         try:
             import torch
@@ -352,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
 
+    from medsage.plugins.engines import verl as engine
+
     reason = _no_launch_reason(cfg)
     try:
         python = stage_python(cfg.cluster.envs.rl)
@@ -362,13 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         python = str(Path(cfg.cluster.envs.rl) / "bin" / "python")  # only printed: the command to run there
     command = [python, "-m", "verl.trainer.main_ppo", *overrides]
     printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
-    print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop'] if cfg.rl.retry else 'single_turn_agent'}); "
+    print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop']}{'' if cfg.rl.retry else ', no retry'}); "
           f"written to {out_dir / layout.RL_VERL_CONFIG}")
     if reason:
         print(f"not launched: {reason}\ncommand:\n  {printable}")
         return 0
     print(f"launching:\n  {printable}", flush=True)
-    rc = run_logged(command, out_dir / layout.RL_LOG)
+    # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
+    rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc

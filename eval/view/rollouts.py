@@ -107,7 +107,7 @@ def _verl_item(obj: dict, where: str) -> ViewItem:
     """A line of verl's ``rollout_data_dir`` dump: decoded prompt and response, score, components."""
     item = ViewItem(id=str(obj.get("request_id") or where.rsplit("/", 1)[-1]), kind="rollout", where=where,
                     question=str(obj.get("input") or ""), ground_truth=None if obj.get("gts") is None else str(obj["gts"]))
-    skip = _VERL_KEYS | {"request_id"}
+    skip = _VERL_KEYS | {"request_id", SPANS_DUMP_KEY}
     item.rewards = {"score": float(obj["score"])} if isinstance(obj.get("score"), (int, float)) else {}
     item.rewards |= {k: float(v) for k, v in obj.items()
                      if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -117,8 +117,34 @@ def _verl_item(obj: dict, where: str) -> ViewItem:
     item.answer = final_answer(item.traces)
     item.details["step"] = obj.get("step")
     item.details |= {k: v for k, v in obj.items() if k not in skip and k not in item.rewards}
+    if obj.get(SPANS_DUMP_KEY):
+        _mark_spans(item, obj[SPANS_DUMP_KEY])
     _rollout_verdict(item)
     return item
+
+
+SPANS_DUMP_KEY = "medsage_spans"  # medsage.plugins.self_check.advantage.SPANS_DUMP_KEY (no verl import here)
+_SPAN_TITLES = {"tau1": "τ1", "request": "request", "check": "self-check", "tau2": "τ2"}
+
+
+def _mark_spans(item: ViewItem, spans: Any) -> None:
+    """Put the advantage each span was trained with on the τ1 / τ2 traces and beside the check."""
+    try:
+        rows = [(str(name), str(text), float(adv)) for name, text, adv in spans]
+    except (TypeError, ValueError):
+        item.problems.append(f"'{SPANS_DUMP_KEY}' must be a list of [span, text, advantage], got {spans!r:.120}")
+        return
+    adv = {name: a for name, _, a in rows if name != "request"}
+    item.details["spans"] = " | ".join(f"{_SPAN_TITLES.get(n, n)} {len(t)} chars, advantage {a:+.4f}"
+                                       for n, t, a in rows)
+    if len(item.traces) == 1 and "tau1" in adv:  # accepted at τ1 (or no closed check span)
+        item.traces[0].title = f"τ1 (advantage {adv['tau1']:+.4f})"
+    elif len(item.traces) == 2:  # τ1 first try, τ2 after self-check
+        for trace, key in zip(item.traces, ("tau1", "tau2")):
+            if key in adv:
+                trace.title += f" (advantage {adv[key]:+.4f})"
+    if "check" in adv:
+        item.details["self-check advantage"] = f"{adv['check']:+.4f}"
 
 
 def rollout_file(path: Path) -> list[ViewItem]:

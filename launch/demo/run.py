@@ -2,8 +2,8 @@
 
 It is ``medsage pipeline +experiment=demo`` (recipes/experiment/demo.yaml): generated sources -> the
 data pipeline with the offline synthesizer -> a real LLaMA-Factory SFT of the tiny model -> the RL
-stage composes and validates verl's config (and launches it only where there is a GPU) ->
-evaluation on generated benchmarks -> the paper-table report; then a viewer page of the evaluated
+stage trains a few R-GRPO steps through verl's own trainer on CPU -> evaluation of the RL model on
+generated benchmarks -> the paper-table report; then a viewer page of the evaluated
 items. Every stage is a Ray job on an embedded loopback cluster; rerunning skips finished stages.
 """
 
@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo finished in {time.time() - started:.0f} s (rerun: finished stages are skipped)")
     print(f"  stage folders   {out / 'store'}")
     print(f"  SFT model       {sft_model}   loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    print(f"  RL              {Path(job['rl']['out_dir']) / launch_layout.RL_VERL_CONFIG} (validated; launched only on a GPU)")
+    rl_dir = Path(job["rl"]["out_dir"])
+    print(f"  RL model        {rl_dir / launch_layout.RL_FINAL_MODEL}   (R-GRPO on CPU; rollouts: "
+          f"medsage view {rl_dir / 'rollouts'})")
     scores = ", ".join(f"{b} {100 * s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
     print(f"  evaluation      {job['eval']['out_dir']}   ({scores}: a random 1 MB model)")
     print(f"  report          {out / 'demo' / launch_layout.REPORT_DIR / 'report.md'} (+ CSV and PNG)")

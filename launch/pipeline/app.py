@@ -32,9 +32,6 @@ def _job(cfg) -> None:
     run_dir = Path(cfg.run_root).resolve() / cfg.name
     if problem := synthesis_endpoint_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
-    if cfg.evaluate == "rl" and cfg.cluster.accelerator != "gpu":
-        raise SystemExit(f"medsage pipeline: evaluate=rl reads the RL stage's model, but cluster={cfg.cluster.name} "
-                         f"has no GPU, so verl only prints its command there; use evaluate=sft or a GPU cluster")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
         stages = plan_stages(spec, Path(cfg.store).resolve(), OmegaConf.to_container(cfg.cluster.envs, resolve=True))
@@ -43,9 +40,12 @@ def _job(cfg) -> None:
     overrides = list(hc.overrides.task)
     resume = shlex.join(["medsage", "pipeline", *overrides])
     print(f"pipeline {cfg.name}: {len(stages)} stages, job folder {job_dir}", flush=True)
+    # On CPU the RL stage's verl joins this cluster: one logical GPU for its rank, and enough logical
+    # CPUs for its placement groups (medsage.plugins.engines.verl.ray_overrides)
+    cpu = cfg.cluster.accelerator == "cpu"
     to_run = [s for s in stages if s.manifest().get("status") != "finished"]
-    outcomes = run_stages(stages, _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus) if to_run else None,
-                          resume_hint=resume)
+    cluster = _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None), 1 if cpu else None)
+    outcomes = run_stages(stages, cluster if to_run else None, resume_hint=resume)
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
@@ -68,12 +68,13 @@ _CLUSTERS: dict = {}
 _STACK = ExitStack()
 
 
-def _cluster(address: str | None, num_cpus: int | None):
+def _cluster(address: str | None, num_cpus: int | None, num_gpus: int | None = None):
     from medsage.launch.pipeline.ray_jobs import ray_cluster
 
-    if (address, num_cpus) not in _CLUSTERS:
-        _CLUSTERS[address, num_cpus] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus))
-    return _CLUSTERS[address, num_cpus]
+    key = (address, num_cpus, num_gpus)
+    if key not in _CLUSTERS:
+        _CLUSTERS[key] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus, num_gpus=num_gpus))
+    return _CLUSTERS[key]
 
 
 def synthesis_endpoint_problem(cfg) -> str | None:

@@ -109,7 +109,7 @@ def _lean():
 
 
 @contextmanager
-def ray_cluster(address: str | None = None, *, num_cpus: int | None = None,
+def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
                 temp_dir: str | Path | None = None) -> Iterator["JobSubmissionClient"]:  # noqa: F821
     """A Jobs API client for ``address``, an already running local cluster, or an embedded one."""
     address = address or (os.environ.get("RAY_ADDRESS", "") if os.environ.get("RAY_ADDRESS", "").startswith("http")
@@ -129,7 +129,7 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None,
     with _lean():
         ctx = ray.init(
             _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=None,
-            num_cpus=num_cpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
+            num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
             log_to_driver=False, namespace="medsage",
         )
     client = JobSubmissionClient(f"http://{ctx.dashboard_url}")

@@ -34,6 +34,10 @@ SPANS_KEY = "medsage_span_ids"            # list[int], one code per response tok
 RETRIED_KEY = "medsage_retried"           # bool: a1 was wrong, a check and τ2 followed
 SC_ADVANTAGE_KEY = "medsage_sc_advantage"  # float: α · r_sc (0 for samples not retried)
 SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc
+TAU1_TRUNCATED_KEY = "medsage_tau1_truncated"  # bool: τ1 used its whole budget without ending
+TAU2_TRUNCATED_KEY = "medsage_tau2_truncated"  # bool: check + τ2 used its whole budget (retried only)
+RETRY_TOKENS_KEY = "medsage_retry_tokens"      # int: tokens the retry generated (check + τ2)
+LOOP_SECONDS_KEY = "medsage_loop_seconds"      # float: time in the loop's own code, server waits excluded
 
 
 def span_tensor(span_ids: Any, shape: tuple[int, int]):
@@ -85,6 +89,31 @@ def compute_self_check_advantage(token_level_rewards, response_mask, index: np.n
     return adv, adv
 
 
+SPANS_DUMP_KEY = "medsage_spans"  # rollout dump column: [[span name, text, advantage], ...] per rollout
+
+
+def span_records(batch, tokenizer) -> list[list[list]]:
+    """Each rollout's response as contiguous spans ``[name, text, advantage]`` (name: tau1, request,
+    check, tau2; the request is the span of context tokens the loop inserted)."""
+    responses, mask, adv = batch.batch["responses"], batch.batch["response_mask"], batch.batch["advantages"]
+    out = []
+    for i, spans in enumerate(batch.non_tensor_batch[SPANS_KEY]):
+        spans = list(spans)
+        rows: list[list] = []
+        start = 0
+        for k in range(1, len(spans) + 1):
+            if k < len(spans) and spans[k] == spans[start]:
+                continue
+            name = SPAN_NAMES[spans[start]] if spans[start] != SPAN_NONE else "request"
+            ids = responses[i, start:k].tolist()
+            trained = mask[i, start:k].bool()
+            value = float(adv[i, start:k][trained].mean()) if trained.any() else 0.0
+            rows.append([name, tokenizer.decode(ids, skip_special_tokens=True), round(value, 6)])
+            start = k
+        out.append(rows)
+    return out
+
+
 def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
     """Self-check rate (fraction of rollouts retried) and correction rate (retries whose τ2 is right)."""
     if RETRIED_KEY not in non_tensor_batch:
@@ -92,11 +121,25 @@ def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
     retried = np.asarray(non_tensor_batch[RETRIED_KEY], dtype=bool)
     fixed = np.asarray(non_tensor_batch[SC_REWARD_KEY], dtype=float) > 0
     n_retried = int(retried.sum())
-    return {
+    metrics = {
         "medsage/self_check_rate": float(retried.mean()) if len(retried) else 0.0,
         "medsage/correction_rate": float((fixed & retried).sum() / n_retried) if n_retried else 0.0,
         "medsage/retried": float(n_retried),
     }
+    if TAU1_TRUNCATED_KEY in non_tensor_batch:
+        tau1 = np.asarray(non_tensor_batch[TAU1_TRUNCATED_KEY], dtype=bool)
+        tau2 = np.asarray(non_tensor_batch[TAU2_TRUNCATED_KEY], dtype=bool)
+        metrics["medsage/tau1_truncation_rate"] = float(tau1.mean()) if len(tau1) else 0.0
+        metrics["medsage/tau2_truncation_rate"] = float((tau2 & retried).sum() / n_retried) if n_retried else 0.0
+    if RETRY_TOKENS_KEY in non_tensor_batch:
+        tokens = np.asarray(non_tensor_batch[RETRY_TOKENS_KEY], dtype=float)
+        metrics["medsage/retry_tokens_per_rollout"] = float(tokens.mean())
+        metrics["medsage/retry_tokens_per_retry"] = float(tokens[retried].mean()) if n_retried else 0.0
+    if "medsage_first_correct" in non_tensor_batch:
+        metrics["medsage/first_try_error_rate"] = float(1 - np.asarray(non_tensor_batch["medsage_first_correct"], dtype=float).mean())
+    if LOOP_SECONDS_KEY in non_tensor_batch:
+        metrics["medsage/agent_loop_s"] = float(np.asarray(non_tensor_batch[LOOP_SECONDS_KEY], dtype=float).sum())
+    return metrics
 
 
 def register() -> None:

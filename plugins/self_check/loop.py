@@ -18,13 +18,14 @@ agent-loop config file carrying α and the request text (``agent_loop_config_pat
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    RETRIED_KEY, SC_ADVANTAGE_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    LOOP_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import answer_correct
@@ -41,6 +42,16 @@ DEFAULT_REQUEST = (
 )
 
 
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens this tokenizer has (none for a text-only model)."""
+    unk = tokenizer.unk_token_id
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+    return [i for i in ids if i is not None and i != unk]
+
+
 def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int]:
     """Mirror a Continuous Token merge on the span ids (verl does the same for the response mask)."""
     if merge_result.removed_prefix_token_count:
@@ -55,16 +66,35 @@ def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int
 
 @register(AGENT_NAME)
 class SelfCheckAgentLoop(AgentLoopBase):
-    def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, **kwargs):
+    def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, retry: bool = True,
+                 tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None, **kwargs):
         if CHECK_OPEN in request or CHECK_CLOSE in request:
             raise ValueError(f"the self-check request must not contain {CHECK_OPEN} or {CHECK_CLOSE}: "
                              "the loop opens the span itself and the reward splits on the first one")
         super().__init__(*args, **kwargs)
         self.alpha = float(alpha)
         self.request = request
+        self.retry = bool(retry)
         self.response_length = self.rollout_config.response_length
+        # τ1 and (check + τ2) each get their own generation budget (paper: 1024 each); the response
+        # verl pads to holds both plus the request (medsage rl sizes response_length from them)
+        self.tau1_max_tokens = int(tau1_max_tokens or self.response_length)
+        self.tau2_max_tokens = int(tau2_max_tokens or self.response_length)
+        self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
+        # The policy must never write a vision token: verl would read it as an image placeholder when it
+        # builds mRoPE positions (get_rope_index) and fail. logit_bias is vLLM's sampling parameter.
+        self.banned = {int(i): -100.0 for i in vision_token_ids(self.tokenizer)}
 
     async def _generate(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
+        if self.banned:
+            sampling_params = {**sampling_params, "logit_bias": {**sampling_params.get("logit_bias", {}), **self.banned}}
+        started = time.perf_counter()
+        try:
+            return await self._serve(prompt_ids, sampling_params, mm, request_id)
+        finally:
+            self._server_s += time.perf_counter() - started
+
+    async def _serve(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
         return await self.server_manager.generate(
             request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params,
             image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
@@ -75,19 +105,25 @@ class SelfCheckAgentLoop(AgentLoopBase):
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _check_length(self, ids: list[int]) -> int:
-        """Tokens up to and including the one that completes ``</CHECK>`` (all of them if never closed)."""
-        if CHECK_CLOSE not in self._decode(ids):
-            return len(ids)
-        lo, hi = 1, len(ids)  # "prefix contains the tag" is monotone in the prefix length
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if CHECK_CLOSE in self._decode(ids[:mid]):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        """Tokens up to and including the one that completes ``</CHECK>`` (all of them if never closed).
+
+        One decode per token and a search of the last few characters only: linear in the length. The
+        tag is ASCII, so a token that ends inside a multi-byte character (decoded alone as U+FFFD)
+        cannot hide or fake it; this is the first token whose decoded prefix contains the tag.
+        """
+        tail = ""
+        for k, piece in enumerate(self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)):
+            tail = (tail + piece)[-(len(piece) + len(CHECK_CLOSE)):]
+            if CHECK_CLOSE in tail:
+                return k + 1
+        return len(ids)
+
+    def _truncated(self, ids: list[int], limit: int) -> bool:
+        """The generation used its whole budget without ending its turn."""
+        return len(ids) >= limit and (not ids or ids[-1] not in self.stop_ids)
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
+        started, self._server_s = time.perf_counter(), 0.0
         messages = list(kwargs["raw_prompt"])
         item = reward_input_from_row("", kwargs["reward_model"]["ground_truth"], kwargs.get("extra_info"))
         mm = await self.process_multi_modal_info(messages)
@@ -97,7 +133,10 @@ class SelfCheckAgentLoop(AgentLoopBase):
         request_id = uuid4().hex
 
         # τ1
-        out1 = await self._generate(prompt_ids, sampling_params, mm, request_id)
+        tau1_limit = min(int(sampling_params.get("max_tokens", self.tau1_max_tokens)), self.tau1_max_tokens,
+                         self.response_length)
+        out1 = await self._generate(prompt_ids, {**sampling_params, "max_tokens": tau1_limit}, mm, request_id)
+        tau1_truncated = self._truncated(out1.token_ids, tau1_limit)
         merged, mask, logprobs = await self.ct_merge_assistant_token(
             prompt_ids, out1.token_ids, [], [] if out1.log_probs else None,
             assistant_logprobs=out1.log_probs or None)
@@ -105,15 +144,15 @@ class SelfCheckAgentLoop(AgentLoopBase):
         tau1 = self._decode(out1.token_ids)
         first_correct = answer_correct(tau1, item)
 
-        retried, sc_reward = False, 0.0
-        if not first_correct:
+        retried, sc_reward, tau2_truncated, retry_tokens = False, 0.0, False, 0
+        if self.retry and not first_correct:
             previous = messages + [{"role": "assistant", "content": tau1}]
             updated = previous + [{"role": "user", "content": self.request}]
             ctx, ctx_mask, ctx_logprobs = await self.ct_merge_context_msg(
                 previous, updated, merged.token_ids, mask, logprobs)
             # Open the check span for the policy: context tokens, like the request.
             opener = self.tokenizer.encode(CHECK_OPEN, add_special_tokens=False)
-            room = self.response_length - len(ctx_mask) - len(opener)
+            room = min(self.tau2_max_tokens, self.response_length - len(ctx_mask) - len(opener))
             if room > 0:  # otherwise τ1 already fills the budget: keep it, as if accepted
                 retried = True
                 spans = _extend_spans(spans, ctx, []) + [SPAN_NONE] * len(opener)
@@ -122,6 +161,7 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 logprobs = ctx_logprobs + [0.0] * len(opener) if ctx_logprobs is not None else None
                 out2 = await self._generate(runtime, {**sampling_params, "max_tokens": room}, mm, request_id)
                 n_check = self._check_length(out2.token_ids)
+                tau2_truncated, retry_tokens = self._truncated(out2.token_ids, room), len(out2.token_ids)
                 merged, mask, logprobs = await self.ct_merge_assistant_token(
                     runtime, out2.token_ids, mask, logprobs if out2.log_probs else None,
                     assistant_logprobs=out2.log_probs or None)
@@ -150,6 +190,11 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 SC_REWARD_KEY: sc_reward,
                 SC_ADVANTAGE_KEY: self.alpha * sc_reward,
                 "medsage_first_correct": first_correct,
+                TAU1_TRUNCATED_KEY: tau1_truncated,
+                TAU2_TRUNCATED_KEY: tau2_truncated,
+                RETRY_TOKENS_KEY: retry_tokens,
+                # seconds spent in this loop's own code (not waiting for the server): bench_rl_step.py
+                LOOP_SECONDS_KEY: time.perf_counter() - started - self._server_s,
                 "turn_scores": [],
                 "tool_rewards": [],
             },

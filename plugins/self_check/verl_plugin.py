@@ -8,7 +8,9 @@ exist wherever verl looks them up. verl swallows a failing plugin import at debu
 One hook beyond verl's registries: a registered advantage estimator receives tensors only, while
 the span ids recorded by the agent loop are ``non_tensor_batch`` columns. verl already passes
 ``non_tensor_batch`` to its GDPO estimator; ``_pass_non_tensor_batch`` does the same for
-``medsage_self_check`` alone, and adds the self-check metrics to the step's metrics. Every other
+``medsage_self_check`` alone, and adds the self-check metrics to the step's metrics; verl's rollout
+dump (``trainer.rollout_data_dir``) gets each rollout's spans (τ1, request, check, τ2) with the
+advantage its tokens were trained with, which ``medsage view`` shows. Every other
 estimator goes through verl's own code, after the one batch step every estimator needs: the
 composite reward normalised within the batch (``verl_reward.normalise_batch``). This path needs verl's legacy trainer
 (``trainer.use_v1=false``): the v1 trainer fetches a fixed list of tensor fields for the advantage
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import functools
 
-from medsage.plugins.engines import verl_reward
+from medsage.plugins.engines import verl_engine, verl_reward
 from medsage.plugins.self_check import advantage
+from medsage.plugins.self_check.advantage import SPANS_DUMP_KEY
 from medsage.plugins.self_check.loop import AGENT_NAME, SelfCheckAgentLoop  # noqa: F401  (registers the loop)
 
 
@@ -50,9 +53,19 @@ def _pass_non_tensor_batch() -> None:
         metrics.update(advantage.self_check_metrics(batch.non_tensor_batch))
         return metrics
 
+    verl_log_rollout_data = ray_trainer.RayPPOTrainer._log_rollout_data
+
+    @functools.wraps(verl_log_rollout_data)
+    def log_rollout_data(self, batch, reward_extra_infos_dict, *args, **kwargs):
+        if advantage.SPANS_KEY in batch.non_tensor_batch and "advantages" in batch.batch.keys():
+            reward_extra_infos_dict = {**reward_extra_infos_dict,
+                                       SPANS_DUMP_KEY: advantage.span_records(batch, self.tokenizer)}
+        return verl_log_rollout_data(self, batch, reward_extra_infos_dict, *args, **kwargs)
+
     compute_advantage._medsage_hook = True
     ray_trainer.compute_advantage = compute_advantage
     ray_trainer.compute_data_metrics = compute_data_metrics
+    ray_trainer.RayPPOTrainer._log_rollout_data = log_rollout_data
 
 
 def check_registered() -> dict[str, str]:
@@ -69,3 +82,4 @@ def check_registered() -> dict[str, str]:
 
 advantage.register()
 _pass_non_tensor_batch()
+verl_engine.register()

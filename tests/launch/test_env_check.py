@@ -41,3 +41,19 @@ def test_missing_environment_folder(tmp_path):
 
     report = check_stage("sft", str(tmp_path / "nope"))
     assert not report.ok and "python -m venv" in report.fix
+
+
+def test_more_than_one_rl_rank_needs_an_rl_environment_of_its_own():
+    # This (dev) environment holds LLaMA-Factory's accelerate pin: fine for one RL rank, not for four.
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    from medsage.launch.env import check_stage
+
+    assert check_stage("rl", None, ranks=1).ok
+    four = check_stage("rl", None, ranks=4)
+    if Version(version("accelerate")) >= Version("1.15"):
+        assert four.ok
+    else:
+        assert not four.ok and "must not be the SFT one" in four.problems[0] and "[rl]" in four.fix

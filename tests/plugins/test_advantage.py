@@ -132,3 +132,41 @@ def test_step_metrics_include_self_check_rates():
     assert metrics["medsage/self_check_rate"] == pytest.approx(0.5)
     assert metrics["medsage/correction_rate"] == pytest.approx(1 / 3)
     assert "critic/score/mean" in metrics  # verl's own metrics are still there
+
+
+def test_rollout_dump_spans_reach_the_viewer(tmp_path, tiny_model_dir):
+    # What medsage adds to verl's rollout dump (span_records on the trained batch) and how the viewer shows it.
+    import json
+
+    import torch
+    from transformers import AutoTokenizer
+    from verl import DataProto
+
+    from medsage.eval.view.load import load
+    from medsage.plugins.self_check.advantage import SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_DUMP_KEY, SPANS_KEY
+    from medsage.plugins.self_check.advantage import span_records
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    parts = [("<ANSWER>no</ANSWER>", SPAN_TAU1, 0.0), ("Check it.<CHECK>", SPAN_NONE, 0.0),
+             ("misread</CHECK>", SPAN_CHECK, 0.2), ("<ANSWER>yes</ANSWER>", SPAN_TAU2, 0.7)]
+    ids, spans, adv = [], [], []
+    for text, span, a in parts:
+        t = tok.encode(text, add_special_tokens=False)
+        ids += t
+        spans += [span] * len(t)
+        adv += [a] * len(t)
+    n = len(ids) + 3  # verl pads the response
+    batch = DataProto.from_dict(tensors={
+        "responses": torch.tensor([ids + [0] * 3]),
+        "response_mask": torch.tensor([[int(s != SPAN_NONE) for s in spans] + [0] * 3]),
+        "advantages": torch.tensor([adv + [0.0] * 3])}, non_tensors={SPANS_KEY: [spans]})
+    rows = span_records(batch, tok)[0]
+    assert [r[0] for r in rows] == ["tau1", "request", "check", "tau2"] and n == len(ids) + 3
+    assert [r[2] for r in rows] == [0.0, 0.0, 0.2, 0.7]
+    text = "".join(p[0] for p in parts)
+    (tmp_path / "1.jsonl").write_text(json.dumps({"input": "q", "output": text, "gts": "yes", "score": 1.0, "step": 1,
+                                                  SPANS_DUMP_KEY: rows}) + "\n")
+    item = load(tmp_path / "1.jsonl").items[0]
+    titles = [t.title for t in item.traces]
+    assert titles[0].startswith("τ1") and "+0.0000" in titles[0] and titles[1].startswith("τ2") and "+0.7000" in titles[1]
+    assert item.details["self-check advantage"] == "+0.2000" and "self-check" in item.details["spans"]

@@ -34,8 +34,9 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     ar = v.actor_rollout_ref
     assert ar.rollout.agent.default_agent_loop == "medsage_self_check"
     assert (ar.rollout.n, ar.actor.optim.lr, v.trainer.total_epochs) == (6, 1e-5, 8)
-    assert (v.data.max_prompt_length, v.data.max_response_length) == (1024, 1024)
-    assert ar.rollout.response_length == 1024  # verl's interpolation from data.* still resolves
+    # τ1 1024 + request 128 + check/τ2 1024 (the retry's own budget, paper: 1024 each)
+    assert (v.data.max_prompt_length, v.data.max_response_length) == (1024, 2176)
+    assert ar.rollout.response_length == 2176  # verl's interpolation from data.* still resolves
     assert ar.actor.freeze_vision_tower is True and ar.actor.ppo_micro_batch_size_per_gpu == 2
     # 4 GPUs x 2 per device x 8 accumulation = 64 sequences -> 12 prompts x 6 rollouts = 72
     assert ar.actor.ppo_mini_batch_size == 12 and v.data.train_batch_size == 12
@@ -44,7 +45,8 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     assert v.reward.custom_reward_function.reward_kwargs.reward_params.weights.accuracy == 1.0
     loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
     assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                         "alpha": 0.2}]
+                         "alpha": 0.2, "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024}]
+    assert ar.rollout.name == "vllm" and v.trainer.rollout_data_dir == str(tmp_path / "run" / "rollouts")
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
 
 
@@ -66,7 +68,11 @@ def test_final_model_points_at_the_latest_hf_checkpoint(tmp_path):
 def test_grpo_and_alpha_override(tmp_path):
     _, v, _ = _verl(tmp_path, "rl=grpo")
     assert v.algorithm.adv_estimator == "grpo"
-    assert v.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+    # medsage's loop without the retry: it bans vision tokens, which verl's single-turn loop does not;
+    # the legacy trainer, as verl's default v1 path needs transfer_queue (not installed)
+    assert v.actor_rollout_ref.rollout.agent.default_agent_loop == "medsage_self_check"
+    assert yaml.safe_load(open(v.actor_rollout_ref.rollout.agent.agent_loop_config_path))[0]["retry"] is False
+    assert v.trainer.use_v1 is False and v.data.max_response_length == 1024
     assert v.actor_rollout_ref.rollout.n == 6 and v.trainer.total_epochs == 8
     cfg = _cfg(tmp_path, "rl.alpha=0.15", "rl.request='Check again, please.'")
     rl_launch.verl_overrides(cfg, tmp_path / "run")
@@ -83,12 +89,15 @@ def test_verl_rejects_a_bad_key_and_inconsistent_batches(tmp_path):
         _verl(tmp_path, "rl.rollout_batch_prompts=13")
 
 
-def test_main_prints_the_command_without_an_accelerator(tmp_path, capsys):
-    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu",
+def test_main_prints_the_cpu_route_on_a_dry_run(tmp_path, capsys):
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu", "dry_run=true",
                          f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "not launched: cluster=local_cpu has accelerator=cpu" in out
+    assert "not launched: dry_run=true" in out
+    for cpu in ("actor_rollout_ref.rollout.name=hf_cpu", "trainer.device=cpu", "actor_rollout_ref.actor.strategy=fsdp2",
+                "+ray_kwargs.ray_init.num_gpus=1", "VERL_PLATFORM:medsage_cpu"):
+        assert cpu in out, cpu
     assert "-m verl.trainer.main_ppo" in out and "algorithm.adv_estimator=medsage_self_check" in out
     assert (tmp_path / "run" / "verl_config.yaml").exists() and (tmp_path / "run" / "verl_overrides.txt").exists()
 
@@ -119,3 +128,22 @@ def test_hydra_values_round_trip():
     value = {"a": "x y", "b": [1, 2.5, None, True], "c": "1e-5", "d": "it's", "e": "plain_name", "f": "/a/b.py"}
     parsed = OverridesParser.create().parse_override(f"k={rl_launch._hydra_value(value)}").value()
     assert parsed == value
+
+
+def test_verl_starts_its_ray_on_loopback_or_joins_the_pipelines(tmp_path, monkeypatch):
+    from medsage.plugins.engines import verl as engine
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = rl_launch.compose_recipe(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu",
+                                    f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    own = engine.ray_overrides(cfg, 1)
+    assert own["+ray_kwargs.ray_init._node_ip_address"] == "127.0.0.1" and own["+ray_kwargs.ray_init.num_gpus"] == 1
+    assert engine.driver_env(cfg)["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    env_vars = own["+ray_kwargs.ray_init.runtime_env.env_vars"]
+    assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "medsage.plugins.engines.verl_cpu"
+    assert env_vars["MEDSAGE_FREEZE_VISION_TOWER"] == "1"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what Ray sets for a job's entrypoint
+    joined = engine.ray_overrides(cfg, 1)
+    assert joined["+ray_kwargs.ray_init.address"] == "127.0.0.1:6379"
+    assert "+ray_kwargs.ray_init.num_gpus" not in joined and "+ray_kwargs.ray_init._node_ip_address" not in joined
+    assert engine.driver_env(cfg)["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"

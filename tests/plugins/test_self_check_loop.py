@@ -208,3 +208,20 @@ def test_image_prompt_retry_keeps_the_image(tiny, tmp_path):
     assert second["prompt_ids"].count(image_pad) == first["prompt_ids"].count(image_pad)
     assert len(second["images"]) == 1 and second["images"][0].size == first["images"][0].size
     assert list(out.multi_modal_data) == ["images"]
+
+
+def test_check_split_is_the_first_prefix_holding_the_tag(tiny):
+    # The split decodes each token once (linear); it must agree with the definition: the shortest
+    # prefix whose decoded text contains </CHECK>, also next to multi-byte characters.
+    from types import SimpleNamespace
+
+    from medsage.plugins.self_check.loop import CHECK_CLOSE, SelfCheckAgentLoop
+
+    tokenizer = tiny[0]
+    loop = SimpleNamespace(tokenizer=tokenizer)
+    for text in ("the region was misread é</CHECK> <ANSWER>yes</ANSWER>", "ü日本</CHECK>語 done", "no tag at all ü",
+                 "</CHECK>first", "a </CHECK> b </CHECK> c"):
+        ids = tokens(tokenizer, text)
+        expected = next((k for k in range(1, len(ids) + 1)
+                         if CHECK_CLOSE in tokenizer.decode(ids[:k], skip_special_tokens=True)), len(ids))
+        assert SelfCheckAgentLoop._check_length(loop, ids) == expected, text

@@ -1,0 +1,257 @@
+"""medsage's RL recipe as verl 0.9.1 settings: the overrides ``medsage rl`` hands ``verl.trainer.main_ppo``.
+
+``verl_overrides`` translates a composed ``recipes/rl.yaml`` (batch sizes from the paper's per-device
+batch and accumulation, the agent-loop file with α, the request and the τ1/τ2 budgets, the reward
+function, the checkpoint and rollout-dump folders).
+
+``cpu_overrides`` and ``launch_env`` are the CPU route's half (``medsage.plugins.engines.verl_cpu``):
+what verl needs to train on a machine without accelerators. On a GPU cluster recipe neither is used
+and verl runs exactly as configured by the recipe (vLLM rollout).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+class RLConfigError(ValueError):
+    """A recipe that cannot become a valid verl / EasyR1 run; the message says which field and why."""
+
+
+
+
+def _module_file(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise RLConfigError(f"cannot locate {module}; is medsage installed in this environment?")
+    return spec.origin
+
+
+_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _hydra_value(v: Any) -> str:
+    """A Python value in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
+    s = str(v)
+    if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def batch_sizes(rl, world: int) -> dict[str, int]:
+    """verl's batch sizes (in prompts) from the paper's per-device batch and accumulation.
+
+    One optimiser step sees micro × accum × world sequences, i.e. that / rollout_n prompts. verl needs
+    whole prompts whose sequences split evenly over the devices' micro-batches, so the prompt count is
+    rounded up to the nearest such value (4 GPUs, 2 × 8, n = 6: 64 sequences -> 12 prompts = 72).
+    """
+    target_seqs = rl.micro_batch_per_device * rl.grad_accum * world
+    step = rl.micro_batch_per_device * world
+    prompts = max(1, math.ceil(target_seqs / rl.rollout_n))
+    while (prompts * rl.rollout_n) % step:
+        prompts += 1
+    rollout = rl.rollout_batch_prompts or prompts
+    if rollout % prompts:
+        raise RLConfigError(f"rl.rollout_batch_prompts={rollout} must be a multiple of the update batch ({prompts} prompts)")
+    return {"ppo_mini_batch_size": prompts, "train_batch_size": rollout, "sequences_per_update": prompts * rl.rollout_n}
+
+
+def response_length(rl) -> int:
+    """verl's response length: τ1's budget, plus the request and the retry's own budget when it retries."""
+    return int(rl.max_response_length) + (int(rl.request_budget) + int(rl.retry_max_tokens) if rl.retry else 0)
+
+
+def agent_loop_file(cfg, out_dir: Path) -> Path:
+    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α and the request."""
+    from omegaconf import OmegaConf
+
+    from medsage.io import atomic_write_text
+
+    entry: dict[str, Any] = {"name": "medsage_self_check",
+                             "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
+                             "alpha": float(cfg.rl.alpha), "retry": bool(cfg.rl.retry),
+                             "tau1_max_tokens": int(cfg.rl.max_response_length),
+                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens)}
+    if cfg.rl.request:
+        entry["request"] = str(cfg.rl.request)
+    return atomic_write_text(out_dir / "agent_loop.yaml", OmegaConf.to_yaml(OmegaConf.create([entry])))
+
+
+def verl_overrides(cfg, out_dir: Path) -> list[str]:
+    """The verl Hydra overrides for a composed recipe (the command line verl's main_ppo receives)."""
+    from omegaconf import OmegaConf
+
+    rl, cluster = cfg.rl, cfg.cluster
+    world = max(1, int(cluster.nnodes) * max(1, int(cluster.gpus_per_node)))
+    sizes = batch_sizes(rl, world)
+    reward_kwargs = {"reward": cfg.reward.name, "reward_params": OmegaConf.to_container(cfg.reward.params, resolve=True)}
+    o = {
+        "data.train_files": str(cfg.train_files),
+        "data.val_files": str(cfg.val_files or cfg.train_files),
+        "data.train_batch_size": sizes["train_batch_size"],
+        "data.max_prompt_length": rl.max_prompt_length,
+        "data.max_response_length": response_length(rl),
+        "data.image_key": "images",
+        "data.filter_overlong_prompts": True,
+        "algorithm.adv_estimator": "medsage_self_check" if rl.retry else "grpo",
+        "algorithm.use_kl_in_reward": False,
+        "critic.enable": False,  # GRPO: no value model
+        "actor_rollout_ref.model.path": str(cfg.model.path),
+        "actor_rollout_ref.actor.optim.lr": rl.lr,
+        "actor_rollout_ref.actor.ppo_mini_batch_size": sizes["ppo_mini_batch_size"],
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": rl.micro_batch_per_device,
+        "actor_rollout_ref.actor.use_kl_loss": rl.kl_coef > 0,
+        "actor_rollout_ref.actor.kl_loss_coef": rl.kl_coef,
+        "actor_rollout_ref.actor.kl_loss_type": "low_var_kl",
+        "actor_rollout_ref.actor.freeze_vision_tower": rl.freeze_vision_tower,
+        "actor_rollout_ref.rollout.name": "vllm",
+        "actor_rollout_ref.rollout.n": rl.rollout_n,
+        "actor_rollout_ref.rollout.temperature": rl.temperature,
+        "actor_rollout_ref.rollout.gpu_memory_utilization": rl.gpu_memory_utilization,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": rl.tensor_parallel,
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch,
+        "reward.custom_reward_function.path": _module_file("medsage.plugins.engines.verl_reward"),
+        "reward.custom_reward_function.name": "compute_score",
+        "+reward.custom_reward_function.reward_kwargs": reward_kwargs,
+        "trainer.total_epochs": rl.epochs,
+        "trainer.nnodes": int(cluster.nnodes),
+        "trainer.n_gpus_per_node": max(1, int(cluster.gpus_per_node)),
+        "trainer.project_name": cfg.project,
+        "trainer.experiment_name": f"{cfg.model.name}_{rl.name}",
+        "trainer.default_local_dir": str(out_dir / "checkpoints"),
+        # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
+        "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
+        # verl's file logger: every step's metrics (medsage/self_check_rate, ...) in <out>/metrics.jsonl,
+        # which the report reads for Figure 5; its path reaches the trainer actor through Ray's runtime env.
+        "trainer.logger": [*cfg.loggers, *(["file"] if "file" not in cfg.loggers else [])],
+        "trainer.save_freq": rl.save_freq,
+        "trainer.test_freq": rl.test_freq,
+        # verl's rollout dump (one JSONL per step), which medsage's viewer reads (medsage view)
+        "trainer.rollout_data_dir": str(out_dir / "rollouts"),
+        # the legacy trainer: the span ids reach the estimator through non_tensor_batch, which only
+        # it keeps until the advantage step; its default v1 path also needs transfer_queue
+        "trainer.use_v1": False,
+        "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
+        "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
+    }
+    o.update(ray_overrides(cfg, world))
+    o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")
+    if cluster.accelerator == "cpu":
+        o.update(cpu_overrides())
+    return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
+
+
+def console_step_metrics(log: str) -> dict[int, dict[str, float]]:
+    """The numeric metrics of each step from verl's console logger (``step:N - key:value - ...``)."""
+    number = re.compile(r"(?:np\.float64\()?([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)\)?")
+    steps: dict[int, dict[str, float]] = {}
+    for line in log.splitlines():
+        m = re.search(r"step:(\d+) - (.*)$", line)
+        if not m:
+            continue
+        values = {}
+        for pair in m.group(2).split(" - "):
+            key, _, value = pair.partition(":")
+            if (v := number.fullmatch(value.strip())) is not None:
+                values[key.strip()] = float(v.group(1))
+        steps[int(m.group(1))] = values
+    return steps
+
+
+FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+
+
+def worker_env(cfg) -> dict[str, str]:
+    """Environment of verl's Ray workers (their runtime_env): medsage's engine reads the freeze flag."""
+    from medsage.plugins.engines.verl_engine import FREEZE_ENV
+
+    env = {FREEZE_ENV: "1" if cfg.rl.freeze_vision_tower else "0", "TOKENIZERS_PARALLELISM": "false"}
+    if cfg.cluster.accelerator == "cpu":
+        from medsage.plugins.engines import verl_cpu_env
+
+        env.update(verl_cpu_env.ENV)
+    return env
+
+
+def ray_address(cfg) -> str | None:
+    """The cluster verl joins: the recipe's, or the one whose job this is (the pipeline's); None: its own."""
+    return cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def driver_env(cfg) -> dict[str, str]:
+    """Environment of verl's driver process (``python -m verl.trainer.main_ppo``)."""
+    env = worker_env(cfg)
+    if ray_address(cfg):
+        # a job's driver: Ray refuses a ray.init runtime_env that repeats a field of the job's (verl
+        # always passes py_executable); ours names the same interpreter (ray_overrides), so let it win
+        env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    elif int(cfg.cluster.nnodes) == 1:
+        # Ray resolves 127.0.0.1 to the interface address unless cluster mode is off
+        # (medsage.launch.pipeline.ray_jobs); its own cluster must stay on loopback
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
+
+
+def ray_overrides(cfg, world: int) -> dict[str, Any]:
+    """How verl's own ``ray.init`` starts: joining a running cluster, or a local one on 127.0.0.1."""
+    init: dict[str, Any] = {"runtime_env": {"env_vars": worker_env(cfg)}}
+    address = ray_address(cfg)
+    if address:
+        from medsage.runtime import stage_python
+
+        init["address"] = str(address)
+        init["runtime_env"]["py_executable"] = stage_python(cfg.cluster.envs.rl)
+    elif int(cfg.cluster.nnodes) == 1:  # several nodes need their real addresses
+        init.update({"_node_ip_address": "127.0.0.1", "include_dashboard": False})
+        if cfg.cluster.accelerator == "cpu":
+            # a logical GPU per rank for verl's resource pools; its placement groups (trainer ranks,
+            # agent-loop and reward workers) need more logical CPUs than two cores offer
+            init.update({"num_gpus": world, "num_cpus": max(8, 4 * world)})
+    out = {f"+ray_kwargs.ray_init.{k}": v for k, v in init.items() if k != "runtime_env"}
+    out["+ray_kwargs.ray_init.runtime_env.env_vars"] = init["runtime_env"]["env_vars"]
+    if "py_executable" in init["runtime_env"]:
+        out["ray_kwargs.ray_init.runtime_env.py_executable"] = init["runtime_env"]["py_executable"]
+    return out
+
+
+def cpu_overrides() -> dict[str, Any]:
+    """verl settings for FSDP training and Hugging Face generation on CPU."""
+    from medsage.plugins.engines.verl_cpu_env import ROLLOUT_NAME
+
+    return {
+        "trainer.device": "cpu",
+        "actor_rollout_ref.rollout.name": ROLLOUT_NAME,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
+        "actor_rollout_ref.actor.strategy": "fsdp2",  # FSDP1's sync_module_states needs a GPU
+        "actor_rollout_ref.ref.strategy": "fsdp2",
+        "actor_rollout_ref.actor.fsdp_config.strategy": "fsdp2",
+        "actor_rollout_ref.ref.fsdp_config.strategy": "fsdp2",
+        # fp32 throughout: the rollout server samples in fp32, so its log-probs match the trainer's
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision": FP32,
+        "+actor_rollout_ref.ref.fsdp_config.mixed_precision": FP32,
+        "actor_rollout_ref.actor.use_torch_compile": False,
+        "actor_rollout_ref.actor.fsdp_config.use_torch_compile": False,
+        "actor_rollout_ref.ref.fsdp_config.use_torch_compile": False,
+        "actor_rollout_ref.model.use_remove_padding": False,  # flash-attention varlen kernels
+        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+        "data.dataloader_num_workers": 0,
+        # one agent-loop and one reward process instead of eight each: each imports torch and verl
+        "actor_rollout_ref.rollout.agent.num_workers": 1,
+        "reward.num_workers": 1,
+    }

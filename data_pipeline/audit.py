@@ -14,7 +14,6 @@ A pair is an evaluation image and its nearest image on the other side when they 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -79,7 +78,8 @@ def near_pairs(query: dict[str, int | None], reference: dict[str, int | None], t
 def audit(eval_root: str | Path, out_dir: str | Path, training: list[str | Path] = (),
           groups: tuple[str, ...] = ("paper_five",), cfg: DedupConfig | None = None) -> dict:
     """Run both checks; write ``pairs.jsonl`` and ``summary.json`` under ``out_dir`` (atomically)."""
-    from medsage.io import atomic_write_json, atomic_write_text
+    from medsage.data_pipeline import layout
+    from medsage.io import atomic_write_json, atomic_write_jsonl
 
     cfg = cfg or DedupConfig()
     out = Path(out_dir)
@@ -117,6 +117,6 @@ def audit(eval_root: str | Path, out_dir: str | Path, training: list[str | Path]
                 check(f"{train_path} vs {name} {eval_split}", name, eval_split, splits[eval_split],
                       f"train-{Path(train_path).name}", images)
     summary = {"threshold_bits": cfg.threshold, "benchmarks": sorted(benches), "checks": checks}
-    atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs))
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_jsonl(out / layout.AUDIT_PAIRS, pairs)
+    atomic_write_json(out / layout.SUMMARY, summary)
     return summary

@@ -12,6 +12,7 @@
 
 ``medsage data synth rl --out <out>`` (data_pipeline/rl_sample.py): ``sage_rl.parquet`` and siblings.
 ``medsage data dedup --out <out>`` (data_pipeline/dedup.py): ``kept.txt``, ``removed.jsonl``, ``summary.json``.
+``medsage data audit --out <out>`` (data_pipeline/audit.py): ``pairs.jsonl`` (each near-duplicate pair), ``summary.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ CACHE_DIR = "cache"
 RL_SAMPLE = "sage_rl"
 DEDUP_KEPT = "kept.txt"
 DEDUP_REMOVED = "removed.jsonl"
+AUDIT_PAIRS = "pairs.jsonl"
 
 
 def shard_file(stem: Path, name: str) -> Path:

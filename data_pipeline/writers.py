@@ -119,15 +119,40 @@ def rl_options(extra_info: dict) -> dict[str, str] | None:
     return {k: v for k, v in sorted(options.items()) if v is not None}
 
 
+def easyr1_answer(sample: Sample) -> str:
+    """The EasyR1 answer cell: JSON ``{"answer", "question_type", "options"}``.
+
+    EasyR1 hands its reward function only the response and this cell (as ``ground_truth``), so the
+    question type and options travel inside it: a choice answer "B. Liver" is then judged against
+    the options as verl judges it, not as open text. ``read_easyr1_answer`` reads it back.
+    """
+    return json.dumps({"answer": sample.answer, "question_type": sample.question_type,
+                       "options": dict(sample.options) if sample.options else None}, ensure_ascii=False, sort_keys=True)
+
+
+def read_easyr1_answer(cell) -> tuple[str, dict]:
+    """``(answer, extra_info)`` from an EasyR1 answer cell; a plain answer (a file written before the
+    JSON cell) gives an empty extra_info."""
+    if isinstance(cell, str) and cell.lstrip().startswith("{"):
+        try:
+            payload = json.loads(cell)
+        except json.JSONDecodeError:
+            payload = None
+        if isinstance(payload, dict) and "answer" in payload:
+            extra = {"question_type": payload.get("question_type"), "options": rl_options(payload)}
+            return str(payload["answer"]), {k: v for k, v in extra.items() if v is not None}
+    return str(cell), {}
+
+
 def easyr1_row(sample: Sample, prompt: PromptConfig, *, prompt_key: str = "problem", answer_key: str = "answer",
                image_key: str = "images", embed_images: bool = False) -> dict:
-    """One EasyR1 row: ``{prompt_key: human turn, answer_key: answer, image_key: [paths]}``.
+    """One EasyR1 row: ``{prompt_key: human turn, answer_key: easyr1_answer(...), image_key: [paths]}``.
 
     EasyR1's dataset splits the prompt on ``<image>`` and pairs each with the next image (a path or
     ``{"bytes": ...}``). ``id``, ``question_type`` and ``options`` ride along for traceability.
     """
     images = [_image_entry(p, True) for p in sample.images] if embed_images else list(sample.images)
-    return {prompt_key: human_turn(sample, prompt), answer_key: sample.answer, image_key: images, "id": sample.id,
+    return {prompt_key: human_turn(sample, prompt), answer_key: easyr1_answer(sample), image_key: images, "id": sample.id,
             "question_type": sample.question_type, "options": dict(sample.options) if sample.options else None}
 
 

@@ -105,8 +105,8 @@ def _score(args) -> int:
         print(f"medsage eval score: {err}", file=sys.stderr)
         return 2
     for name, s in summary.items():
-        print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  unparsed={s['unparsed']}  "
-              f"open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
+        print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  semantic={s['semantic_accuracy']}  "
+              f"unparsed={s['unparsed']}  open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
               f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)")
     print(f"verdicts: {verdicts}\nsummary:  {summary_path}")
     return 0

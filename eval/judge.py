@@ -1,9 +1,11 @@
 """GPT-score judge (Table 2): 1-5 scores for localization, visual analysis, knowledge and reasoning.
 
 Any OpenAI-compatible judge; the rubric and the dimensions live in the recipe
-(``recipes/eval/judge/gpt_score.yaml``). Replies are parsed robustly (a JSON object anywhere in the
-reply, or ``Name: n`` lines); a reply that yields no score for some dimension is recorded as
-unparsed with the reply kept, never guessed. Verdicts are cached (JSON lines keyed by a hash of the
+(``recipes/eval/judge/gpt_score.yaml``). The judge sees what it rates: the item's image(s) and, for
+localization, the first image again with the regions the response's ``<LOC>`` names drawn on it
+(``send_image`` / ``draw_regions``, both on by default; a text-only judge can turn them off).
+Replies are parsed robustly (a JSON object anywhere in the reply, or ``Name: n`` lines); a reply
+that yields no score for some dimension is recorded as unparsed with the reply kept, never guessed. Verdicts are cached (JSON lines keyed by a hash of the
 judge model, rubric, item and output), so a rerun only asks for what is new.
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Message, redact, refuse_keys
+from medsage.chat import FATAL, CallError, ChatClient, ClientConfig, Image, Message, redact, refuse_keys
 
 _NUMBER = r"([1-5](?:\.\d+)?)(?![\d.])"  # "45" is not a 4
 
@@ -34,6 +37,8 @@ class JudgeConfig:
     cache: str | None = None
     timeout_s: float = 120.0  # per request
     max_retries: int = 4  # extra attempts after a 429, 5xx, timeout or malformed reply (medsage.chat's policy)
+    send_image: bool = True     # the item's images go to the judge with the rubric
+    draw_regions: bool = True   # plus the first image with the response's <LOC> boxes/points drawn on it
 
     @classmethod
     def from_cfg(cls, cfg) -> "JudgeConfig":
@@ -85,9 +90,56 @@ def _key(name: str) -> str:
 
 
 def cache_key(cfg: JudgeConfig, item: dict) -> str:
-    blob = json.dumps([cfg.model, cfg.rubric, item.get("question"), item.get("answer"), item.get("prediction")],
-                      ensure_ascii=False)
+    blob = json.dumps([cfg.model, cfg.rubric, item.get("question"), item.get("answer"), item.get("prediction"),
+                       *([item.get("images") or [], cfg.draw_regions] if cfg.send_image else [])], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def draw_regions(image_path: str, prediction: str) -> Image | None:
+    """The image with the regions the response's (final) ``<LOC>`` names drawn on it in red, as PNG,
+    or None when it names none. Coordinates are the scaffold's 0-1000 grid (``Region.to_pixels``)."""
+    from PIL import ImageDraw
+
+    from medsage.images import open_image
+    from medsage.plugins.rewards import final_trajectory
+    from medsage.scaffold import parse_lenient
+
+    regions, _ = parse_lenient(final_trajectory(prediction or "")).regions()
+    if not regions:
+        return None
+    with open_image(image_path) as opened:
+        img = opened.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 150))
+    for r in regions:
+        px = r.to_pixels(*img.size)  # image order: (x1, y1, x2, y2) or (x, y)
+        if r.kind == "box":
+            draw.rectangle(list(px), outline=(255, 0, 0), width=width)
+            anchor = (px[0] + width, px[1] + width)
+        else:
+            x, y = px
+            draw.ellipse([x - 3 * width, y - 3 * width, x + 3 * width, y + 3 * width], outline=(255, 0, 0), width=width)
+            anchor = (x + 4 * width, y)
+        if r.label:
+            draw.text(anchor, r.label, fill=(255, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return Image(buf.getvalue(), "image/png")
+
+
+def judge_message(cfg: JudgeConfig, item: dict) -> Message:
+    """The judge's message for one item: the rubric, the item's images and, after them, the first image
+    with the drawn ``<LOC>`` regions (the rubric says so)."""
+    prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
+                               prediction=item.get("prediction") or "")
+    paths = list(item.get("images") or []) if cfg.send_image else []
+    images = [Image.from_path(p) for p in paths]
+    drawn = draw_regions(paths[0], item.get("prediction") or "") if paths and cfg.draw_regions else None
+    if drawn is not None:
+        images.append(drawn)
+        prompt += ("\nThe last image is the first one again, with the regions the response's <LOC> names "
+                   "drawn in red.")
+    return Message("user", prompt, tuple(images))
 
 
 def _load_cache(path: Path | None) -> dict[str, dict]:
@@ -114,11 +166,9 @@ def judge_items(items: list[dict], cfg: JudgeConfig, client: ChatClient | None =
     failed: dict[str, dict] = {}
 
     async def ask(item: dict) -> dict:
-        prompt = cfg.rubric.format(question=item.get("question", ""), answer=item.get("answer", ""),
-                                   prediction=item.get("prediction") or "")
         verdict = {"key": cache_key(cfg, item), "id": item.get("id"), "benchmark": item.get("benchmark")}
         try:
-            reply = await client.chat([Message("user", prompt)])
+            reply = await client.chat([judge_message(cfg, item)])
         except CallError as err:
             if err.reason in FATAL:
                 raise

@@ -9,6 +9,9 @@ Metrics per benchmark (the headline is named in every summary and report):
 - ``accuracy`` (headline): correct / all items; closed and choice by their verdict, open answers by
   normalised exact match; unparseable outputs count as wrong;
 - ``open_recall``: mean token recall of the reference over open items (reported beside it);
+- ``semantic_accuracy``: correct / all items when open answers may also be semantically consistent
+  with the reference (``medsage.answers.semantic_correct``, what the accuracy reward and the
+  synthesis leak check count as correct); reported beside the headline, never instead of it;
 - per question type, per group (modality, organ, subject), the unparseable count with examples, and
   the self-check rate (outputs holding a ``<CHECK>`` retry; Figure 5).
 
@@ -27,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from medsage.answers import medevalkit_verdict, score_output_explained
+from medsage.answers import medevalkit_verdict, score_output_explained, semantic_correct
 from medsage.eval import layout
 from medsage.scaffold import split_retry
 from medsage.vocab import QUESTION_TYPES
@@ -38,6 +41,8 @@ SCORE_MODES = {
     "medevalkit_accuracy": "correct / all items, each judged by MedEvalKit's rules (medsage.answers.medevalkit_verdict): "
                            "yes/no by substring, other closed and open answers by exact lower-cased text, choice by "
                            "letter, option text, else the most similar option",
+    "semantic_accuracy": "correct / all items, open answers also right when semantically consistent with the reference "
+                         "(medsage.answers.semantic_correct: what the accuracy reward and the leak check count)",
 }
 # Why a MedEvalKit verdict can differ from ours, per rule that decided it.
 KNOWN_DIFFERENCES = {
@@ -150,8 +155,10 @@ def score_item(item: dict) -> dict:
         v, ex = score_output_explained(prediction, refs, item["answer_type"], item.get("options"))
     except ValueError as err:  # a malformed reference: the item is reported, not silently dropped
         return _verdict(item, correct=False, parsed=False, reason=f"cannot score: {err}", extracted=None, how="none")
+    semantic = v.correct or any(semantic_correct(ex.answer, ref, item["answer_type"], item.get("options"))
+                                for ref in ([refs] if isinstance(refs, str) else refs))
     out = _verdict(item, correct=v.correct, parsed=v.parsed, reason=v.reason, extracted=v.extracted, how=ex.how,
-                   exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None)
+                   exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None, semantic=semantic)
     return {**out, **medevalkit_fields(prediction, refs, item, v.correct)}
 
 
@@ -167,12 +174,13 @@ def medevalkit_fields(prediction: str, refs, item: dict, ours: bool) -> dict:
 
 
 def _verdict(item: dict, *, correct: bool, parsed: bool, reason: str, extracted, how: str, exact: bool = False,
-             recall: float = 0.0, self_check: bool = False) -> dict:
+             recall: float = 0.0, self_check: bool = False, semantic: bool = False) -> dict:
     return {
         "benchmark": item.get("benchmark", "custom"), "id": str(item.get("id", "")),
         "answer_type": item["answer_type"], "group": item.get("group"), "reference": item["answer"],
         "extracted": extracted, "extracted_how": how, "correct": bool(correct), "parsed": bool(parsed),
-        "exact": bool(exact), "recall": round(float(recall), 4), "self_check": bool(self_check), "reason": reason,
+        "exact": bool(exact), "recall": round(float(recall), 4), "self_check": bool(self_check),
+        "semantic": bool(semantic), "reason": reason,
     }
 
 
@@ -199,6 +207,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
         if t == "open":
             entry["exact"] = _rate(sum(v["exact"] for v in tv), len(tv))
             entry["recall"] = _rate(sum(v["recall"] for v in tv), len(tv))
+            entry["semantic"] = _rate(sum(v.get("semantic", v["correct"]) for v in tv), len(tv))
         by_type[t] = entry
     groups: dict[str, list[dict]] = defaultdict(list)
     for v in vs:
@@ -210,6 +219,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
         "benchmark": name, "n": len(vs), "correct": sum(v["correct"] for v in vs),
         "accuracy": _rate(sum(v["correct"] for v in vs), len(vs)), "headline": HEADLINE,
         "open_recall": by_type.get("open", {}).get("recall"),
+        "semantic_accuracy": _rate(sum(v.get("semantic", v["correct"]) for v in vs), len(vs)),
         "closed_only_accuracy": _rate(sum(v["correct"] for v in closed), len(closed)),
         "medevalkit_accuracy": _rate(sum(v.get("medevalkit", False) for v in vs), len(vs)),
         "medevalkit_differs": sum("medevalkit_differs" in v for v in vs),

@@ -177,14 +177,17 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.default_local_dir": str(out_dir / "checkpoints"),
         # hf_model: each checkpoint also holds a Hugging Face folder, which evaluation loads as is.
         "actor_rollout_ref.actor.checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
-        "trainer.logger": list(cfg.loggers),
+        # verl's file logger: every step's metrics (medsage/self_check_rate, ...) in <out>/metrics.jsonl,
+        # which the report reads for Figure 5; set through Ray's runtime env so the trainer actor sees it.
+        "trainer.logger": [*cfg.loggers, *(["file"] if "file" not in cfg.loggers else [])],
+        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": str(out_dir / "metrics.jsonl"),
         "trainer.save_freq": rl.save_freq,
         "trainer.test_freq": rl.test_freq,
     }
+    # The span ids and the composite's components reach the advantage step through non_tensor_batch,
+    # which only the legacy trainer keeps there (medsage.plugins.self_check.verl_plugin).
+    o["trainer.use_v1"] = False
     if rl.retry:
-        # The span ids reach the estimator through non_tensor_batch, which only the legacy trainer
-        # keeps until the advantage step (medsage.plugins.self_check.verl_plugin).
-        o["trainer.use_v1"] = False
         o["actor_rollout_ref.rollout.agent.default_agent_loop"] = "medsage_self_check"
         o["actor_rollout_ref.rollout.agent.agent_loop_config_path"] = str(agent_loop_file(cfg, out_dir))
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
@@ -238,6 +241,10 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     get_adv_estimator_fn(algo.adv_estimator)  # an unknown estimator fails here, not on the cluster
     if algo.adv_estimator == "medsage_self_check" and config.trainer.use_v1:
         raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.self_check.verl_plugin)")
+    kwargs = config.reward.custom_reward_function.get("reward_kwargs") or {}
+    if config.trainer.use_v1 and kwargs.get("reward") == "composite" and (kwargs.get("reward_params") or {}).get("normalize", True):
+        raise RLConfigError("the composite reward normalised within the batch needs trainer.use_v1=false "
+                            "(medsage.plugins.engines.verl_reward.normalise_batch runs at the legacy trainer's advantage step)")
     return registered
 
 

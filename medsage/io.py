@@ -48,6 +48,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def write_if_changed(path: str | Path, data: bytes) -> Path:
+    """``atomic_write_bytes`` unless ``path`` already holds exactly ``data``: a derived file (a converted
+    image) keeps its mtime and inode when recomputed from an unchanged source, so caches keyed by them hold."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    return atomic_write_bytes(path, data)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -201,7 +201,7 @@ def eight_bit_copy(path: str, folder: Path, max_pixels: int) -> str:
     from PIL import Image
 
     from medsage.images import WIDE_MODES, ImageTooLarge, grey8, open_image
-    from medsage.io import atomic_write_bytes
+    from medsage.io import write_if_changed
 
     try:
         with open_image(path, max_pixels) as img:
@@ -216,5 +216,5 @@ def eight_bit_copy(path: str, folder: Path, max_pixels: int) -> str:
     target = folder / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}-{Path(path).stem}.png"
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
-    atomic_write_bytes(target, buf.getvalue())
+    write_if_changed(target, buf.getvalue())
     return str(target.resolve())

@@ -186,7 +186,7 @@ class DeepLesionSource:
         import numpy as np
         from PIL import Image
 
-        from medsage.io import atomic_write_bytes
+        from medsage.io import write_if_changed
 
         try:
             with open_image(png, max_pixels) as img:
@@ -200,4 +200,4 @@ class DeepLesionSource:
             raise InputRejected("unreadable-image", f"{png}: not a 16-bit single-channel DeepLesion slice")
         buf = io.BytesIO()
         Image.fromarray(window_to_uint8(raw - HU_OFFSET, *window)).save(buf, format="PNG")
-        atomic_write_bytes(out, buf.getvalue())
+        write_if_changed(out, buf.getvalue())

@@ -3,7 +3,8 @@
 - ``coordinates_in_loc``: the localization prose carries numbers that look like coordinates, a box,
   or pixel values (the structured ``box_2d`` region is added by the scaffold afterwards, not by the model);
 - ``label_in_knowledge``: the knowledge stage names the label it was only meant to be guided by;
-- ``answer_mismatch``: the final answer does not match the ground truth by ``medsage.answers``.
+- ``answer_mismatch``: the final answer is not correct for the ground truth by the accuracy reward's
+  rule (``medsage.answers.semantic_correct``).
 
 Also here: what a record's label and reference answer are, since the checks are defined by them.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medsage.answers import decide_yes_no, match_answer, normalize
+from medsage.answers import decide_yes_no, match_answer, normalize, semantic_correct, semantic_match
 from medsage.records import Sample
 
 # Coordinate-like text in prose: "(12, 40", "[315, 742", "12,40,80", "x1=", "120 px", "box_2d", "bounding box".
@@ -95,12 +96,14 @@ def check_knowledge(text: str, labels: list[str]) -> list[Leak]:
 
 
 def check_answer(answer: str | None, sample: Sample) -> list[Leak]:
-    """The final answer must match y. For open questions a full-recall answer also counts ("Findings
-    are consistent with X" for X), since a fluent answer is rarely the bare label."""
-    v = match_answer(answer, sample.answer, sample.question_type, sample.options)
-    if v.correct or (sample.question_type == "open" and v.recall == 1.0):
+    """The final answer must be correct for y by the accuracy reward's own rule
+    (``medsage.answers.semantic_correct``), so a kept trajectory is one the reward scores 1:
+    "Findings are consistent with X" counts for X, "No X" does not."""
+    if semantic_correct(answer, sample.answer, sample.question_type, sample.options):
         return []
-    return [Leak("answer_mismatch", "answer", v.reason)]
+    v = match_answer(answer, sample.answer, sample.question_type, sample.options)
+    why = semantic_match(answer, sample.answer).reason if sample.question_type == "open" else v.reason
+    return [Leak("answer_mismatch", "answer", why)]
 
 
 def check_stages(loc_prose: str, know: str, answer: str | None, sample: Sample) -> list[Leak]:

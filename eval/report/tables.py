@@ -5,7 +5,8 @@ Runs are the ``run.json`` files ``medsage eval run`` writes (searched under the 
 A run joins a table through its tags (``eval.tags`` in the recipe):
 - every run with Table 1 benchmarks is a Table 1 row (label = ``eval.label``);
 - ``{table: table3, row: "RPA-sft"}`` / ``{table: table5, row: "SFT + RL"}``: the paper row it reproduces;
-- ``{table: table4, alpha: 0.2}``: a Table 4 row and a point of the α plot;
+- ``{table: table4, alpha: 0.2}``: a Table 4 row and a point of the α plot (its self-check rate from the
+  RL training metrics named by ``train_metrics``);
 - a ``judge.json`` beside a run (``medsage eval judge``) gives its Table 2 GPT-scores.
 Scores are the summaries' headline accuracy (named in the report), never recomputed differently.
 """
@@ -98,22 +99,32 @@ def _cell(v, digits: int = 1) -> str:
     return v if isinstance(v, str) else f"{v:.{digits}f}"
 
 
+def recomputed_average(values: list) -> float | None:
+    """The mean of the five benchmark columns (None when one is missing), the only average computed here."""
+    return _mean(list(values[:5]))
+
+
 def table1(paper: dict, runs: list[dict]) -> Table:
+    """Paper rows with the printed and the recomputed average side by side (they differ for some rows,
+    MEDSAGE's own included: 69.8 printed, 68.2 recomputed); your runs get the recomputed average only,
+    and Δ against MEDSAGE's recomputed average."""
     t1 = paper["table1"]
     bench_cols = list(t1["benchmarks"])
-    t = Table(t1["title"] + " — paper rows as published; yours below with Δ to MEDSAGE (paper)", t1["columns"])
+    columns = [*bench_cols, "Average (printed)", "Average (recomputed)", "Δ (%)"]
+    t = Table(t1["title"] + " — paper rows as published; yours below with Δ to MEDSAGE (paper, recomputed)", columns)
     for group, rows in t1["groups"].items():
         for name, values in rows.items():
-            t.add(f"Paper: {group}", name, values)
+            t.add(f"Paper: {group}", name, [*values[:6], recomputed_average(values), values[6]])
     ours = t1["groups"]["Medical-specific reasoning VLMs"][t1["ours"]]
+    ours_avg = recomputed_average(ours)
     for run in runs:
         vals = [_acc(run, t1["benchmarks"][c]) for c in bench_cols]
         if all(v is None for v in vals):
             continue
         avg = _mean(vals)
-        t.add("Your runs", _label(run, vals), [*vals, avg, _delta(avg, ours[5])])
+        t.add("Your runs", _label(run, vals), [*vals, None, avg, _delta(avg, ours_avg)])
         t.add("Your runs", f"  Δ vs {t1['ours']}",
-              [_delta(v, p) for v, p in zip(vals, ours[:5])] + [_delta(avg, ours[5]), None])
+              [_delta(v, p) for v, p in zip(vals, ours[:5])] + [None, _delta(avg, ours_avg), None])
     return t
 
 
@@ -159,8 +170,29 @@ def table2(paper: dict, runs: list[dict]) -> Table:
     return t
 
 
+SELF_CHECK_METRIC = "medsage/self_check_rate"  # logged by the RL trainer per step (plugins/self_check/advantage.py)
+
+
+def training_self_check_rate(run: dict) -> float | None:
+    """Figure 5's self-check rate (%): the mean over training steps of ``medsage/self_check_rate`` in the
+    RL run's verl metrics file (``eval.tags.train_metrics``: ``<rl out>/metrics.jsonl``, one
+    ``{"step", "data": {...}}`` line per step, verl's file logger). Evaluation never retries, so its
+    own self-check rate would be 0 by construction. None when the run has no such file or metric."""
+    path = (run.get("tags") or {}).get("train_metrics")
+    if not path or not Path(path).is_file():
+        return None
+    rates = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            value = (json.loads(line).get("data") or {}).get(SELF_CHECK_METRIC)
+            if value is not None:
+                rates.append(float(value))
+    return round(100.0 * sum(rates) / len(rates), 2) if rates else None
+
+
 def alpha_plot(paper: dict, runs: list[dict], path: Path) -> Path | None:
-    """Figure 5: accuracy (left axis) and self-check rate (right axis) against α, from table4 runs."""
+    """Figure 5: accuracy (left axis, evaluation) and self-check rate (right axis, RL training metrics)
+    against α, from table4 runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,8 +205,7 @@ def alpha_plot(paper: dict, runs: list[dict], path: Path) -> Path | None:
         tags = run.get("tags") or {}
         if tags.get("table") == "table4" and "alpha" in tags:
             accs = [_acc(run, b) for b in benches]
-            rates = [(run["summaries"].get(b) or {}).get("self_check_rate") for b in benches]
-            points.append((float(tags["alpha"]), _mean(accs), _mean(rates)))
+            points.append((float(tags["alpha"]), _mean(accs), training_self_check_rate(run)))
     points.sort()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     paper_x = [float(spec["alpha"][r]) for r in spec["rows"]]
@@ -185,7 +216,8 @@ def alpha_plot(paper: dict, runs: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("average accuracy (%)")
     ax2 = ax.twinx()
     if points and any(p[2] is not None for p in points):
-        ax2.plot([p[0] for p in points], [p[2] for p in points], "s-", color="tab:orange", label="self-check rate (yours)")
+        ax2.plot([p[0] for p in points], [p[2] for p in points], "s-", color="tab:orange",
+                 label="self-check rate (yours, training)")
     ax2.set_ylabel("self-check rate (%)")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
@@ -205,8 +237,9 @@ def table1_plot(paper: dict, runs: list[dict], path: Path) -> Path:
     names, avgs, colors = [], [], []
     for rows in t1["groups"].values():
         for name, values in rows.items():
-            names.append(name)
-            avgs.append(values[5])
+            recomputed = recomputed_average(values)  # bars compare recomputed averages; printed only when a column is missing
+            names.append(name if recomputed is not None else f"{name} (printed)")
+            avgs.append(recomputed if recomputed is not None else values[5])
             colors.append("tab:green" if name == t1["ours"] else "lightgray")
     for run in runs:
         vals = [_acc(run, b) for b in t1["benchmarks"].values()]
@@ -219,7 +252,8 @@ def table1_plot(paper: dict, runs: list[dict], path: Path) -> Path:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("average accuracy over the five benchmarks (%)")
-    ax.set_title("Table 1 averages: paper (gray, MEDSAGE green) and your runs (blue)", fontsize=8)
+    ax.set_title("Table 1 averages, recomputed from the five columns: paper (gray, MEDSAGE green), yours (blue)",
+                 fontsize=8)
     fig.tight_layout()
     return _save_png(fig, path)
 
@@ -234,16 +268,19 @@ def _save_png(fig, path: Path) -> Path:
 
 
 def run_details(runs: list[dict]) -> str:
-    """Per run and benchmark: n, accuracy, unparsed, open recall, self-check rate, per-group breakdown."""
+    """Per run and benchmark: n, accuracy (headline) and semantic accuracy beside it, unparsed, open
+    exact / semantic / recall, self-check rate, per-group breakdown."""
     out = ["### Run details", "", f"Headline: {HEADLINE}.", "",
-           "| Run | Benchmark | n | accuracy | unparsed | open exact | open recall | self-check % |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| Run | Benchmark | n | accuracy | semantic accuracy | unparsed | open exact | open semantic | open recall "
+           "| self-check % |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     groups = []
     for run in runs:
         for bench, s in sorted(run.get("summaries", {}).items()):
             op = s.get("by_type", {}).get("open", {})
             out.append(f"| {run['label']} | {bench} | {s.get('n', 0)} | {_cell(s.get('accuracy'))} | "
-                       f"{s.get('unparsed', 0)} | {_cell(op.get('exact'))} | {_cell(op.get('recall'))} | "
+                       f"{_cell(s.get('semantic_accuracy'))} | {s.get('unparsed', 0)} | {_cell(op.get('exact'))} | "
+                       f"{_cell(op.get('semantic'))} | {_cell(op.get('recall'))} | "
                        f"{_cell(s.get('self_check_rate'))} |")
             if s.get("by_group"):
                 groups.append(f"- {run['label']} / {bench}: " + ", ".join(

@@ -48,6 +48,12 @@ class Trajectory:
     def regions(self) -> tuple[list[Region], list[ScaffoldIssue]]:
         return parse_regions(self.loc or "")
 
+    def names_region(self) -> bool:
+        """``<LOC>`` holds its key information: a valid box/point, or a textual region (words, A.3.4)."""
+        regions, issues = self.regions()
+        text = re.sub(r"\{[^{}]*\}", " ", self.loc or "")  # the words around any region JSON
+        return not issues and (bool(regions) or len(re.findall(r"[^\W\d_]{2,}", text)) >= 1)
+
     def render(self) -> str:
         """The canonical tagged text; every stage and the answer must be present."""
         missing = [k for k in (*STAGES, "answer") if not (getattr(self, k) or "").strip()]

@@ -63,6 +63,32 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[R
     return call
 
 
+_ENGINE_REWARDS: dict[str, Any] = {}
+REWARD_GRID = 2.0 ** -12  # engines' outcome rewards are multiples of this
+
+
+def on_grid(value: float) -> float:
+    """``value`` rounded to a multiple of 2^-12. verl's GRPO divides by (group std + 1e-6): six equal
+    rewards like 1.2 have a float32 group mean 1e-7 off, which becomes a ±0.1 advantage. Multiples of
+    2^-12 (below 2^8 in size, groups up to 16) sum exactly in float32, so equal rewards give exactly 0."""
+    return round(float(value) / REWARD_GRID) * REWARD_GRID
+
+
+def engine_reward(name: str, params: dict[str, Any] | None = None):
+    """The reward an engine's reward function scores with, built once per (name, params) per process:
+    the ``CompositeReward`` itself (engines need its ``score_batch`` and weights), else ``build_reward``'s callable."""
+    import json
+
+    from medsage.plugins.rewards.composite import CompositeReward
+    from medsage.registry import REWARDS
+
+    key = json.dumps([name, params or {}], sort_keys=True, default=str)
+    if key not in _ENGINE_REWARDS:
+        obj = REWARDS.get(name)
+        _ENGINE_REWARDS[key] = obj(**(params or {})) if obj is CompositeReward else build_reward(name, params)
+    return _ENGINE_REWARDS[key]
+
+
 def reward_input_from_row(response: str, ground_truth: Any, extra_info: dict | None) -> RewardInput:
     """A RewardInput from an RL row's ``reward_model.ground_truth`` and ``extra_info``
     (``question_type``, ``options``, ``id``; written by the data pipeline). A missing type is decided as

@@ -1,17 +1,17 @@
-"""The composite reward: weighted components with dynamic weight normalisation.
+"""The composite reward: weighted components, normalised within each batch (paper B.1).
 
-    overall = Σ_i w_i · r_i / s_i
+    overall_j = Σ_i w_i · r_ij / s_i,      s_i = mean_j |r_ij| over the batch being scored
 
-``s_i`` is component i's running scale, an exponential moving average of its mean absolute raw
-value (momentum ``momentum``), starting from ``init_scale`` (1: the nominal range of a 0-1 reward,
-so a component that is 0 for the first rollouts does not blow up the first time it is 1) and
-floored at ``min_scale``.
-Dividing by it makes every component contribute on average w_i / Σ w of the total whatever its raw
-range, so a scorer that returns 0-10 instead of 0-1, or an accuracy that is rarely 1 early in
-training, does not swamp or vanish beside the others ("to keep reward scale stable", overview).
-``score_batch`` updates the scales once from a whole batch (EasyR1 scores batches); ``__call__``
-updates them per item (verl's reward workers call one item at a time). ``normalize=False`` gives
-the plain weighted sum.
+Dividing by the batch scale makes every component contribute on average w_i of the total whatever
+its raw range, so a scorer that returns 0-10 instead of 0-1, or an accuracy that is rarely 1 early
+in training, does not swamp or vanish beside the others. A component that is 0 over the whole
+batch contributes 0. The scale is a function of the batch alone (no state carried between calls):
+identical rollouts in one batch get identical rewards, so GRPO gives them exactly zero advantage.
+
+``score_batch`` scores a whole batch (EasyR1 calls the reward with one). verl scores one rollout
+per call, so ``__call__`` returns the raw components and their plain weighted sum, and verl's
+trainer renormalises the batch before the advantage (``medsage.plugins.engines.verl_reward``).
+``normalize=False`` gives the plain weighted sum everywhere.
 
 A component is any reward name in the ``medsage.rewards`` group, with optional parameters
 (``components: {consistency: {scorer: rule}}``).
@@ -19,14 +19,20 @@ A component is any reward name in the ``medsage.rewards`` group, with optional p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from medsage.plugins.rewards import RewardInput
 
 
+def normalise_batch(weights: Mapping[str, float], raws: Sequence[Mapping[str, float]]) -> list[float]:
+    """``Σ_i w_i · r_ij / mean_j |r_ij|`` for each rollout j of one batch (0 for an all-zero component)."""
+    scales = {name: sum(abs(r[name]) for r in raws) / len(raws) for name in weights} if raws else {}
+    return [sum(w * r[name] / scales[name] for name, w in weights.items() if scales[name] > 0) for r in raws]
+
+
 class CompositeReward:
     def __init__(self, weights: dict[str, float] | None = None, components: dict[str, dict[str, Any]] | None = None,
-                 normalize: bool = True, momentum: float = 0.99, init_scale: float = 1.0, min_scale: float = 1e-3):
+                 normalize: bool = True):
         from medsage.plugins.rewards import build_reward
 
         self.weights = {k: float(v) for k, v in (weights or {"accuracy": 1.0, "format": 0.5}).items()}
@@ -34,37 +40,24 @@ class CompositeReward:
             raise ValueError(f"composite weights must be non-negative with a positive sum, got {self.weights}")
         if "composite" in self.weights:
             raise ValueError("a composite cannot contain itself")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         params = dict(components or {})
         self._parts = {name: build_reward(name, params.get(name)) for name in self.weights}
-        self.normalize, self.momentum, self.min_scale = normalize, momentum, min_scale
-        if init_scale <= 0 or min_scale <= 0:
-            raise ValueError("init_scale and min_scale must be positive")
-        self.scales: dict[str, float] = {name: float(init_scale) for name in self.weights}
+        self.normalize = normalize
 
-    def _observe(self, name: str, mean_abs: float) -> None:
-        self.scales[name] = self.momentum * self.scales[name] + (1 - self.momentum) * mean_abs
-
-    def _combine(self, raw: dict[str, float]) -> dict[str, float]:
-        total = 0.0
-        for name, w in self.weights.items():
-            scale = max(self.scales[name], self.min_scale) if self.normalize else 1.0
-            total += w * raw[name] / scale
-        return {"overall": total, **raw}
-
-    def _raw(self, item: RewardInput) -> dict[str, float]:
+    def raw(self, item: RewardInput) -> dict[str, float]:
+        """Each component's raw value for one rollout."""
         return {name: part(item)["overall"] for name, part in self._parts.items()}
 
-    def __call__(self, item: RewardInput) -> dict[str, float]:
-        raw = self._raw(item)
-        for name, value in raw.items():
-            self._observe(name, abs(value))
-        return self._combine(raw)
+    def weighted_sum(self, raw: Mapping[str, float]) -> float:
+        return sum(w * raw[name] for name, w in self.weights.items())
 
-    def score_batch(self, items: list[RewardInput]) -> list[dict[str, float]]:
-        raws = [self._raw(item) for item in items]
-        if raws:
-            for name in self.weights:
-                self._observe(name, sum(abs(r[name]) for r in raws) / len(raws))
-        return [self._combine(r) for r in raws]
+    def __call__(self, item: RewardInput) -> dict[str, float]:
+        """One rollout: its components and their plain weighted sum (a batch of one has no scale)."""
+        raw = self.raw(item)
+        return {"overall": self.weighted_sum(raw), **raw}
+
+    def score_batch(self, items: Sequence[RewardInput]) -> list[dict[str, float]]:
+        """A whole batch: ``overall`` normalised within it (or the weighted sum with ``normalize=False``)."""
+        raws = [self.raw(item) for item in items]
+        overall = normalise_batch(self.weights, raws) if self.normalize else [self.weighted_sum(r) for r in raws]
+        return [{"overall": o, **r} for o, r in zip(overall, raws)]

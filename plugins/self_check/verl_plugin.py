@@ -9,7 +9,8 @@ One hook beyond verl's registries: a registered advantage estimator receives ten
 the span ids recorded by the agent loop are ``non_tensor_batch`` columns. verl already passes
 ``non_tensor_batch`` to its GDPO estimator; ``_pass_non_tensor_batch`` does the same for
 ``medsage_self_check`` alone, and adds the self-check metrics to the step's metrics. Every other
-estimator goes through verl's own code untouched. This path needs verl's legacy trainer
+estimator goes through verl's own code, after the one batch step every estimator needs: the
+composite reward normalised within the batch (``verl_reward.normalise_batch``). This path needs verl's legacy trainer
 (``trainer.use_v1=false``): the v1 trainer fetches a fixed list of tensor fields for the advantage
 and the span ids never reach it.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 
+from medsage.plugins.engines import verl_reward
 from medsage.plugins.self_check import advantage
 from medsage.plugins.self_check.loop import AGENT_NAME, SelfCheckAgentLoop  # noqa: F401  (registers the loop)
 
@@ -32,6 +34,7 @@ def _pass_non_tensor_batch() -> None:
 
     @functools.wraps(verl_compute_advantage)
     def compute_advantage(data, adv_estimator, *args, config=None, **kwargs):
+        data = verl_reward.normalise_batch(data)  # the composite, normalised within the batch (B.1)
         if adv_estimator != advantage.ESTIMATOR_NAME:
             return verl_compute_advantage(data, adv_estimator, *args, config=config, **kwargs)
         adv, returns = advantage.compute_self_check_advantage(

@@ -12,7 +12,7 @@ from medsage.data_pipeline.sources.base import build_samples
 from medsage.data_pipeline.quality import QualityConfig
 from medsage.data_pipeline.questions import QuestionConfig
 from medsage.data_pipeline.rois import RoIConfig, roi_region
-from medsage.data_pipeline.writers import (easyr1_row, rl_options, write_easyr1, write_llava_sft,
+from medsage.data_pipeline.writers import (easyr1_row, read_easyr1_answer, rl_options, write_easyr1, write_llava_sft,
                                            write_verl_parquet)
 from medsage.prompts import PromptConfig, human_turn, instruction_text
 from medsage.registry import SOURCES
@@ -130,7 +130,9 @@ def test_easyr1_rows_jsonl_and_parquet(records, tmp_path):
     assert len(rows) == len(records)
     for row, sample in zip(rows, records):
         assert row["problem"] == human_turn(sample, PromptConfig.load("lvkc"))
-        assert row["answer"] == sample.answer and row["images"] == sample.images
+        assert read_easyr1_answer(row["answer"]) == (sample.answer, {"question_type": sample.question_type,
+                                                                     **({"options": sample.options} if sample.options else {})})
+        assert row["images"] == sample.images
     custom = easyr1_row(records[0], PromptConfig.load(), prompt_key="prompt", answer_key="solution", image_key="imgs")
     assert {"prompt", "solution", "imgs"} <= set(custom)
     table = pq.read_table(write_easyr1(records, tmp_path / "easyr1.parquet", fmt="parquet"))

@@ -16,6 +16,14 @@ from medsage.io import atomic_write_json
 LVKC = "<LOC>l</LOC><VISUAL>v</VISUAL><KNOWLEDGE>k</KNOWLEDGE><CON>c</CON><ANSWER>{}</ANSWER>"
 
 
+def _train_metrics(path, rates):
+    """An RL run's metrics file as verl's file logger writes it: one {"step", "data"} line per step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": i + 1, "data": {"medsage/self_check_rate": r, "actor/lr": 1e-5}}) + "\n"
+                            for i, r in enumerate(rates)))
+    return str(path)
+
+
 def _run(folder, label, accuracy: dict[str, int], tags=None, self_check: int = 0):
     """A run whose benchmark b has accuracy[b] correct items out of 10 (closed yes/no items)."""
     items = []
@@ -52,9 +60,10 @@ def test_report_renders_tables_deltas_and_alpha_plot(tmp_path):
     runs = tmp_path / "runs"
     five = {"vqa_rad": 7, "slake": 8, "pathvqa": 6, "pmc_vqa": 5, "mmmu_med": 6}
     _run(runs, "mine", five)
-    for alpha, acc, sc in [(0.0, 6, 0), (0.2, 8, 2), (0.25, 7, 5)]:
+    for alpha, acc, rates in [(0.0, 6, [0.0, 0.0]), (0.2, 8, [0.3, 0.1]), (0.25, 7, [0.5, 0.7])]:
+        metrics = _train_metrics(tmp_path / "rl" / f"alpha{alpha}" / "metrics.jsonl", rates)
         _run(runs, f"alpha{alpha}", {"vqa_rad": acc, "slake": acc, "pathvqa": acc},
-             {"table": "table4", "alpha": alpha}, self_check=sc)
+             {"table": "table4", "alpha": alpha, "train_metrics": metrics})
     _run(runs, "sft-only", {"vqa_rad": 6, "slake": 7, "pathvqa": 6}, {"table": "table5", "row": "SFT"})
     _run(runs, "rpa", {"vqa_rad": 6, "slake": 7, "pathvqa": 6}, {"table": "table3", "row": "RPA-sft"})
     atomic_write_json(runs / "mine" / "judge.json", {"vqa_rad": {"n": 3, "average": 3.5, "dimensions": {
@@ -62,10 +71,14 @@ def test_report_renders_tables_deltas_and_alpha_plot(tmp_path):
     written = write_report([runs], tmp_path / "out")
 
     rows = list(csv.reader(io.StringIO(written["table1.csv"].read_text())))
+    assert rows[0][7:] == ["Average (printed)", "Average (recomputed)", "Δ (%)"]
+    ours = next(r for r in rows if r[1] == "MEDSAGE (Ours)")
+    assert ours[7:] == ["69.8", "68.2", "0.0"]  # printed beside recomputed; Δ of paper rows as printed
+    assert next(r for r in rows if r[1] == "InternVL3-8B")[7:9] == ["63.9", ""]  # MMMU missing: no recomputed mean
     mine = next(r for r in rows if r[1] == "mine")
-    assert mine[2:] == ["70.0", "80.0", "60.0", "50.0", "60.0", "64.0", "-5.8"]  # mean of five; 64.0 - 69.8
+    assert mine[2:] == ["70.0", "80.0", "60.0", "50.0", "60.0", "", "64.0", "-4.2"]  # recomputed only; 64.0 - 68.2
     delta = rows[rows.index(mine) + 1]
-    assert delta[2:7] == ["-0.4", "0.2", "-6.7", "-8.3", "-5.8"]
+    assert delta[2:7] == ["-0.4", "0.2", "-6.7", "-8.3", "-5.8"] and delta[8] == "-4.2"
     assert any(r[1] == "Lingshu-7B" and r[0].startswith("Paper") for r in rows)
 
     t4 = written["table4.md"].read_text()
@@ -76,7 +89,14 @@ def test_report_renders_tables_deltas_and_alpha_plot(tmp_path):
     assert "RPA-sft [rpa]" in written["table3.md"].read_text()
     assert "| mine / vqa_rad | 3.500 |" in written["table2.md"].read_text()
     md = written["report.md"].read_text()
-    assert "Headline: accuracy" in md and "| alpha0.25 | vqa_rad | 10 | 70.0 | 0 |" in md
+    assert "Headline: accuracy" in md and "| alpha0.25 | vqa_rad | 10 | 70.0 | 70.0 | 0 |" in md
+    from medsage.eval.report.tables import find_runs, training_self_check_rate
+
+    by_label = {r["label"]: r for r in find_runs([runs])}
+    # Figure 5's rate is the training mean, not evaluation's (which never retries: 0 here)
+    assert [training_self_check_rate(by_label[f"alpha{a}"]) for a in (0.0, 0.2, 0.25)] == [0.0, 20.0, 60.0]
+    assert by_label["alpha0.25"]["summaries"]["vqa_rad"]["self_check_rate"] == 0.0
+    assert training_self_check_rate(by_label["mine"]) is None
     for png in ("table1.png", "figure5_alpha.png"):
         assert written[png].read_bytes()[:4] == b"\x89PNG" and written[png].stat().st_size > 5000
 

@@ -54,4 +54,4 @@ def test_summary_reports_closed_only_and_medevalkit_beside_the_headline():
     assert s["accuracy"] == pytest.approx(100 * 4 / 6, abs=0.01)
     assert s["closed_only_accuracy"] == pytest.approx(100 * 2 / 3, abs=0.01)  # 2 of the 3 closed + choice
     assert s["medevalkit_accuracy"] == pytest.approx(100 * 3 / 6, abs=0.01)   # "Answer: the liver" fails there
-    assert s["medevalkit_differs"] == 1 and set(s["score_modes"]) == {"closed_only_accuracy", "medevalkit_accuracy"}
+    assert s["medevalkit_differs"] == 1 and set(s["score_modes"]) == {"closed_only_accuracy", "medevalkit_accuracy", "semantic_accuracy"}

@@ -23,3 +23,13 @@ def test_every_subpackage_is_listed():
 def test_recipes_are_package_data():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "**/*.yaml" in cfg["medsage.recipes"] and "**/*.json" in cfg["medsage.recipes"]
+
+
+def test_the_viewer_page_is_package_data_read_as_files():
+    from medsage.eval.view.page import ASSETS, asset
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "static/*" in cfg["medsage.eval.view"]
+    for name in ASSETS:
+        assert (ROOT / "eval" / "view" / "static" / name).read_text(encoding="utf-8") == asset(name)
+    assert 'href="viewer.css"' in asset("index.html") and 'src="viewer.js"' in asset("index.html")

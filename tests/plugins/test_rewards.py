@@ -30,7 +30,10 @@ def test_builtins_are_entry_points():
 
 @pytest.mark.parametrize("text, expected", [
     (traj(), 1.0),
-    (traj(loc="the left lobe"), 0.0),                                  # no region: key information missing
+    (traj(loc="the left lower lobe"), 1.0),                            # a textual region is a region (A.3.1)
+    ("This is an axial CT of the abdomen.\n" + traj(), 1.0),           # Figure 12's free-text preamble
+    (traj(loc="- 1 -"), 0.0),                                          # no region at all: key information missing
+    (traj() + " Hope this helps.", 0.0),                               # text after the scaffold
     (traj(loc='{"box_2d": [300, 420]}'), 0.0),                          # invalid region
     (traj().replace("<VISUAL>", "").replace("</VISUAL>", ""), 0.0),     # missing stage
     (traj().replace("<CON>A lesion is present, so yes.</CON>", "<CON> </CON>"), 0.0),  # empty stage
@@ -103,10 +106,10 @@ def test_plain_reward_refuses_parameters():
 
 
 def _share(composite, items, name):
-    totals = {k: 0.0 for k in composite.weights}
-    for out in composite.score_batch(items):
-        for k, w in composite.weights.items():
-            totals[k] += w * out[k] / max(composite.scales[k], composite.min_scale)
+    """Component ``name``'s share of the batch's total |reward| (each term w_i · r_ij / s_i)."""
+    outs = composite.score_batch(items)
+    scales = {k: sum(abs(o[k]) for o in outs) / len(outs) for k in composite.weights}
+    totals = {k: sum(w * abs(o[k]) / scales[k] for o in outs) for k, w in composite.weights.items()}
     return totals[name] / sum(totals.values())
 
 
@@ -124,27 +127,27 @@ class _Scaled:
 def test_composite_share_stays_at_weight_when_scale_changes(raw_scale):
     REWARDS.register("scaled_test")(lambda it, s=raw_scale: _Scaled(s)(it))
     try:
-        comp = CompositeReward(weights={"accuracy": 1.0, "scaled_test": 3.0}, momentum=0.0)
+        comp = CompositeReward(weights={"accuracy": 1.0, "scaled_test": 3.0})
         items = [item(traj("yes" if i % 3 else "no")) for i in range(12)]
-        share = _share(comp, items, "scaled_test")
-        assert share == pytest.approx(3.0 / 4.0, rel=1e-6)
+        assert _share(comp, items, "scaled_test") == pytest.approx(3.0 / 4.0, rel=1e-6)
+        normalised = [o["overall"] for o in comp.score_batch(items)]  # accuracy: 8 of 12 right
         plain = CompositeReward(weights={"accuracy": 1.0, "scaled_test": 3.0}, normalize=False)
         plain_out = plain.score_batch(items)
         raw_total = sum(o["overall"] for o in plain_out)
         raw_scaled = sum(3.0 * o["scaled_test"] for o in plain_out)
         if raw_scale != 1.0:  # without normalisation the share follows the raw scale instead
             assert raw_scaled / raw_total != pytest.approx(0.75, rel=1e-2)
+        # dividing by the batch scale makes the normalised reward independent of the raw scale
+        # (every trajectory's conclusion says "yes", so scaled_test is s for all: its term is 3 throughout)
+        assert normalised == pytest.approx([(1.0 / (8 / 12) if i % 3 else 0.0) + 3.0 for i in range(12)])
     finally:
         REWARDS.unregister("scaled_test")
 
 
-def test_composite_running_scale_per_item():
-    comp = CompositeReward(weights={"accuracy": 1.0, "format": 1.0}, momentum=0.5)
-    out = comp(item(traj("yes")))
-    assert out["accuracy"] == 1.0 and out["format"] == 1.0 and out["overall"] == pytest.approx(2.0)
-    comp(item(traj("no")))  # accuracy 0 -> its scale halves, a later correct answer counts more
-    assert comp.scales["accuracy"] == pytest.approx(0.5)
-    assert comp(item(traj("yes")))["overall"] > 2.0
+def test_composite_one_rollout_is_its_plain_weighted_sum():
+    comp = CompositeReward(weights={"accuracy": 1.0, "format": 0.5})
+    assert comp(item(traj("yes"))) == {"overall": 1.5, "accuracy": 1.0, "format": 1.0}
+    assert comp(item(traj("no"))) == comp(item(traj("no")))  # no running state between calls
 
 
 def test_composite_rejects_bad_weights():

@@ -1,4 +1,5 @@
-"""Answer extraction and matching: the one module that both evaluation and the accuracy reward use.
+"""Answer extraction and matching: the one package that evaluation, the accuracy reward and the
+synthesis leak check use (the semantic open-answer check is in ``semantic.py``, re-exported here).
 
 Rules, so a score can be explained item by item:
 - extraction: ``<ANSWER>`` through the scaffold's lenient parser; fallbacks, in order, are the last
@@ -266,3 +267,9 @@ def medevalkit_verdict(output: str, answer: str, question_type: QuestionType,
     if question_type == "closed":
         return parsed.replace("\n", "").replace(".", "") == ref, "closed: exact text"
     return parsed == ref, "open: exact text, untrimmed"
+
+
+# The semantic open-answer check (A.4) lives in its own file of this package; re-exported here so
+# every caller keeps reading answers from ``medsage.answers``.
+from medsage.answers.semantic import (DEFAULT_RULE, DEFAULT_SYNONYMS, SemanticRule, SemanticVerdict,  # noqa: E402
+                                      judged_as_open, semantic_correct, semantic_match, semantic_tokens)

@@ -126,6 +126,18 @@ def finite(values, where: str) -> list[float]:
     return out
 
 
+def read_annotation_json(path: Path, what: str):
+    """A source's annotation JSON, decoded strictly as UTF-8; any failure is a ValueError naming the file."""
+    import json
+
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 (byte {err.start}), cannot read {what}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read {what}: {err}") from None
+
+
 def file_stamp(path: str | Path) -> list | None:
     """Size and mtime (ns) of a file, or None when it is missing: enough to notice a replaced file."""
     try:

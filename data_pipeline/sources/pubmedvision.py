@@ -18,7 +18,8 @@ import json
 import re
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem, file_stamp, inside_root, safe_id
+from medsage.data_pipeline.sources.base import (InputRejected, SourceItem, file_stamp, inside_root,
+                                                read_annotation_json, safe_id)
 from medsage.records import RoI
 from medsage.vocab import IMAGE_PLACEHOLDER
 
@@ -66,12 +67,7 @@ class PubMedVisionSource:
         self.items = {}
         for name in names:
             path = self.root / name
-            try:
-                items = json.loads(path.read_bytes().decode("utf-8"))
-            except UnicodeDecodeError as err:
-                raise ValueError(f"PubMedVision: {path} is not UTF-8 (byte {err.start})") from None
-            except (OSError, json.JSONDecodeError) as err:
-                raise ValueError(f"PubMedVision: cannot read {path}: {err}") from None
+            items = read_annotation_json(path, "PubMedVision JSON")
             if not isinstance(items, list):
                 raise ValueError(f"{path}: expected a JSON list of items, got {type(items).__name__}")
             # Keys name the file when several are read: the same id occurs in both published files.

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medsage.data_pipeline.sources.base import InputRejected, SourceItem, file_stamp, finite, inside_root
+from medsage.data_pipeline.sources.base import (InputRejected, SourceItem, file_stamp, finite, inside_root,
+                                                read_annotation_json)
 from medsage.records import RoI
 
 ANNOTATION_FILE = "_annotations.coco.json"
@@ -74,12 +75,7 @@ class RoboflowCocoSource:
 
     @staticmethod
     def _read(path: Path) -> dict:
-        try:
-            coco = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 (byte {err.start})") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: cannot read COCO JSON: {err}") from None
+        coco = read_annotation_json(path, "COCO JSON")
         for key in ("images", "annotations", "categories"):
             if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
                 raise ValueError(f"{path}: COCO JSON needs a list {key!r}")

@@ -257,7 +257,7 @@ def test_yolo_label_file_with_bad_bytes_names_file_and_line(tmp_path, yolo_root)
 def test_pubmedvision_bad_bytes_is_an_error_naming_the_file(tmp_path, pubmedvision_root):
     path = pubmedvision_root / "PubMedVision_Alignment_VQA.json"
     path.write_bytes(path.read_bytes().replace(b"chest CT", b"chest \xff CT"))
-    with pytest.raises(ValueError, match=r"PubMedVision_Alignment_VQA.json is not UTF-8"):
+    with pytest.raises(ValueError, match=r"PubMedVision_Alignment_VQA.json: not UTF-8"):
         ingest("pubmedvision", pubmedvision_root, tmp_path / "out")
 
 

@@ -18,8 +18,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# The demo chain without the RL stage (verl's import alone takes ~20 s; tests/plugins covers it).
-BASE = ["+experiment=demo", "+stages.rl.enabled=false"]
+# The demo chain without the RL stage (its verl run takes minutes; tests/plugins covers it), so evaluation
+# reads the SFT model instead of the RL stage's final_model.
+BASE = ["+experiment=demo", "+stages.rl.enabled=false", "evaluate=sft"]
 
 
 def pipeline(root: Path, *args: str, wait: bool = True):

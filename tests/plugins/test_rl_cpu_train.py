@@ -76,12 +76,16 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
                       extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}"])
     steps = console_step_metrics(log)
     assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps
-    rows = [dict((name, adv) for name, _, adv in r["medsage_spans"]) for r in dumped(out)]
+    dump = dumped(out)
+    rows = [dict((name, adv) for name, _, adv in r["medsage_spans"]) for r in dump]
     retried = [r for r in rows if "check" in r]
     assert retried, rows
     assert all(r["tau1"] == 0.0 for r in retried)                 # τ1 of a retry is never credited
     assert any(r["check"] == pytest.approx(0.2) for r in retried)  # α · r_sc on the check tokens
-    assert any(abs(r.get("tau2", 0.0)) > 0 for r in retried)      # GRPO's outcome advantage on τ2
+    if len({r["score"] for r in dump}) > 1:
+        assert any(abs(r.get("tau2", 0.0)) > 0 for r in retried)  # GRPO's outcome advantage on τ2
+    else:  # every revision was right: the batch-normalised outcome gives τ2 exactly 0, only the check is credited
+        assert all(r.get("tau2", 0.0) == 0.0 for r in retried)
     assert any(s["medsage/correction_rate"] > 0 for s in steps.values())
 
 

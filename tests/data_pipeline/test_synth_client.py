@@ -21,17 +21,6 @@ def _cfg(server, tmp_path=None, **kw) -> ClientConfig:
     return ClientConfig(**{**base, **kw})
 
 
-def _sequence(*answers):
-    """A script that gives ``answers`` in order, then keeps giving the last one."""
-    state = {"i": 0}
-
-    def script(body, headers):
-        i = min(state["i"], len(answers) - 1)
-        state["i"] += 1
-        return answers[i]
-
-    return script
-
 
 def _chat(cfg, messages=HELLO, **kw):
     async def go():
@@ -57,7 +46,7 @@ OK = (200, H.completion("fine", 5, 3), 0.0)
     ((200, H.completion(None), 0.0), "empty_content"),
 ])
 def test_retries_then_succeeds(fault, reason):
-    with H.LoopbackServer(_sequence(fault, fault, OK)) as server:
+    with H.LoopbackServer(H.sequence(fault, fault, OK)) as server:
         reply, usage = _chat(_cfg(server))
     assert reply.text == "fine" and not reply.cached
     assert usage.calls == 3 and len(server.requests) == 3
@@ -66,7 +55,7 @@ def test_retries_then_succeeds(fault, reason):
 
 
 def test_gives_up_after_max_retries_with_the_reason():
-    with H.LoopbackServer(_sequence((500, {"error": {"message": "down"}}, 0.0))) as server:
+    with H.LoopbackServer(H.sequence((500, {"error": {"message": "down"}}, 0.0))) as server:
         with pytest.raises(CallError) as err:
             _chat(_cfg(server, max_retries=2))
     assert err.value.reason == "server_error"
@@ -74,7 +63,7 @@ def test_gives_up_after_max_retries_with_the_reason():
 
 
 def test_timeout_is_retried():
-    with H.LoopbackServer(_sequence((200, H.completion("late"), 1.5), OK)) as server:
+    with H.LoopbackServer(H.sequence((200, H.completion("late"), 1.5), OK)) as server:
         reply, usage = _chat(_cfg(server, timeout_s=0.4))
     assert reply.text == "fine"
     assert usage.retries == {"timeout": 1}
@@ -84,7 +73,7 @@ def test_retry_after_is_honoured():
     import time
 
     limited = (429, {"error": {"message": "slow down"}}, 0.0, {"Retry-After": "0.6"})
-    with H.LoopbackServer(_sequence(limited, OK)) as server:
+    with H.LoopbackServer(H.sequence(limited, OK)) as server:
         start = time.perf_counter()
         reply, usage = _chat(_cfg(server, backoff_s=0.01, backoff_max_s=5))
         waited = time.perf_counter() - start
@@ -93,7 +82,7 @@ def test_retry_after_is_honoured():
 
 
 def test_client_errors_are_not_retried():
-    with H.LoopbackServer(_sequence((400, {"error": {"message": "bad request"}}, 0.0), OK)) as server:
+    with H.LoopbackServer(H.sequence((400, {"error": {"message": "bad request"}}, 0.0), OK)) as server:
         with pytest.raises(CallError) as err:
             _chat(_cfg(server))
     assert err.value.reason == "http_400"
@@ -103,7 +92,7 @@ def test_client_errors_are_not_retried():
 def test_disk_cache_answers_repeats_and_salt_separates(tmp_path):
     img = Image(b"\x89PNG fake bytes")
     msgs = [Message("user", "describe", (img,))]
-    with H.LoopbackServer(_sequence(OK)) as server:
+    with H.LoopbackServer(H.sequence(OK)) as server:
         cfg = _cfg(server, tmp_path)
         first, _ = _chat(cfg, msgs)
         again, usage = _chat(cfg, [Message("user", "describe", (Image(b"\x89PNG fake bytes"),))])
@@ -118,7 +107,7 @@ def test_disk_cache_answers_repeats_and_salt_separates(tmp_path):
 
 
 def test_concurrency_is_bounded():
-    with H.LoopbackServer(_sequence((200, H.completion("x"), 0.2))) as server:
+    with H.LoopbackServer(H.sequence((200, H.completion("x"), 0.2))) as server:
         async def go():
             client = SynthClient(_cfg(server, concurrency=3))
             await asyncio.gather(*(client.chat([Message("user", f"q{i}")]) for i in range(9)))
@@ -129,7 +118,7 @@ def test_concurrency_is_bounded():
 
 
 def test_identical_requests_in_flight_share_one_call():
-    with H.LoopbackServer(_sequence((200, H.completion("x"), 0.2))) as server:
+    with H.LoopbackServer(H.sequence((200, H.completion("x"), 0.2))) as server:
         async def go():
             client = SynthClient(_cfg(server, concurrency=8))
             replies = await asyncio.gather(*(client.chat([Message("user", "same")]) for _ in range(5)))
@@ -142,7 +131,7 @@ def test_identical_requests_in_flight_share_one_call():
 
 
 def test_usage_and_cost_from_responses():
-    with H.LoopbackServer(_sequence((200, H.completion("x", 1000, 500), 0.0))) as server:
+    with H.LoopbackServer(H.sequence((200, H.completion("x", 1000, 500), 0.0))) as server:
         async def go():
             client = SynthClient(_cfg(server, price_prompt_per_1k=0.01, price_completion_per_1k=0.03))
             for i in range(4):
@@ -158,7 +147,7 @@ def test_usage_and_cost_from_responses():
 def test_api_key_from_env_never_on_disk(tmp_path, monkeypatch):
     secret = "sk-test-DO-NOT-WRITE-3141592653"
     monkeypatch.setenv("MEDSAGE_TEST_KEY", secret)
-    with H.LoopbackServer(_sequence(OK)) as server:
+    with H.LoopbackServer(H.sequence(OK)) as server:
         _chat(_cfg(server, tmp_path, api_key_env="MEDSAGE_TEST_KEY"))
     assert server.headers[0].get("authorization") == f"Bearer {secret}"  # it is used...
     for f in tmp_path.rglob("*"):

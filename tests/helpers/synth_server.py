@@ -94,6 +94,18 @@ class LoopbackServer:
         self.httpd.server_close()
 
 
+def sequence(*answers):
+    """A script that gives ``answers`` in order, then keeps giving the last one."""
+    state = {"i": 0}
+
+    def script(body, headers):
+        i = min(state["i"], len(answers) - 1)
+        state["i"] += 1
+        return answers[i]
+
+    return script
+
+
 def user_text(body: dict) -> str:
     content = body["messages"][-1]["content"]
     if isinstance(content, str):

@@ -18,16 +18,6 @@ KEY_ENV = "MEDSAGE_CHAT_TEST_KEY"
 OK = (200, H.completion("fine", 5, 3), 0.0)
 
 
-def _sequence(*answers):
-    state = {"i": 0}
-
-    def script(body, headers):
-        i = min(state["i"], len(answers) - 1)
-        state["i"] += 1
-        return answers[i]
-
-    return script
-
 
 def _echo_headers(body, headers):
     """A server error whose body quotes the request's headers (as some proxies do)."""
@@ -125,12 +115,12 @@ def test_a_key_in_the_judge_or_backend_config_is_refused():
 
 def test_retry_after_beyond_backoff_max_is_honoured_up_to_the_ceiling():
     limited = (429, {"error": {"message": "slow down"}}, 0.0, {"Retry-After": "0.5"})
-    with H.LoopbackServer(_sequence(limited, OK)) as server:
+    with H.LoopbackServer(H.sequence(limited, OK)) as server:
         start = time.perf_counter()
         reply, usage = _chat(_cfg(server, backoff_max_s=0.05))
         assert time.perf_counter() - start >= 0.5 and reply.text == "fine"
     far = (503, {"error": {"message": "later"}}, 0.0, {"Retry-After": "3600"})
-    with H.LoopbackServer(_sequence(far, OK)) as server:
+    with H.LoopbackServer(H.sequence(far, OK)) as server:
         start = time.perf_counter()
         reply, usage = _chat(_cfg(server, backoff_max_s=0.05, retry_after_max_s=0.3))
         waited = time.perf_counter() - start
@@ -141,10 +131,10 @@ def test_retry_after_beyond_backoff_max_is_honoured_up_to_the_ceiling():
                                    "twelve", [1, 2], {"prompt_tokens": {"n": 1}}])
 def test_a_malformed_usage_is_a_bad_reply(usage):
     bad = (200, {**H.completion("fine"), "usage": usage}, 0.0)
-    with H.LoopbackServer(_sequence(bad, OK)) as server:
+    with H.LoopbackServer(H.sequence(bad, OK)) as server:
         reply, u = _chat(_cfg(server))
     assert reply.text == "fine" and u.retries == {"malformed_response": 1} and u.prompt_tokens == 5
-    with H.LoopbackServer(_sequence(bad)) as server:
+    with H.LoopbackServer(H.sequence(bad)) as server:
         with pytest.raises(CallError) as err:
             _chat(_cfg(server, max_retries=1))
     assert err.value.reason == "malformed_response" and "usage" in err.value.detail
@@ -204,7 +194,7 @@ def test_openai_backend_retries_with_the_shared_policy(tmp_path):
 
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "x.png")
     requests = [ChatRequest(str(i), (Part("image", str(tmp_path / "x.png")), Part("text", f"q{i}"))) for i in range(3)]
-    with H.LoopbackServer(_sequence((500, {"error": {"message": "x"}}, 0.0), OK)) as server:
+    with H.LoopbackServer(H.sequence((500, {"error": {"message": "x"}}, 0.0), OK)) as server:
         backend = OpenAIBackend(server.base_url, "m", GenerationConfig(max_new_tokens=9, seed=3), concurrency=2)
         backend.client.cfg.backoff_s = 0.01
         assert backend.generate(requests) == ["fine"] * 3

@@ -1,0 +1,72 @@
+"""The miniature's generated lesion task (launch/demo/lesions.py), read back by the real Roboflow COCO adapter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from medsage.data_pipeline.cli import main as data_main
+from medsage.data_pipeline.sources.base import InputRejected
+from medsage.data_pipeline.sources.roboflow_coco import RoboflowCocoSource
+from medsage.launch.demo.lesions import QUADRANTS, TISSUE, make_lesion_task
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
+    a = make_lesion_task(tmp_path / "a", 12, seed=5)
+    b = make_lesion_task(tmp_path / "b", 12, seed=5)
+    make_lesion_task(tmp_path / "c", 12, seed=6)
+    assert a == b and _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert not set(_files(tmp_path / "a").values()) & set(_files(tmp_path / "c").values())
+    assert a["lesion_count"] == {"0": 3, "1": 6, "2": 3}  # the 1:2:1 mix, exactly
+
+
+def test_adapter_reads_boxes_labels_and_the_pixels_match_them(tmp_path):
+    make_lesion_task(tmp_path, 16, seed=1, split="train")
+    src = RoboflowCocoSource(tmp_path, tmp_path / "img")
+    assert src.labels == ["hyperdense lesion", "hypodense lesion"] and src.dropped_classes == ["lesions"]
+    coco = json.loads((tmp_path / "train" / "_annotations.coco.json").read_text())
+    per_image = {img["id"]: [a for a in coco["annotations"] if a["image_id"] == img["id"]] for img in coco["images"]}
+    seen = 0
+    for key in src.inputs():
+        n = len(per_image[int(key.split("_")[1])])
+        if n == 0:
+            try:
+                src.load(key)
+            except InputRejected as err:
+                assert err.reason == "no-annotation"
+            continue
+        item = src.load(key)
+        assert len(item.rois) == n and len(set(item.labels)) == 1  # two lesions share one density
+        pixels = np.asarray(Image.open(item.images[0]), dtype=np.float32)
+        quadrants = set()
+        for roi in item.rois:
+            x1, y1, x2, y2 = roi.box
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            quadrants.add(QUADRANTS[int(cx >= 56) + 2 * int(cy >= 56)])
+            assert min(abs(cx - 56), abs(cy - 56)) > 56 / 2 - 112 / 16 - 1  # well inside its quadrant
+            core = pixels[int(cy) - 3:int(cy) + 4, int(cx) - 3:int(cx) + 4].mean()
+            if roi.label == "hyperdense lesion":
+                assert core > TISSUE[1] + 10
+            else:
+                assert 10 < core < TISSUE[0] - 10  # darker than tissue, brighter than air
+        assert len(quadrants) == n
+        seen += 1
+    assert seen == 12
+
+
+def test_cli_writes_train_and_a_disjoint_eval_with_the_distribution(tmp_path, capsys):
+    assert data_main(["lesion-task", str(tmp_path / "task"), "--train", "8", "--eval", "4", "--seed", "2"]) == 0
+    summary = json.loads((tmp_path / "task" / "lesion_task.json").read_text())
+    assert (tmp_path / "task" / "train" / "train" / "_annotations.coco.json").is_file()
+    assert (tmp_path / "task" / "eval" / "test" / "_annotations.coco.json").is_file()
+    assert summary["train"]["seed"] == 2 and summary["eval"]["seed"] != 2
+    assert summary["train"]["images"] == 8 and summary["eval"]["images"] == 4
+    assert sum(summary["train"]["quadrant"].values()) == 4 * 1 + 2 * 2
+    train = set(_files(tmp_path / "task" / "train").values())
+    assert not train & set(_files(tmp_path / "task" / "eval").values())

@@ -31,7 +31,7 @@ DENSITIES = ["hyperdense", "hypodense"]
 PLACEHOLDER = "lesions"  # Roboflow's project-named category every class points to
 CATEGORIES = [{"id": 0, "name": PLACEHOLDER, "supercategory": "none"}] + [
     {"id": i + 1, "name": f"{d} lesion", "supercategory": PLACEHOLDER} for i, d in enumerate(DENSITIES)]
-TISSUE = (65, 190)  # every tissue grey after shading; lesions lie well outside it, air below it
+TISSUE = (70, 185)  # every tissue grey after shading; lesions lie well outside it, air below it
 EVAL_SEED_OFFSET = 1_000_003  # the eval set's seed is S + this: no image seed is shared with a train set of seed S
 
 
@@ -52,7 +52,7 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
     """One 8-bit slice; ``lesions`` are (cx, cy, rx, ry) ellipses in pixels."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     img = np.zeros((size, size), np.float32)  # air
-    # Body: a superellipse (CT abdomen-like, rounded square) of random extent, centre and tilt-free outline.
+    # Body: a superellipse (CT abdomen-like, a rounded square) of random extent and centre.
     cx, cy = size / 2 + rng.uniform(-3, 3, 2)
     ax, ay = size / 2 - rng.uniform(1, 5), size / 2 - rng.uniform(3, 9)
     power = rng.uniform(2.6, 3.6)
@@ -61,9 +61,9 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
     # A smooth random shading across the body (a few low-frequency waves): it varies the low DCT block pHash
     # reads, so slices with the same outline are not near-duplicates.
     shade = np.zeros_like(img)
-    for _ in range(4):
-        fx, fy = rng.uniform(-2.5, 2.5, 2) * np.pi / size
-        shade += rng.uniform(8, 18) * np.cos(fx * xx + fy * yy + rng.uniform(0, 2 * np.pi))
+    for _ in range(8):  # up to 3.5 cycles across: the span of pHash's 8x8 block
+        fx, fy = rng.uniform(-7, 7, 2) * np.pi / size
+        shade += rng.uniform(10, 18) * np.cos(fx * xx + fy * yy + rng.uniform(0, 2 * np.pi))
     # Organs: moderate greys (never near the lesions' brightness), anywhere inside the body.
     for _ in range(int(rng.integers(4, 9))):
         ox, oy = rng.uniform(size * 0.15, size * 0.85, 2)
@@ -73,7 +73,7 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
         v = -(xx - ox) * np.sin(angle) + (yy - oy) * np.cos(angle)
         img[((u / rx) ** 2 + (v / ry) ** 2 <= 1) & body] = rng.uniform(70, 185)
     img[body] = np.clip(img[body] + shade[body], TISSUE[0], TISSUE[1])
-    grey = rng.uniform(215, 245) if density == "hyperdense" else rng.uniform(25, 45)
+    grey = rng.uniform(225, 250) if density == "hyperdense" else rng.uniform(15, 38)
     for lx, ly, rx, ry in lesions:
         img[((xx - lx) / rx) ** 2 + ((yy - ly) / ry) ** 2 <= 1] = grey
     # Soft edges and scanner noise, so no two slices share pixels.

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medsage.data_pipeline.questions import QUADRANTS  # the order quadrant questions list them in
 from medsage.io import atomic_write_bytes, atomic_write_text
 
-QUADRANTS = ["upper left", "upper right", "lower left", "lower right"]
 DENSITIES = ["hyperdense", "hypodense"]
 PLACEHOLDER = "lesions"  # Roboflow's project-named category every class points to
 CATEGORIES = [{"id": 0, "name": PLACEHOLDER, "supercategory": "none"}] + [

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from medsage.data_pipeline.cli import main as data_main
-from medsage.data_pipeline.sources.base import InputRejected
+from medsage.data_pipeline.questions import QUADRANTS, QuestionConfig, ask
+from medsage.data_pipeline.sources.base import InputRejected, SourceItem
 from medsage.data_pipeline.sources.roboflow_coco import RoboflowCocoSource
-from medsage.launch.demo.lesions import QUADRANTS, TISSUE, make_lesion_task
+from medsage.launch.demo.lesions import TISSUE, make_lesion_task
 
 
 def _files(folder):
@@ -70,3 +73,53 @@ def test_cli_writes_train_and_a_disjoint_eval_with_the_distribution(tmp_path, ca
     assert sum(summary["train"]["quadrant"].values()) == 4 * 1 + 2 * 2
     train = set(_files(tmp_path / "task" / "train").values())
     assert not train & set(_files(tmp_path / "task" / "eval").values())
+
+
+def test_keep_empty_makes_negative_items(tmp_path):
+    make_lesion_task(tmp_path, 8, seed=4)
+    src = RoboflowCocoSource(tmp_path, tmp_path / "img", keep_empty=True)
+    items = [src.load(key) for key in src.inputs()]
+    empty = [it for it in items if not it.rois]
+    assert len(empty) == 2 and all(it.labels == [] for it in empty)
+
+
+def test_box_kinds_answer_from_the_boxes(tmp_path):
+    make_lesion_task(tmp_path, 40, seed=7)
+    src = RoboflowCocoSource(tmp_path, tmp_path / "img", keep_empty=True)
+    cfg = QuestionConfig(types=["presence", "quadrant", "choice", "count"],
+                         which="Is the lesion in this image hyperdense or hypodense?")
+    kinds = Counter()
+    for index, key in enumerate(src.inputs()):
+        item = src.load(key)
+        sample = ask(src, item, index, cfg, (112, 112))
+        kind = sample.metadata["question_kind"]
+        kinds[kind] += 1
+        boxes = [r.box for r in item.rois]
+        if kind == "presence":
+            assert sample.question == "Is there a lesion in this image?"
+            assert sample.answer == ("yes" if boxes else "no") and sample.question_type == "closed"
+        elif kind == "quadrant":
+            assert len(boxes) == 1 and list(sample.options.values()) == list(QUADRANTS)
+            x1, y1, x2, y2 = boxes[0]
+            truth = ("upper" if y2 < 56 else "lower") + " " + ("left" if x2 < 56 else "right")  # boxes sit in one
+            assert sample.options[sample.answer] == truth
+        elif kind == "count":
+            assert sample.question == "How many lesions are visible?"
+            assert sample.options == {"A": "0", "B": "1", "C": "2", "D": "3"}
+            assert sample.options[sample.answer] == str(len(boxes))
+        else:
+            assert kind == "choice" and boxes and sample.options[sample.answer] == item.labels[0]
+            assert sorted(sample.options.values()) == ["hyperdense lesion", "hypodense lesion"]
+        if kind != "presence" and cfg.types[index % 4] != kind:  # it fell through: the asked kind did not apply
+            asked = cfg.types[index % 4]
+            assert (asked == "quadrant" and len(boxes) != 1) or (asked == "choice" and not boxes)
+    assert set(kinds) == {"presence", "quadrant", "choice", "count"}
+
+
+def test_no_kind_applies_is_a_clear_error():
+    item = SourceItem(key="k", images=["/x.png"], labels=[], rois=[])
+    src = type("S", (), {"name": "s", "labels": ["a", "b"], "modality": None})()
+    with pytest.raises(ValueError, match="none of the kinds"):
+        ask(src, item, 0, QuestionConfig(types=["closed", "quadrant"]))
+    with pytest.raises(ValueError, match="question types must be"):
+        QuestionConfig(types=["presence", "colour"])

@@ -89,16 +89,13 @@ def _run(args) -> int:
 
 def _score(args) -> int:
     from medsage.eval.benchmarks.base import load_benchmark
-    from medsage.eval.scoring import PredictionError, score_predictions
+    from medsage.eval.scoring import PredictionError, item_fields, score_predictions
 
     splits = dict(args.split)
     lookup = {}
     for name, path in args.data:
         for sample in load_benchmark(name, path, split=splits.get(name)):
-            lookup[(name, sample.id)] = {"benchmark": name, "id": sample.id, "question": sample.question,
-                                         "answer": sample.answer, "answer_type": sample.question_type,
-                                         "options": sample.options,
-                                         "accepted_answers": sample.metadata.get("accepted_answers")}
+            lookup[(name, sample.id)] = item_fields(sample, name, None)
     try:
         verdicts, summary_path, summary = score_predictions(args.predictions, args.out, lookup)
     except (PredictionError, FileNotFoundError) as err:

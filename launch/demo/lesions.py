@@ -1,7 +1,7 @@
 """The generated lesion task of the miniature (issue 18): CT-like slices whose answers depend only on the image.
 
 Each image is a soft-tissue body (a rounded outline of random extent and grey, a few organs of moderate grey)
-with 0, 1 or 2 lesions (mix 1:2:1 by default). A lesion is an ellipse of radius size/10..size/8 at the centre of
+with 0, 1 or 2 lesions (1:2:1). A lesion is an ellipse of radius size/10..size/8 at the centre of
 its quadrant (upper left, upper right, lower left, lower right), moved by at most size/16, so its quadrant is never
 in doubt; two lesions sit in two quadrants and share one density. Hyperdense lesions are far brighter than any
 tissue, hypodense ones far darker than any tissue yet brighter than air, so density is a local contrast a small
@@ -9,6 +9,12 @@ vision tower can see.
 
 Written as a Roboflow COCO export (the layout ``data_pipeline/sources/roboflow_coco.py`` reads), with Roboflow's
 placeholder category: ``root/<split>/_annotations.coco.json`` + PNG slices. The same seed gives the same bytes.
+
+The data pipeline asks one question per slice, its kind cycling by position over the recipe's ``types``
+(recipes/data/miniature.yaml: presence, quadrant, choice, count). The slices are laid out in blocks of 16 so
+that this cycle asks balanced questions (``PLAN``): presence is half yes, half no; every quadrant slot holds one
+lesion and a block's four quadrant slots hold the four quadrants; density slots hold one or two lesions; count
+answers are 0, 0, 1, 2. A block holds 4 empty slices, 8 with one lesion and 4 with two: the 1:2:1 mix.
 
     medsage data lesion-task OUT [--train N] [--eval M] [--seed S]
 """
@@ -39,12 +45,24 @@ def eval_seed(seed: int) -> int:
     return seed + EVAL_SEED_OFFSET
 
 
-def _lesion_counts(n: int, mix: tuple[int, int, int], rng: np.random.Generator) -> list[int]:
-    """Exactly the mix's shares of 0/1/2 lesions (rounded), in a seeded order."""
-    total = sum(mix)
-    counts = [k for k, share in enumerate(mix) for _ in range(round(n * share / total))]
-    counts = (counts + [1] * n)[:n]
-    return [int(c) for c in rng.permutation(counts)]
+# Lesions per slice in a block of 16: slot i is kind i % 4 of the question cycle, row i // 4 (see the docstring).
+PLAN = [[0, 1, 1, 0],   # presence no, quadrant, density (1 lesion), count 0
+        [0, 1, 2, 0],   # presence no, quadrant, density (2 lesions), count 0
+        [1, 1, 1, 1],   # presence yes, quadrant, density, count 1
+        [2, 1, 2, 2]]   # presence yes, quadrant, density, count 2
+BLOCK = sum(len(row) for row in PLAN)
+
+
+def _layout(n: int, seed: int) -> list[tuple[int, list[int] | None]]:
+    """(lesions, fixed quadrants or None) per slice: the PLAN, a seeded quadrant order per block's one-lesion
+    column, so its four quadrant slots cover the four quadrants."""
+    out = []
+    for block in range(0, n, BLOCK):
+        order = np.random.default_rng([seed, 0, block]).permutation(4)
+        for i in range(block, min(n, block + BLOCK)):
+            row, col = divmod(i - block, 4)
+            out.append((PLAN[row][col], [int(order[row])] if col == 1 else None))
+    return out
 
 
 def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float, float, float]],
@@ -84,8 +102,9 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _draw_item(rng: np.random.Generator, size: int, count: int) -> tuple[list[int], str, list[tuple]]:
-    quadrants = sorted(int(q) for q in rng.choice(4, size=count, replace=False))
+def _draw_item(rng: np.random.Generator, size: int, count: int,
+               fixed: list[int] | None) -> tuple[list[int], str, list[tuple]]:
+    quadrants = fixed or sorted(int(q) for q in rng.choice(4, size=count, replace=False))
     density = DENSITIES[int(rng.integers(2))]
     lesions = []
     for q in quadrants:
@@ -96,17 +115,15 @@ def _draw_item(rng: np.random.Generator, size: int, count: int) -> tuple[list[in
     return quadrants, density, lesions
 
 
-def make_lesion_task(root: str | Path, n: int, seed: int, split: str = "train", size: int = 112,
-                     mix: tuple[int, int, int] = (1, 2, 1)) -> dict:
+def make_lesion_task(root: str | Path, n: int, seed: int, split: str = "train", size: int = 112) -> dict:
     """Write ``n`` slices as ``root/<split>/`` of a Roboflow COCO export; returns the answers' distribution."""
     folder = Path(root) / split
     folder.mkdir(parents=True, exist_ok=True)
-    counts = _lesion_counts(n, mix, np.random.default_rng([seed, 0]))
     images, anns = [], []
     stats = {"images": n, "lesion_count": Counter(), "quadrant": Counter(), "density": Counter()}
-    for i, count in enumerate(counts):
+    for i, (count, fixed) in enumerate(_layout(n, seed)):
         rng = np.random.default_rng([seed, 1, i])
-        quadrants, density, lesions = _draw_item(rng, size, count)
+        quadrants, density, lesions = _draw_item(rng, size, count, fixed)
         tag = hashlib.sha1(f"{seed}/{split}/{i}".encode()).hexdigest()[:12]
         name = f"ct_{i:05d}_png.rf.{tag}.png"
         png = io.BytesIO()

@@ -21,12 +21,12 @@ def _files(folder):
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
-    a = make_lesion_task(tmp_path / "a", 12, seed=5)
-    b = make_lesion_task(tmp_path / "b", 12, seed=5)
-    make_lesion_task(tmp_path / "c", 12, seed=6)
+    a = make_lesion_task(tmp_path / "a", 16, seed=5)
+    b = make_lesion_task(tmp_path / "b", 16, seed=5)
+    make_lesion_task(tmp_path / "c", 16, seed=6)
     assert a == b and _files(tmp_path / "a") == _files(tmp_path / "b")
     assert not set(_files(tmp_path / "a").values()) & set(_files(tmp_path / "c").values())
-    assert a["lesion_count"] == {"0": 3, "1": 6, "2": 3}  # the 1:2:1 mix, exactly
+    assert a["lesion_count"] == {"0": 4, "1": 8, "2": 4}  # the 1:2:1 mix, exactly
 
 
 def test_adapter_reads_boxes_labels_and_the_pixels_match_them(tmp_path):
@@ -70,17 +70,18 @@ def test_cli_writes_train_and_a_disjoint_eval_with_the_distribution(tmp_path, ca
     assert (tmp_path / "task" / "eval" / "test" / "_annotations.coco.json").is_file()
     assert summary["train"]["seed"] == 2 and summary["eval"]["seed"] != 2
     assert summary["train"]["images"] == 8 and summary["eval"]["images"] == 4
-    assert sum(summary["train"]["quadrant"].values()) == 4 * 1 + 2 * 2
+    counts = summary["train"]["lesion_count"]
+    assert sum(summary["train"]["quadrant"].values()) == counts["1"] + 2 * counts["2"]
     train = set(_files(tmp_path / "task" / "train").values())
     assert not train & set(_files(tmp_path / "task" / "eval").values())
 
 
 def test_keep_empty_makes_negative_items(tmp_path):
-    make_lesion_task(tmp_path, 8, seed=4)
+    make_lesion_task(tmp_path, 16, seed=4)
     src = RoboflowCocoSource(tmp_path, tmp_path / "img", keep_empty=True)
     items = [src.load(key) for key in src.inputs()]
     empty = [it for it in items if not it.rois]
-    assert len(empty) == 2 and all(it.labels == [] for it in empty)
+    assert len(items) == 16 and len(empty) == 4 and all(it.labels == [] for it in empty)
 
 
 def test_box_kinds_answer_from_the_boxes(tmp_path):

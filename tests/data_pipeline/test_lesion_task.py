@@ -124,3 +124,46 @@ def test_no_kind_applies_is_a_clear_error():
         ask(src, item, 0, QuestionConfig(types=["closed", "quadrant"]))
     with pytest.raises(ValueError, match="question types must be"):
         QuestionConfig(types=["presence", "colour"])
+
+
+def test_miniature_data_run_end_to_end_then_scores_perfect_answers(tmp_path):
+    """`medsage data run --config miniature` on eval then train (with one eval slice copied into train), then
+    the eval records as a benchmark: a prediction that answers right and boxes the truth scores 100 % everywhere."""
+    from medsage.eval.benchmarks.base import load_benchmark
+    from medsage.eval.scoring import item_fields, score_predictions
+    from medsage.scaffold import render
+
+    task = tmp_path / "task"
+    assert data_main(["lesion-task", str(task), "--train", "32", "--eval", "16"]) == 0
+    eval_png = sorted((task / "eval" / "test").glob("*.png"))[5]
+    leaked = sorted((task / "train" / "train").glob("*.png"))[9]
+    leaked.write_bytes(eval_png.read_bytes())
+    assert data_main(["run", "--config", "miniature", f"out_dir={tmp_path / 'eval'}",
+                      f"sources.0.root={task / 'eval'}"]) == 0
+    assert data_main(["run", "--config", "miniature", f"out_dir={tmp_path / 'train'}",
+                      f"sources.0.root={task / 'train'}", f"dedup.eval_dirs=[{task / 'eval' / 'test'}]"]) == 0
+    summary = json.loads((tmp_path / "train" / "summary.json").read_text())["sources"]["roboflow_coco"]
+    assert summary["inputs"] == 32 and summary["kept"] + summary["rejected"] == 32
+    rejected = [json.loads(line) for line in (tmp_path / "train" / "rejected.jsonl").read_text().splitlines()]
+    assert f"train/{leaked.name}" in [r["key"] for r in rejected if r["reason"] == "dedup-eval-leak"]
+    assert len(rejected) <= 4  # the copy, and few chance near-duplicates
+    records = [json.loads(line) for line in (tmp_path / "train" / "records.jsonl").read_text().splitlines()]
+    for r in records:  # the truth boxes and the whole image, no variants
+        assert {roi["origin"] for roi in r["rois"]} <= {"annotation", "global"}
+    kinds = Counter(r["metadata"]["question_kind"] for r in records)
+    assert set(kinds) == {"presence", "quadrant", "choice", "count"}
+    assert any(r["metadata"]["question_kind"] == "presence" and r["answer"] == "no" for r in records)  # negatives
+
+    samples = load_benchmark("records", tmp_path / "eval")
+    lines = []
+    for s in samples:
+        truth = item_fields(s, "records", None)
+        box = truth["truth_boxes"][0] if truth["truth_boxes"] else [0, 0, 1000, 1000]
+        loc = json.dumps({"box_2d": box, "label": "lesion"})
+        lines.append({**truth, "prediction": render(loc, "seen", "known", "so", s.answer)})
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    scored = score_predictions(preds)[2]["records"]
+    assert scored["accuracy"] == 100.0 and scored["strict_format"] == 100.0 and scored["loc_iou"] == 1.0
+    assert set(scored["by_kind"]) == {"presence", "quadrant", "choice", "count"}
+    assert scored["loc_iou_n"] == sum(bool(item_fields(s, "records", None)["truth_boxes"]) for s in samples)

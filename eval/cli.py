@@ -104,7 +104,10 @@ def _score(args) -> int:
     for name, s in summary.items():
         print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  semantic={s['semantic_accuracy']}  "
               f"unparsed={s['unparsed']}  open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
-              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)")
+              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)  "
+              f"strict format={s['strict_format']}  <LOC> IoU={s['loc_iou']} (n={s['loc_iou_n']})")
+        if s["by_kind"]:
+            print(f"{'':<12} by kind: " + "  ".join(f"{k}={v['accuracy']} (n={v['n']})" for k, v in s["by_kind"].items()))
     print(f"verdicts: {verdicts}\nsummary:  {summary_path}")
     return 0
 

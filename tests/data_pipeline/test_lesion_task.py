@@ -152,6 +152,7 @@ def test_miniature_data_run_end_to_end_then_scores_perfect_answers(tmp_path):
         assert {roi["origin"] for roi in r["rois"]} <= {"annotation", "global"}
     kinds = Counter(r["metadata"]["question_kind"] for r in records)
     assert set(kinds) == {"presence", "quadrant", "choice", "count"}
+    assert json.loads((tmp_path / "train" / "summary.json").read_text())["question_kinds"] == dict(sorted(kinds.items()))
     assert any(r["metadata"]["question_kind"] == "presence" and r["answer"] == "no" for r in records)  # negatives
 
     samples = load_benchmark("records", tmp_path / "eval")

@@ -101,7 +101,7 @@ def test_box_kinds_answer_from_the_boxes(tmp_path):
             assert sample.answer == ("yes" if boxes else "no") and sample.question_type == "closed"
         elif kind == "quadrant":
             assert len(boxes) == 1 and list(sample.options.values()) == list(QUADRANTS)
-            x1, y1, x2, y2 = boxes[0]
+            _, _, x2, y2 = boxes[0]
             truth = ("upper" if y2 < 56 else "lower") + " " + ("left" if x2 < 56 else "right")  # boxes sit in one
             assert sample.options[sample.answer] == truth
         elif kind == "count":

@@ -3,7 +3,6 @@ offline run with the template synthesizer (no model)."""
 
 from __future__ import annotations
 
-
 import dataclasses
 import json
 from collections import Counter

@@ -18,10 +18,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medsage.launch import layout
+
+
 class RLConfigError(ValueError):
     """A recipe that cannot become a valid verl / EasyR1 run; the message says which field and why."""
-
-
 
 
 def _module_file(module: str) -> str:
@@ -149,6 +150,8 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.use_v1": False,
         "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
+        # main_ppo is a Hydra app: its run folder (main_ppo.log, .hydra/) would be ./outputs/<date>/ in the cwd
+        "hydra.run.dir": str(out_dir / layout.RL_HYDRA_DIR),
     }
     o.update(ray_overrides(cfg, world))
     o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medsage.launch import layout
+from medsage.recipes import hydra_value as _hydra_value
 
 
 class RLConfigError(ValueError):
@@ -30,28 +31,6 @@ def _module_file(module: str) -> str:
     if spec is None or spec.origin is None:
         raise RLConfigError(f"cannot locate {module}; is medsage installed in this environment?")
     return spec.origin
-
-
-_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _hydra_value(v: Any) -> str:
-    """A Python value in Hydra's override grammar."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
-    s = str(v)
-    if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def batch_sizes(rl, world: int) -> dict[str, int]:

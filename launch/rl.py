@@ -105,14 +105,14 @@ class RLRecipe:
     cluster: ClusterConfig
     rl: RLSection
     reward: RewardConfig
+    backend: str
     train_files: str
     output_dir: str
-    backend: str = "verl"
+    project: str
+    loggers: list[str]
+    dry_run: bool
+    extra_overrides: list[str]
     val_files: Optional[str] = None
-    project: str = "medsage"
-    loggers: list[str] = field(default_factory=lambda: ["console"])
-    dry_run: bool = False
-    extra_overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.backend not in ("verl", "easyr1"):

@@ -51,7 +51,7 @@ class SftSection:
 @dataclass
 class SftData:
     dataset_dir: str                     # folder with dataset_info.json
-    dataset: Any = "sage_sft"            # a name, comma-separated names, or a list of names
+    dataset: Any                         # a name, comma-separated names, or a list of names
 
 
 @dataclass

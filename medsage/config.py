@@ -99,8 +99,8 @@ class ClusterConfig:
 
     name: str
     accelerator: str               # cpu | gpu
-    nnodes: int = 1
-    gpus_per_node: int = 0
+    nnodes: int
+    gpus_per_node: int
     ray_address: Optional[str] = None
     envs: EnvsConfig = field(default_factory=EnvsConfig)
 

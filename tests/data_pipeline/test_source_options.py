@@ -26,8 +26,9 @@ def test_a_data_recipes_source_options_are_checked_with_the_sources_index(tmp_pa
                {"name": "roboflow_coco", "root": str(tmp_path), "options": {"split": ["train"], "modality": "MRI"}}]
     with pytest.raises(ConfigError, match=r"recipes/data/x\.yaml: sources\.1\.options: source 'roboflow_coco' takes "
                                           r"no option 'split'; did you mean 'splits' for 'split'\? "
-                                          r"\(its options: splits, modality, name\)"):
+                                          r"\(its options: splits, modality, name") as err:
         RunConfig.from_dict({"out_dir": str(tmp_path / "o"), "sources": sources}, "recipes/data/x.yaml")
+    assert "modality" not in str(err.value).split("takes no option")[1].split(";")[0]  # only the unknown one named
     sources[1]["options"] = {"splits": ["train"], "modality": "MRI"}  # what it does take
     cfg = RunConfig.from_dict({"out_dir": str(tmp_path / "o"), "sources": sources}, "recipes/data/x.yaml")
     assert cfg.sources[1].options == {"splits": ["train"], "modality": "MRI"}

@@ -1,7 +1,7 @@
 """Every recipe in recipes/ fits its stage's typed config (medsage.config), and a bad one fails with the key's path.
 
-- each option of the groups the typed stages read (sft/, rl/, reward/, model/, cluster/) and the synthesis recipe
-  composes and is typed by its stage's own entry (``medsage sft``'s, ``medsage rl``'s, ``medsage data synth run``'s);
+- each option of the groups the typed stages read (sft/, rl/, reward/, model/, cluster/), each data recipe and the
+  synthesis recipe compose and are typed by their stage's own entry (``medsage sft``'s, ``medsage rl``'s, ``medsage data synth run``'s);
 - each experiment, every option of its sweeps included, plans stage commands whose overrides compose and are typed
   by the stage they go to (data, synthesis, SFT, RL, eval), so a misspelt key in an experiment fails here;
 - an unknown key, a wrong type and a ``???`` left unset each fail naming the key, before any engine starts.
@@ -82,6 +82,12 @@ def test_every_group_option_is_typed_by_its_stage(root, choice):
     else:
         node = _sft([choice])[1][group]  # (the DictConfig, the resolved dict)
     assert node["name"] == option or group == "reward"  # reward.name is the entry point, not the file's name
+
+
+@pytest.mark.parametrize("config", _options("data"))
+def test_every_data_recipe_is_typed_with_its_sources_options(config):
+    cfg = _data([], config)
+    assert cfg.sources and all(s.option_problem() is None for s in cfg.sources)
 
 
 def test_the_synthesis_recipe_is_typed_with_the_retry_share():

@@ -22,7 +22,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from medsage.config import ClusterConfig, ConfigError, ModelConfig, checked
 from medsage.launch import layout
@@ -84,8 +84,8 @@ class RLSection:
     tensor_parallel: int
     save_freq: int
     test_freq: int
-    request: Optional[str] = None
-    rollout_batch_prompts: Optional[int] = None
+    request: str | None = None
+    rollout_batch_prompts: int | None = None
 
 
 @dataclass
@@ -112,7 +112,7 @@ class RLRecipe:
     loggers: list[str]
     dry_run: bool
     extra_overrides: list[str]
-    val_files: Optional[str] = None
+    val_files: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("verl", "easyr1"):

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from medsage import runtime
 from medsage.config import ClusterConfig, ConfigError, ModelConfig, typed
@@ -44,7 +44,7 @@ class SftSection:
     argument: passed through and checked against LLaMA-Factory's own dataclasses (``llamafactory.validate``)."""
 
     name: str                            # short name used in the run folder
-    deepspeed: Optional[str] = None      # recipes/deepspeed/<name>.json or a path; ignored on CPU
+    deepspeed: str | None = None         # recipes/deepspeed/<name>.json or a path; ignored on CPU
     extra: dict[str, Any] = field(default_factory=dict)  # more LLaMA-Factory arguments, validated too
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -87,10 +87,10 @@ class ModelConfig:
 class EnvsConfig:
     """A Python environment (virtualenv folder) per stage; None: this interpreter."""
 
-    data: Optional[str] = None
-    sft: Optional[str] = None
-    rl: Optional[str] = None
-    eval: Optional[str] = None
+    data: str | None = None
+    sft: str | None = None
+    rl: str | None = None
+    eval: str | None = None
 
 
 @dataclass
@@ -101,7 +101,7 @@ class ClusterConfig:
     accelerator: str               # cpu | gpu
     nnodes: int
     gpus_per_node: int
-    ray_address: Optional[str] = None
+    ray_address: str | None = None
     envs: EnvsConfig = field(default_factory=EnvsConfig)
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ typed by its ``Config`` (``rpa.synthesizer_section``); the endpoint is ``medsage
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any
 
 from medsage.chat import ClientConfig
 from medsage.prompts import PromptConfig
@@ -18,8 +18,8 @@ class EndpointConfig(ClientConfig):
     """The ``client`` node: a ``ClientConfig`` whose endpoint may stay null (the template synthesizer calls
     nothing; the llm synthesizer and the verifier refuse to start without one)."""
 
-    base_url: Optional[str] = None
-    model: Optional[str] = None
+    base_url: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.base_url is not None:
@@ -28,7 +28,7 @@ class EndpointConfig(ClientConfig):
 
 @dataclass
 class KnowledgeBaseConfig:
-    file: Optional[str] = None      # JSONL or YAML entries; None: no retrieval
+    file: str | None = None      # JSONL or YAML entries; None: no retrieval
     top_k: int = 3                  # entries handed to the knowledge stage
 
 
@@ -37,9 +37,9 @@ class VerifyConfig:
     mode: str                       # none | llm
     with_image: bool
     k: int                          # regenerations of a failed trajectory
-    model: Optional[str] = None
-    base_url: Optional[str] = None
-    api_key_env: Optional[str] = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "llm"):
@@ -61,9 +61,9 @@ class RpaConfig:
     low_level_copies: int
     roi_kinds: list[str]
     max_per_image: int
-    max_rois: Optional[int] = None
-    max_templates: Optional[int] = None
-    target: Optional[int] = None
+    max_rois: int | None = None
+    max_templates: int | None = None
+    target: int | None = None
     retry_share: float = 0.0        # share of SFT examples that are self-check retries (wrong τ1, <CHECK>, τ2)
 
     def __post_init__(self) -> None:
@@ -93,8 +93,8 @@ class SynthesisConfig:
     roi_proposal: ProposalConfig
     rpa: RpaConfig
     output: OutputConfig
-    knowledge_base: Optional[KnowledgeBaseConfig] = None
-    prompt: Optional[PromptConfig] = None   # the /prompt group; None: recipes/prompt/lvkc
+    knowledge_base: KnowledgeBaseConfig | None = None
+    prompt: PromptConfig | None = None   # the /prompt group; None: recipes/prompt/lvkc
 
 
 def synthesis_recipe(cfg: Any, where: str = "recipes/synthesis/default.yaml") -> dict:

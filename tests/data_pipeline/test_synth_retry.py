@@ -92,6 +92,19 @@ def test_no_retry_rows_by_default_and_a_bad_share_is_refused(demo_samples, tmp_p
     assert not (tmp_path / "bad" / "report.json").exists()
 
 
+def test_cli_takes_the_rl_recipes_request_and_refuses_a_bad_share(demo_samples, tmp_path, capsys):
+    from medsage.data_pipeline.synthesis.cli import main
+    from medsage.records import write_records
+
+    write_records(tmp_path / "pool.jsonl", _samples(demo_samples[:6]))
+    run = ["run", "--records", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "out"), "rpa.max_templates=1"]
+    assert main([*run, "rpa.retry_share=0.3", "rpa.retry_request='Check the answer.'"]) == 0
+    retries = list(read_records(tmp_path / "out" / "retry.jsonl"))
+    assert retries and {r.metadata[RETRY_KEY]["request"] for r in retries} == {"Check the answer."}
+    assert main([*run, "rpa.retry_share=1.5"]) == 2
+    assert "rpa.retry_share must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
 def test_the_request_comes_from_one_place():
     from medsage.plugins.self_check import loop
 

@@ -139,10 +139,10 @@ class TemplateSynthesizer:
         finding, misread = self._finding(unit, m), self._finding(unit, _misread(m))
         first = Trajectory(loc=right.loc, vis=self._vis(unit, misread), know=right.know,
                            con=self._con(misread, wrong), answer=wrong)
-        check = (f"Visual grounding: {self._loc(unit, m)} The localization stands. "
-                 f"Visual analysis: the first reading described {misread}, but the region shows {finding}. "
-                 f"Knowledge consistency: read against the criteria above, that evidence supports the answer "
-                 f"{reference_answer(unit.sample)}, not {wrong}.")
+        # Short: a small model's retry budget holds this check and the whole revised trajectory.
+        check = (f"Visual grounding: {self._loc(unit, m)} It stands. "
+                 f"Visual analysis: not {misread} but {finding}. "
+                 f"Knowledge consistency: that evidence supports {reference_answer(unit.sample)}, not {wrong}.")
         return first, check
 
 

@@ -24,8 +24,9 @@ import copy
 import random
 from dataclasses import dataclass
 
-from medsage.answers import decide_yes_no, semantic_correct
 from medsage.data_pipeline.synthesis.rpa import Unit
+
+from medsage.answers import decide_yes_no, semantic_correct
 from medsage.prompts import SELF_CHECK_REQUEST
 from medsage.records import Sample
 from medsage.scaffold import check_strict
@@ -47,7 +48,7 @@ class RetryConfig:
             raise ValueError("rpa.retry_request is empty (null uses the RL loop's request)")
 
     @classmethod
-    def from_rpa(cls, rpa: dict) -> "RetryConfig":
+    def from_rpa(cls, rpa: dict) -> RetryConfig:
         return cls(share=float(rpa.get("retry_share") or 0.0), request=rpa.get("retry_request"))
 
     @property

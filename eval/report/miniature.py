@@ -58,7 +58,7 @@ def _rows(runs: list[dict], table: str) -> list[tuple[str, dict]]:
         chosen = [r for r in chosen if "alpha" in r["tags"]]
         return [(f"α = {float(r['tags']['alpha']):g}", r) for r in sorted(chosen, key=lambda r: float(r["tags"]["alpha"]))]
     order = list(paper_numbers()["table5"]["rows"])
-    name = lambda r: r["tags"].get("row") or r["label"]  # noqa: E731
+    name = lambda r: r["tags"].get("row") or r["label"]
     return [(name(r), r) for r in sorted(chosen, key=lambda r: (order.index(name(r)) if name(r) in order else len(order),
                                                                   r["label"]))]
 
@@ -88,12 +88,12 @@ def miniature_tables(runs: list[dict]):
 def miniature_notes(runs: list[dict]) -> list[str]:
     kinds = _kinds([r for r in runs if is_miniature(r)])
     chance = ", ".join(f"{KIND_COLUMNS.get(k, k)} {CHANCE[k]:.0f} %" for k in kinds if k in CHANCE)
-    return ["Generated CT-like slices with 0-2 lesions (launch/demo/lesions.py): a smoke run of the whole method, "
-            "not comparable with any paper number.",
+    return [("Generated CT-like slices with 0-2 lesions (launch/demo/lesions.py): a smoke run of the whole method, "
+             "not comparable with any paper number."),
             f"Accuracies in %; a uniform guess scores {chance}." if chance else "Accuracies in %.",
             "<LOC> IoU: mean IoU (0-1) of the first <LOC> box against the truth box, over items that have one.",
-            "Self-check and correction rates: means over the RL training steps (evaluation never retries); "
-            "blind yes/no: the same model with every image blank (chance is 50 %)."]
+            ("Self-check and correction rates: means over the RL training steps (evaluation never retries); "
+             "blind yes/no: the same model with every image blank (chance is 50 %).")]
 
 
 def miniature_plot(tables: dict, path: Path) -> Path:
@@ -102,7 +102,6 @@ def miniature_plot(tables: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from medsage.eval.report.tables import _save_png
 
     rows = [(name, values, t) for t in tables.values() for _, name, values in t.rows]

@@ -14,15 +14,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from medsage.data_pipeline.synthesis.retry import RETRY_KEY, RetryConfig, retry_count
+from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
+from medsage.recipes import compose, recipes_dir
 from omegaconf import OmegaConf
 
 from medsage.answers import match_answer
-from medsage.data_pipeline.synthesis.retry import RETRY_KEY, RetryConfig, retry_count
-from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
 from medsage.prompts import SELF_CHECK_REQUEST
 from medsage.records import read_records
-from medsage.recipes import compose, recipes_dir
-from medsage.scaffold import CHECK_TAG, Trajectory, check_strict, split_retry
+from medsage.scaffold import CHECK_TAG, check_strict, split_retry
 
 
 def _cfg(**over):
@@ -94,6 +94,7 @@ def test_no_retry_rows_by_default_and_a_bad_share_is_refused(demo_samples, tmp_p
 
 def test_cli_takes_the_rl_recipes_request_and_refuses_a_bad_share(demo_samples, tmp_path, capsys):
     from medsage.data_pipeline.synthesis.cli import main
+
     from medsage.records import write_records
 
     write_records(tmp_path / "pool.jsonl", _samples(demo_samples[:6]))
@@ -157,11 +158,10 @@ class ScriptedPolicy:
 def _loop_stream(row_path, tiny_model_dir, tmp_path, tau1_text, revision_text):
     import asyncio
 
+    from medsage.plugins.self_check.loop import CHECK_OPEN, SelfCheckAgentLoop
     from transformers import AutoProcessor, AutoTokenizer
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap
     from verl.utils.dataset.rl_dataset import RLHFDataset
-
-    from medsage.plugins.self_check.loop import CHECK_OPEN, SelfCheckAgentLoop
 
     tokenizer, processor = AutoTokenizer.from_pretrained(tiny_model_dir), AutoProcessor.from_pretrained(tiny_model_dir)
     data = OmegaConf.create({"filter_overlong_prompts": False, "cache_dir": str(tmp_path / "verl_cache"),
@@ -186,9 +186,13 @@ def _loop_stream(row_path, tiny_model_dir, tmp_path, tau1_text, revision_text):
 
 def test_retry_row_tokens_are_the_rl_loops_and_tau1_is_not_trained(retry_run, tiny_model_dir, tmp_path):
     from llamafactory.extras.constants import IGNORE_INDEX
-
-    from medsage.data_pipeline.writers import sft_example, write_llava_sft, write_verl_parquet
+    from medsage.data_pipeline.writers import (
+        sft_example,
+        write_llava_sft,
+        write_verl_parquet,
+    )
     from medsage.plugins.self_check.advantage import RETRIED_KEY
+
     from medsage.prompts import PromptConfig
 
     row = next(r for r in read_records(tmp_path / "out" / "retry.jsonl") if r.question_type == "closed")

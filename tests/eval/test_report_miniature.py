@@ -10,6 +10,7 @@ import json
 
 from medsage.eval.report.tables import write_report
 from medsage.eval.scoring import score_item, summarize
+
 from medsage.io import atomic_write_json
 
 BOX = [100, 100, 400, 400]  # the truth box on the 0-1000 grid

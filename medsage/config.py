@@ -81,6 +81,8 @@ class ModelConfig:
     template: str                  # LLaMA-Factory chat template
     image_max_pixels: int
     image_min_pixels: int
+    # `medsage tiny-model` sizes for a model the pipeline builds (recipes/model/tiny*.yaml); {} otherwise
+    build: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """``medsage demo``: the README's one command, end to end on 2 CPU cores with no network and no GPU.
 
-It is ``medsage pipeline +experiment=demo`` (recipes/experiment/demo.yaml): generated sources -> the
-data pipeline with the offline synthesizer -> a real LLaMA-Factory SFT of the tiny model -> the RL
-stage trains a few R-GRPO steps through verl's own trainer on CPU -> evaluation of the RL model on
-generated benchmarks -> the paper-table report; then a viewer page of the evaluated
-items. Every stage is a Ray job on an embedded loopback cluster; rerunning skips finished stages.
+It is ``medsage pipeline +experiment=miniature`` (recipes/experiment/miniature.yaml): a generated lesion
+task -> the data pipeline (box-derived questions, dedup against the eval slices) -> offline synthesis with
+retry examples -> a real LLaMA-Factory SFT of a small random Qwen2.5-VL -> a few R-GRPO steps through
+verl's own trainer on CPU -> evaluation of the RL model with and without the image -> the report; then
+a viewer page of the evaluated items. Every stage is a Ray job on an embedded loopback cluster;
+rerunning skips finished stages. ``--experiment demo`` runs the older smoke chain over the four source
+layouts and five benchmark layouts instead.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     from medsage.launch.cli import add_overrides
 
-    parser.description = ("Run the embedded demo on CPU: `medsage pipeline +experiment=demo`, then a viewer page. "
-                          "Needs the dev extra (make demo installs it).")
+    parser.description = ("Run the embedded demo on CPU: `medsage pipeline +experiment=miniature`, then a viewer "
+                          "page. Needs the dev extra (make demo installs it).")
     parser.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
+    parser.add_argument("--experiment", default="miniature", choices=["miniature", "demo"],
+                        help="miniature: the lesion task that learns (default); demo: every source and benchmark "
+                             "layout, a random model")
     add_overrides(parser, "'sft_overrides=[\"sft.num_train_epochs=1\"]' (pipeline overrides)")
 
 
@@ -35,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out).resolve()
     started = time.time()
-    rc = pipeline(["+experiment=demo", f"run_root={out}", *args.overrides])
+    rc = pipeline([f"+experiment={args.experiment}", f"run_root={out}", *args.overrides])
     if rc:
         return rc
-    job = json.loads((out / "demo" / launch_layout.PIPELINE).read_text())["stages"]
-    view_dir = out / "demo" / "view"
+    job = json.loads((out / args.experiment / launch_layout.PIPELINE).read_text())["stages"]
+    view_dir = out / args.experiment / "view"
     view([job["eval"]["out_dir"], "--out", str(view_dir)])
 
     summary = json.loads((Path(job["eval"]["out_dir"]) / eval_layout.RUN).read_text())["summaries"]
@@ -53,8 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     rl_dir = Path(job["rl"]["out_dir"])
     print(f"  RL model        {rl_dir / launch_layout.RL_FINAL_MODEL}   (R-GRPO on CPU; rollouts: "
           f"medsage view {rl_dir / 'rollouts'})")
-    scores = ", ".join(f"{b} {100 * s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
-    print(f"  evaluation      {job['eval']['out_dir']}   ({scores}: a random 1 MB model)")
-    print(f"  report          {out / 'demo' / launch_layout.REPORT_DIR / 'report.md'} (+ CSV and PNG)")
+    print(f"  evaluation      {job['eval']['out_dir']}   ({_scores(summary, args.experiment)})")
+    print(f"  report          {out / args.experiment / launch_layout.REPORT_DIR / 'report.md'} (+ CSV and PNG)")
     print(f"  viewer          {view_dir / 'index.html'}")
     return 0
+
+
+CHANCE = {"presence": 50, "quadrant": 25, "choice": 50, "count": 33}  # the lesion task's question kinds
+
+
+def _scores(summary: dict, experiment: str) -> str:
+    if experiment != "miniature":
+        scores = ", ".join(f"{b} {s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
+        return f"{scores}: a random 1 MB model"
+    s = summary.get("records", {})
+    kinds = s.get("by_kind") or {}
+    parts = [f"{k} {v['accuracy']:.0f}% (chance {CHANCE.get(k, '?')}%)" for k, v in sorted(kinds.items())
+             if v.get("accuracy") is not None]
+    iou, strict = s.get("loc_iou"), s.get("strict_format")
+    parts += [f"<LOC> IoU {iou:.2f}" if iou is not None else "<LOC> IoU -",
+              f"strict format {strict:.0f}%" if strict is not None else "strict format -"]
+    return "; ".join(parts)

@@ -71,7 +71,8 @@ def _train_tokenizer(vocab_size: int):
 
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024, hidden_size: int = 64,
-                     text_layers: int = 2, vision_layers: int = 2, vision_hidden_size: int = 32) -> Path:
+                     text_layers: int = 2, vision_layers: int = 2, vision_hidden_size: int = 32,
+                     grey_windows: bool = False) -> Path:
     """Write a random Qwen2.5-VL checkpoint with processor and chat template to ``out_dir``."""
     import torch
     from tokenizers import AddedToken
@@ -119,6 +120,11 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 10
 
     # Small pixel budgets keep the vision sequence short on CPU; patch/merge sizes match the tower.
     pixels = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64, patch_size=14, merge_size=2, temporal_patch_size=2)
+    if grey_windows:
+        # Qwen2.5-VL's patch embedding has no bias and RMSNorm follows, so with CLIP's near-equal channel means a
+        # uniform patch maps to one direction whatever its grey: a random tower cannot tell a dense lesion from
+        # tissue. Offsetting the three channels (like feeding three CT windows) makes grey level a direction.
+        pixels.update(image_mean=[0.0, 0.5, 1.0], image_std=[0.5, 0.5, 0.5])
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**pixels),
         tokenizer=tokenizer,

@@ -309,13 +309,14 @@ def write_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> 
     written: dict[str, Path] = {}
     sections = [f"# medsage report\n\n{len(runs)} run(s) from {', '.join(map(str, run_dirs))}. "
                 f"Paper numbers: {PAPER_FILE.name} (as printed).\n", *(f"> **{n}**\n" for n in notes)]
-    tables = {"table1": table1(paper, paper_runs), "table2": table2(paper, paper_runs),
-              **{k: ablation_table(paper, paper_runs, k) for k in ("table3", "table4", "table5")}}
-    for key, table in tables.items():
-        _write_table(written, out_dir, key, table, paper[key].get("notes", []), sections)
-    written["table1.png"] = table1_plot(paper, paper_runs, out_dir / "table1.png")
-    written["figure5_alpha.png"] = alpha_plot(paper, paper_runs, out_dir / "figure5_alpha.png")
-    sections.append("![Table 1](table1.png)\n\n![Figure 5](figure5_alpha.png)\n")
+    if paper_runs or not runs:  # a report of miniature runs only has no row to put beside the paper's
+        tables = {"table1": table1(paper, paper_runs), "table2": table2(paper, paper_runs),
+                  **{k: ablation_table(paper, paper_runs, k) for k in ("table3", "table4", "table5")}}
+        for key, table in tables.items():
+            _write_table(written, out_dir, key, table, paper[key].get("notes", []), sections)
+        written["table1.png"] = table1_plot(paper, paper_runs, out_dir / "table1.png")
+        written["figure5_alpha.png"] = alpha_plot(paper, paper_runs, out_dir / "figure5_alpha.png")
+        sections.append("![Table 1](table1.png)\n\n![Figure 5](figure5_alpha.png)\n")
     if mini := miniature_tables(runs):
         for key, table in mini.items():
             _write_table(written, out_dir, key, table, miniature_notes(runs), sections)

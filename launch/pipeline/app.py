@@ -30,7 +30,7 @@ def _job(cfg) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
-    if problem := synthesis_endpoint_problem(cfg):
+    if problem := synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
@@ -105,6 +105,28 @@ def synthesis_endpoint_problem(cfg) -> str | None:
             f"(now {ep.get('api_key_env')}) and synthesis.verifier_api_key_env, never from a config or the "
             f"command line. To run offline instead: synthesizer=template synthesis.verify=none "
             f"(offline templates: not the paper's data).")
+
+
+def evaluated_model_problem(cfg) -> str | None:
+    """Why ``evaluate`` cannot name the model evaluation reads (checked before Ray starts), or None.
+
+    ``model_dirs.<evaluate>`` is a folder of a training stage; with that stage disabled (Table 5's SFT
+    row leaves RL out) nothing would write it, so the keys to change are named here, both of them.
+    """
+    from medsage.launch.pipeline.dag import STAGE_REF
+
+    if "eval" not in cfg.stages or not cfg.stages.eval.get("enabled", True):
+        return None
+    key = cfg.evaluate
+    if key not in cfg.model_dirs:
+        return f"evaluate={key} is not a key of model_dirs ({', '.join(cfg.model_dirs)})"
+    folder = cfg.model_dirs[key]
+    for ref in STAGE_REF.findall(folder):
+        if ref in cfg.stages and not cfg.stages[ref].get("enabled", True):
+            return (f"evaluate={key} reads model_dirs.{key} ({folder}), which stage {ref!r} writes, but that "
+                    f"stage is disabled (stages.{ref}.enabled=false): evaluate another model (e.g. evaluate="
+                    f"{next((k for k in cfg.model_dirs if k != key), key)}) or enable the stage")
+    return None
 
 
 def _data_note(outcomes) -> str | None:

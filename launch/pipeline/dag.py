@@ -29,7 +29,7 @@ from medsage.config import ConfigError, typed
 from medsage.io import atomic_write_json
 from medsage.launch import layout
 
-_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STAGE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class PipelineError(ValueError):
@@ -58,7 +58,7 @@ class Stage:
 
     def command(self) -> list[str]:
         dirs = {"out": str(self.out_dir), **{s.name: str(s.out_dir) for s in self.after}}
-        return [_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
+        return [STAGE_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
 
     def manifest(self) -> dict:
         path = self.out_dir / layout.STAGE
@@ -93,8 +93,11 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
             continue
         argv = [*entry.argv, *entry.overrides]
         after = []
-        for ref in sorted({r for a in argv for r in _REF.findall(a)} - {"out"}):
+        for ref in sorted({r for a in argv for r in STAGE_REF.findall(a)} - {"out"}):
             if ref not in stages:
+                if ref in spec and not (spec[ref] or {}).get("enabled", True):
+                    raise PipelineError(f"stage {name!r} refers to {{{ref}}}, but stage {ref!r} is disabled "
+                                        f"(stages.{ref}.enabled=false): enable it, or change what {name!r} reads")
                 later = " (it comes later; stages run in the order listed)" if ref in spec else ""
                 raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
                                     f"stages so far: {', '.join(stages) or 'none'}")

@@ -50,3 +50,27 @@ def test_a_gate_closed_before_the_shell_got_there_ends_it_too(tmp_path):
     proc = _shell(gate, tmp_path / "ran.txt")
     assert proc.wait(timeout=30) == 75
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_stage_reading_a_disabled_stage_is_named_with_its_enabled_key(tmp_path):
+    from medsage.launch.pipeline.dag import PipelineError
+
+    spec = {"sft": {"argv": ["sft", "{out}"]}, "rl": {"argv": ["rl", "{sft}", "{out}"], "enabled": False},
+            "eval": {"argv": ["eval", "{rl}/final_model"]}}
+    with pytest.raises(PipelineError, match=r"stage 'eval' refers to \{rl\}, but stage 'rl' is disabled "
+                                            r"\(stages\.rl\.enabled=false\)"):
+        plan_stages(spec, tmp_path / "store")
+
+
+def test_evaluating_the_model_of_a_disabled_stage_stops_before_ray_naming_both_keys(tmp_path, capsys, monkeypatch):
+    from medsage.launch.pipeline import app
+
+    started = []
+    monkeypatch.setattr(app, "_cluster", lambda *a, **k: started.append(a))  # would start Ray
+    monkeypatch.chdir(tmp_path)
+    rc = app.main(["+experiment=demo", "+stages.rl.enabled=false", "evaluate=rl", f"run_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "evaluate=rl" in err and "model_dirs.rl" in err and "stages.rl.enabled=false" in err, err
+    assert "evaluate=sft" in err  # the way out
+    assert not started and not (tmp_path / "store").exists()

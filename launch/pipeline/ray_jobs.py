@@ -75,19 +75,48 @@ def _loopback_only() -> None:
 # The Jobs API is all the pipeline uses of the dashboard (see module docstring).
 _DASHBOARD_MODULES = "JobHead,NodeHead"  # NodeHead records the head node id, where JobHead finds its agent
 _LEAN_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray releases whose private process launcher the dashboard trim below was checked against; on any
+# other the embedded cluster starts Ray's full dashboard (a slower start, nothing else changes).
+LEAN_DASHBOARD_RAY = ("2.60.",)
+
+
+def _lean_dashboard_hook():
+    """``services.start_ray_process``, the private function to wrap, when this Ray is one it was checked on."""
+    import inspect
+
+    import ray
+    import ray._private.services as services
+    from ray._private import ray_constants
+
+    if not ray.__version__.startswith(LEAN_DASHBOARD_RAY):
+        return None
+    start = getattr(services, "start_ray_process", None)
+    try:
+        head = list(inspect.signature(start).parameters)[:2]
+    except (TypeError, ValueError):
+        return None
+    if head != ["command", "process_type"] or not hasattr(ray_constants, "PROCESS_TYPE_DASHBOARD"):
+        return None
+    return start
 
 
 @contextmanager
 def _lean():
     """Start the embedded cluster with only the Jobs and Node modules in its dashboard and no prestarted workers.
 
-    Ray has no option for the dashboard's modules (``--modules-to-load`` exists on the dashboard's
-    own command line only), so its command is extended while this process starts it.
+    Ray has no public setting for the dashboard's modules (``--modules-to-load`` exists on the
+    dashboard's own command line only), so on a Ray release listed in ``LEAN_DASHBOARD_RAY`` its
+    command is extended while this process starts it; on any other Ray gets its full dashboard.
     """
     import ray._private.services as services
     from ray._private import ray_constants
 
-    start = services.start_ray_process
+    start = _lean_dashboard_hook()
+    if start is None:
+        import ray
+
+        print(f"medsage: Ray {ray.__version__} is not one the lean dashboard was checked on "
+              f"({', '.join(v + 'x' for v in LEAN_DASHBOARD_RAY)}): starting Ray's full dashboard", flush=True)
 
     def start_lean(command, process_type, *args, **kwargs):
         if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and not any("--modules-to-load" in c for c in command):
@@ -96,11 +125,13 @@ def _lean():
 
     saved = {k: os.environ.get(k) for k in _LEAN_ENV}
     os.environ.update(_LEAN_ENV)
-    services.start_ray_process = start_lean
+    if start is not None:
+        services.start_ray_process = start_lean
     try:
         yield
     finally:
-        services.start_ray_process = start
+        if start is not None:
+            services.start_ray_process = start
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -74,3 +74,20 @@ def test_evaluating_the_model_of_a_disabled_stage_stops_before_ray_naming_both_k
     assert "evaluate=rl" in err and "model_dirs.rl" in err and "stages.rl.enabled=false" in err, err
     assert "evaluate=sft" in err  # the way out
     assert not started and not (tmp_path / "store").exists()
+
+
+def test_the_lean_dashboard_patch_is_applied_only_on_a_checked_ray(monkeypatch, capsys):
+    import ray
+    import ray._private.services as services
+
+    from medsage.launch.pipeline import ray_jobs
+
+    original = services.start_ray_process
+    assert ray.__version__.startswith(ray_jobs.LEAN_DASHBOARD_RAY), "update LEAN_DASHBOARD_RAY after checking"
+    with ray_jobs._lean():
+        assert services.start_ray_process is not original  # trimmed on this Ray
+    assert services.start_ray_process is original
+    monkeypatch.setattr(ray, "__version__", "9.0.0")
+    with ray_jobs._lean():
+        assert services.start_ray_process is original  # an unchecked Ray: its own launcher, full dashboard
+    assert "Ray 9.0.0 is not one the lean dashboard was checked on" in capsys.readouterr().out

@@ -4,9 +4,12 @@
 
 `medsage rl` on cluster=local_cpu (verl's own trainer, the CPU route) for a few steps. Prints:
 - wall time of the start-up (command start to the first step's start) and of each step (verl's timing_s/step);
-- the share of a step spent in medsage's code: the self-check agent loop's own work (medsage/agent_loop_s,
-  server waits excluded), the reward (medsage's compute_score re-run here on that step's dumped rollouts)
-  and the estimator (verl's timing_s/adv, which is medsage_self_check); goal <= 5 %;
+- the share of a step spent in medsage's code: the self-check agent loop's own work (medsage/agent_loop_s:
+  the server's generations and verl's agent-loop helpers excluded), the reward (medsage's compute_score
+  re-run here on that step's dumped rollouts) and the estimator (verl's timing_s/adv, which is
+  medsage_self_check); goal <= 5 %. verl's helpers the loop awaits (image loading, chat template, token
+  merges: medsage/agent_loop_verl_s, wall time summed over concurrent rollouts, so an upper bound) are
+  printed beside it as verl's;
 - the retry's cost: extra rollout tokens per prompt (check + τ2) against the first-try error rate, and
   tokens per retried rollout (the retry should cost tokens only where τ1 was wrong).
 Step 1 includes the first generation's warm-up; the share is reported for the later steps.
@@ -82,7 +85,8 @@ def main() -> None:
         rows.append((s, m, parts, share))
         print(f"  step {s}: {m['timing_s/step']:6.2f} s   medsage {100 * share:5.2f} %  ("
               + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())
-              + f"; generation {m.get('timing_s/gen', 0):.2f} s, actor update {m.get('timing_s/update_actor', 0):.2f} s)")
+              + f"; verl's loop helpers <= {m.get('medsage/agent_loop_verl_s', 0) * 1000:.0f} ms, generation "
+              f"{m.get('timing_s/gen', 0):.2f} s, actor update {m.get('timing_s/update_actor', 0):.2f} s)")
     later = rows[1:] or rows
     mean_share = sum(r[3] for r in later) / len(later)
     print(f"  medsage's share of a step (steps 2+): {100 * mean_share:.2f} %   (goal <= 5 %)")

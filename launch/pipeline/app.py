@@ -12,6 +12,7 @@ folder -> render the report over every job of the run (a sweep's jobs share ``ru
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from contextlib import ExitStack
@@ -43,9 +44,9 @@ def _job(cfg) -> None:
     # On CPU the RL stage's verl joins this cluster: one logical GPU for its rank, and enough logical
     # CPUs for its placement groups (medsage.plugins.engines.verl.ray_overrides)
     cpu = cfg.cluster.accelerator == "cpu"
-    to_run = [s for s in stages if s.manifest().get("status") != "finished"]
-    cluster = _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None), 1 if cpu else None)
-    outcomes = run_stages(stages, cluster if to_run else None, resume_hint=resume)
+    connect = functools.partial(_cluster, cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None),
+                                1 if cpu else None)
+    outcomes = run_stages(stages, connect, resume_hint=resume)
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
@@ -63,17 +64,19 @@ def _job(cfg) -> None:
 
 
 # One Ray cluster per `medsage pipeline` process: started by the first job that has a stage to run (a
-# rerun with every stage done starts none), reused by every later job of a sweep, stopped when main returns.
+# rerun with every stage done starts none; its first stages run while it starts), reused by every later
+# job of a sweep, stopped when main returns.
 _CLUSTERS: dict = {}
 _STACK = ExitStack()
 
 
 def _cluster(address: str | None, num_cpus: int | None, num_gpus: int | None = None):
-    from medsage.launch.pipeline.ray_jobs import ray_cluster
+    from medsage.launch.pipeline.ray_jobs import ClusterStart
 
     key = (address, num_cpus, num_gpus)
     if key not in _CLUSTERS:
-        _CLUSTERS[key] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus, num_gpus=num_gpus))
+        _CLUSTERS[key] = ClusterStart(address, num_cpus=num_cpus, num_gpus=num_gpus)
+        _STACK.callback(_CLUSTERS[key].close)
     return _CLUSTERS[key]
 
 

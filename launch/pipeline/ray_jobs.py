@@ -14,6 +14,8 @@ the Jobs and Node modules alone (by default it starts nine module processes: met
 state, ...), no worker is prestarted for the pipeline's own driver, and usage stats are off. On a 2-core
 machine that is most of Ray's start-up time and of its background CPU while stages run.
 
+``ClusterStart`` starts the embedded cluster on a background thread, so stages can run meanwhile.
+
 A job's wait has no fixed sleep: its status is polled at an interval that starts at 20 ms and grows
 to ``poll_s``, so a short stage is seen to end within milliseconds and a long one costs few requests.
 ``submit`` and ``wait`` are ``run_job``'s two halves, for a caller that submits the next job early
@@ -139,14 +141,21 @@ def _lean():
                 os.environ[key] = value
 
 
-@contextmanager
-def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-                temp_dir: str | Path | None = None) -> Iterator["JobSubmissionClient"]:  # noqa: F821
-    """A Jobs API client for ``address``, an already running local cluster, or an embedded one."""
+def existing_cluster(address: str | None = None) -> str | None:
+    """The dashboard address of the cluster to use: ``address``, an http ``RAY_ADDRESS``, or one running on
+    127.0.0.1; None when an embedded cluster must be started."""
     address = address or (os.environ.get("RAY_ADDRESS", "") if os.environ.get("RAY_ADDRESS", "").startswith("http")
                           else None)
     if not address and _reachable(DEFAULT_LOCAL_DASHBOARD):
         address = DEFAULT_LOCAL_DASHBOARD
+    return address
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+                temp_dir: str | Path | None = None) -> Iterator["JobSubmissionClient"]:  # noqa: F821
+    """A Jobs API client for ``address``, an already running local cluster, or an embedded one."""
+    address = existing_cluster(address)
     if address:
         from ray.job_submission import JobSubmissionClient
 
@@ -169,6 +178,60 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
         yield client
     finally:
         ray.shutdown()
+
+
+class ClusterStart:
+    """``ray_cluster(...)``, an embedded cluster's start running on a background thread.
+
+    Starting Ray takes seconds (13 s on a 2-core machine); the pipeline runs its first stages as local
+    processes meanwhile (``launch/pipeline/local_jobs.py``). An existing cluster is connected to at once.
+    ``close`` stops what was started, after waiting for a start still under way.
+    """
+
+    def __init__(self, address: str | None = None, **kwargs):
+        import threading
+
+        self.embedded = existing_cluster(address) is None
+        self._context = ray_cluster(address, **kwargs)
+        self._client, self._error, self._done = None, None, threading.Event()
+        if not self.embedded:
+            self._enter()
+            return
+        _exit_on_sigterm()  # what ray.init does on the main thread; here it runs on another
+        threading.Thread(target=self._enter, name="medsage-ray-start", daemon=True).start()
+
+    def _enter(self) -> None:
+        try:
+            self._client = self._context.__enter__()
+        except BaseException as err:  # noqa: BLE001 - re-raised by client(), on the pipeline's thread
+            self._error = err
+        finally:
+            self._done.set()
+
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def client(self):
+        """The Jobs API client, once the cluster is up (its start's error, if it failed)."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def close(self) -> None:
+        self._done.wait()
+        if self._error is None:
+            self._context.__exit__(None, None, None)
+
+
+def _exit_on_sigterm() -> None:
+    """A SIGTERM ends the pipeline through its exit handlers (which stop the cluster), as ray.init arranges."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
 
 def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None) -> str:

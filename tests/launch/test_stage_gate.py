@@ -91,3 +91,42 @@ def test_the_lean_dashboard_patch_is_applied_only_on_a_checked_ray(monkeypatch, 
     with ray_jobs._lean():
         assert services.start_ray_process is original  # an unchecked Ray: its own launcher, full dashboard
     assert "Ray 9.0.0 is not one the lean dashboard was checked on" in capsys.readouterr().out
+
+
+class StartingCluster:
+    """An embedded cluster still starting (ready() stays False). A stand-in: a real one is up within seconds,
+    so whether a stage met it starting could not be held fixed in a test; tests/launch/test_pipeline.py runs
+    the real one."""
+
+    embedded = True
+
+    def ready(self):
+        return False
+
+    def client(self):
+        raise AssertionError("no stage may wait for the cluster here")
+
+
+def test_stages_run_here_while_the_cluster_starts_with_a_jobs_result(tmp_path, capsys):
+    import json
+
+    spec = {"first": {"argv": ["--help"]}, "second": {"argv": ["no-such-verb", "{first}"]}}
+    stages = plan_stages(spec, tmp_path / "store")
+    outcomes = run_stages(stages, StartingCluster, resume_hint="medsage pipeline")
+    out = capsys.readouterr().out
+    assert [o.status for o in outcomes] == ["finished", "failed"]
+    first, second = (json.loads((s.out_dir / "stage.json").read_text()) for s in stages)
+    assert first["status"] == "finished" and first["exit_code"] == 0 and first["job"].startswith("local-")
+    assert "usage" in (stages[0].out_dir / "job.log").read_text()
+    assert second["status"] == "failed" and second["exit_code"] == 2
+    assert "(here, while the Ray cluster starts)" in out
+    assert "second     FAILED: job FAILED, exit status 2" in out and "no-such-verb" in out  # the log's tail
+    assert not list(tmp_path.rglob("*.part"))  # each log written whole
+
+
+def test_only_stages_that_need_no_ray_run_here():
+    from medsage.launch.pipeline.local_jobs import may_run_locally
+
+    assert may_run_locally(["data", "run"], None) and may_run_locally(["sft"], "/venvs/sft")
+    assert not may_run_locally(["rl", "model.path=x"], None)  # verl joins the pipeline's cluster
+    assert not may_run_locally(["eval", "run"], "uv:vllm")  # Ray builds a uv environment

@@ -1,6 +1,6 @@
 """One R-GRPO run of the tiny model on CPU: start-up, each step, and medsage's share of a step.
 
-    python bench/bench_rl_step.py [--steps 4] [--keep DIR]      # run it under the shared CPU lock
+    python bench/bench_rl_step.py [--steps 4] [--keep DIR] [--model SFT_DIR]   # run it under the shared CPU lock
 
 `medsage rl` on cluster=local_cpu (verl's own trainer, the CPU route) for a few steps. Prints:
 - wall time of the start-up (command start to the first step's start) and of each step (verl's timing_s/step);
@@ -12,7 +12,9 @@
   printed beside it as verl's;
 - the retry's cost: extra rollout tokens per prompt (check + τ2) against the first-try error rate, and
   tokens per retried rollout (the retry should cost tokens only where τ1 was wrong).
-Step 1 includes the first generation's warm-up; the share is reported for the later steps.
+Step 1 includes the first generation's warm-up; the share is reported for the later steps. The default
+model is the random tiny one (every first try is wrong); ``--model`` takes a trained one instead, e.g. the
+demo's SFT stage folder's run_001, whose first tries are right often enough to show the retry's cost split.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="training steps (default 4)")
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--model", help="a Qwen2.5-VL folder to train (default: build the random tiny model)")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="medsage-bench-rl-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,7 @@ def main() -> None:
     from medsage.launch.demo.tiny_model import build_tiny_model
     from medsage.plugins.engines.verl import console_step_metrics
 
-    model = build_tiny_model(work / "model")
+    model = Path(args.model).resolve() if args.model else build_tiny_model(work / "model")
     data = write_verl_parquet(make_demo_samples(work / "demo", n=2 * PROMPTS * args.steps), work / "rl.parquet")
     out = work / "run"
     extra = [f"trainer.total_training_steps={args.steps}", "trainer.val_before_train=false"]
@@ -73,7 +76,7 @@ def main() -> None:
 
     step_s = [steps[s]["timing_s/step"] for s in sorted(steps)]
     startup = total - sum(step_s)
-    print(f"R-GRPO on CPU, tiny model, {PROMPTS} prompts x {ROLLOUTS} rollouts, {len(steps)} steps ({work})")
+    print(f"R-GRPO on CPU, {'model ' + args.model if args.model else 'random tiny model'}, {PROMPTS} prompts x {ROLLOUTS} rollouts, {len(steps)} steps ({work})")
     print(f"  start-up (command to first step)   {startup:6.1f} s   (whole command {total:.1f} s)")
     rows = []
     for s in sorted(steps):

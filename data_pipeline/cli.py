@@ -7,6 +7,7 @@
     medsage data write --records FILE --out DIR [--easyr1-format parquet]
     medsage data sources                                       the registered source adapters
     medsage data demo-sources OUT                              generated sources in their real layouts (demo)
+    medsage data lesion-task OUT [--train N] [--eval M] [--seed S]   the miniature's generated lesion task
     medsage data synth ...                                     trajectory synthesis (data_pipeline/synthesis/cli.py)
 """
 
@@ -103,6 +104,18 @@ def _cmd_demo_sources(args) -> int:
     return 0
 
 
+def _cmd_lesion_task(args) -> int:
+    from medsage.launch.demo.lesions import write_task
+
+    summary = write_task(Path(args.out), args.train, args.eval, args.seed)
+    for part in ("train", "eval"):
+        s = summary[part]
+        print(f"{part:5s} {s['root']} (split {s['split']}, seed {s['seed']}): {s['images']} images, "
+              f"lesions per image {s['lesion_count']}")
+    print(f"distribution: {Path(args.out) / 'lesion_task.json'}")
+    return 0
+
+
 
 
 def add_arguments(parser) -> None:
@@ -166,6 +179,13 @@ def add_arguments(parser) -> None:
     p.add_argument("out", help="folder to write DeepLesion/, roboflow_coco/, roboflow_yolo/, PubMedVision/ into")
     p.add_argument("--no-defects", action="store_true", help="leave out the DeepLesion rows the filter rejects")
     p.set_defaults(func=_cmd_demo_sources)
+
+    p = sub.add_parser("lesion-task", help="the miniature's generated lesion task: train and eval COCO exports")
+    p.add_argument("out", help="folder to write train/, eval/ and lesion_task.json into")
+    p.add_argument("--train", type=int, default=400, help="training images (default: 400)")
+    p.add_argument("--eval", type=int, default=200, help="evaluation images, from a disjoint seed (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training set; eval uses a derived one (default: 0)")
+    p.set_defaults(func=_cmd_lesion_task)
 
 
 def main(argv: list[str] | None = None) -> int:

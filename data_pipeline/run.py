@@ -280,8 +280,10 @@ def _run(cfg: RunConfig) -> dict:
     atomic_write_jsonl(out / layout.REJECTED, rejected)
     written = write_outputs(kept, cfg.write, out, cfg.prompt)
     question_types = Counter(s.question_type for s in kept)
+    kinds = Counter(str(s.metadata.get("question_kind")) for s in kept)
     summary = {"sources": per_source, "kept": len(kept), "rejected": len(rejected),
-               "question_types": dict(sorted(question_types.items())), "short_qa": _short_qa_counts(kept, rejected),
+               "question_types": dict(sorted(question_types.items())), "question_kinds": dict(sorted(kinds.items())),
+               "short_qa": _short_qa_counts(kept, rejected),
                "dedup": dedup_summary,
                "written": {k: (os.path.relpath(v, out) if isinstance(v, str) else v) for k, v in written.items()}}
     atomic_write_json(out / layout.SUMMARY, summary)

@@ -89,16 +89,13 @@ def _run(args) -> int:
 
 def _score(args) -> int:
     from medsage.eval.benchmarks.base import load_benchmark
-    from medsage.eval.scoring import PredictionError, score_predictions
+    from medsage.eval.scoring import PredictionError, item_fields, score_predictions
 
     splits = dict(args.split)
     lookup = {}
     for name, path in args.data:
         for sample in load_benchmark(name, path, split=splits.get(name)):
-            lookup[(name, sample.id)] = {"benchmark": name, "id": sample.id, "question": sample.question,
-                                         "answer": sample.answer, "answer_type": sample.question_type,
-                                         "options": sample.options,
-                                         "accepted_answers": sample.metadata.get("accepted_answers")}
+            lookup[(name, sample.id)] = item_fields(sample, name, None)
     try:
         verdicts, summary_path, summary = score_predictions(args.predictions, args.out, lookup)
     except (PredictionError, FileNotFoundError) as err:
@@ -107,7 +104,10 @@ def _score(args) -> int:
     for name, s in summary.items():
         print(f"{name:<12} n={s['n']:<6} accuracy={s['accuracy']}  semantic={s['semantic_accuracy']}  "
               f"unparsed={s['unparsed']}  open recall={s['open_recall']}  closed-only={s['closed_only_accuracy']}  "
-              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)")
+              f"MedEvalKit-compatible={s['medevalkit_accuracy']} ({s['medevalkit_differs']} items differ)  "
+              f"strict format={s['strict_format']}  <LOC> IoU={s['loc_iou']} (n={s['loc_iou_n']})")
+        if s["by_kind"]:
+            print(f"{'':<12} by kind: " + "  ".join(f"{k}={v['accuracy']} (n={v['n']})" for k, v in s["by_kind"].items()))
     print(f"verdicts: {verdicts}\nsummary:  {summary_path}")
     return 0
 

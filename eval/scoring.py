@@ -13,7 +13,10 @@ Metrics per benchmark (the headline is named in every summary and report):
   with the reference (``medsage.answers.semantic_correct``, what the accuracy reward and the
   synthesis leak check count as correct); reported beside the headline, never instead of it;
 - per question type, per group (modality, organ, subject), the unparseable count with examples, and
-  the self-check rate (outputs holding a ``<CHECK>`` retry; Figure 5).
+  the self-check rate (outputs holding a ``<CHECK>`` retry; Figure 5);
+- ``by_kind`` (accuracy per ``question_kind`` of the data pipeline: presence, quadrant, count, ...),
+  ``loc_iou`` (mean IoU of the ``<LOC>`` box against the annotation boxes, items with one) and
+  ``strict_format`` (% of outputs in the strict LVKC format): ``medsage.eval.localization``.
 
 Score modes beside the headline (``SCORE_MODES`` states each rule; a summary carries them):
 - ``closed_only_accuracy``: correct / closed and choice items, open items left out (how
@@ -32,6 +35,7 @@ from typing import Iterable
 
 from medsage.answers import medevalkit_verdict, score_output_explained, semantic_correct
 from medsage.eval import layout
+from medsage.eval.localization import check_truth_boxes, localization_fields, localization_summary, truth_boxes
 from medsage.scaffold import split_retry
 from medsage.vocab import QUESTION_TYPES
 
@@ -120,6 +124,8 @@ def _check_types(item: dict, where: str) -> None:
     if options is not None and not (isinstance(options, dict) and
                                     all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())):
         raise PredictionError(f"{where}: 'options' must map letters to strings, got {options!r}")
+    if (problem := check_truth_boxes(item.get("truth_boxes"), where)) is not None:
+        raise PredictionError(problem)
 
 
 def resolve_item(row: dict, where: str, lookup: dict[tuple[str, str], dict] | None = None) -> dict:
@@ -154,12 +160,13 @@ def score_item(item: dict) -> dict:
     try:
         v, ex = score_output_explained(prediction, refs, item["answer_type"], item.get("options"))
     except ValueError as err:  # a malformed reference: the item is reported, not silently dropped
-        return _verdict(item, correct=False, parsed=False, reason=f"cannot score: {err}", extracted=None, how="none")
+        return {**_verdict(item, correct=False, parsed=False, reason=f"cannot score: {err}", extracted=None,
+                           how="none"), **localization_fields(prediction, item)}
     semantic = v.correct or any(semantic_correct(ex.answer, ref, item["answer_type"], item.get("options"))
                                 for ref in ([refs] if isinstance(refs, str) else refs))
     out = _verdict(item, correct=v.correct, parsed=v.parsed, reason=v.reason, extracted=v.extracted, how=ex.how,
                    exact=v.exact, recall=v.recall, self_check=split_retry(prediction) is not None, semantic=semantic)
-    return {**out, **medevalkit_fields(prediction, refs, item, v.correct)}
+    return {**out, **medevalkit_fields(prediction, refs, item, v.correct), **localization_fields(prediction, item)}
 
 
 def medevalkit_fields(prediction: str, refs, item: dict, ours: bool) -> dict:
@@ -230,6 +237,7 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
         "by_type": by_type,
         "by_group": {g: {"n": len(gv), "accuracy": _rate(sum(v["correct"] for v in gv), len(gv))}
                      for g, gv in sorted(groups.items())},
+        **localization_summary(vs),
     }
 
 
@@ -271,4 +279,5 @@ def item_fields(sample, benchmark: str, group_by: str | None) -> dict:
             "answer_type": sample.question_type, "options": sample.options, "images": sample.images,
             "modality": sample.modality,
             "accepted_answers": sample.metadata.get("accepted_answers"),
-            "group": sample.metadata.get(group_by) if group_by else None}
+            "group": sample.metadata.get(group_by) if group_by else None,
+            "question_kind": sample.metadata.get("question_kind"), "truth_boxes": truth_boxes(sample)}

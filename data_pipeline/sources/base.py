@@ -195,7 +195,7 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
     from medsage.data_pipeline.short_qa import NoShortQA
 
     try:
-        sample = ask(adapter, item, index, questions)
+        sample = ask(adapter, item, index, questions, size)
         sample.rois = normalise_rois(item.rois, width, height, rois, seeded_rng(seed, adapter.name, key, "rois"))
         sample.metadata = {**item.metadata, **sample.metadata, "image_size": [width, height], "input_key": key}
     except NoShortQA as err:  # a caption that supports no short question: counted apart from broken input

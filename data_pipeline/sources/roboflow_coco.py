@@ -4,7 +4,9 @@ One input per image. Boxes are COCO ``bbox`` ``[x, y, width, height]`` in pixels
 placeholder category named after the project (supercategory ``"none"``) that every real class points
 to as its supercategory; it is not a label and is left out of the label set, as is any category no
 annotation uses (``dropped_classes`` lists both), so neither is asked about nor used as a distractor.
-An image without annotations has nothing to ask about and is rejected as ``no-annotation``.
+An image without annotations has nothing to ask about and is rejected as ``no-annotation``, unless
+``keep_empty`` is set: then it is a negative image, an item with no labels and no RoIs (what the
+box-derived question kinds of ``data_pipeline/questions.py`` ask "is there a lesion?" about).
 
 Every image entry is one input. An entry without a usable ``file_name`` or ``id`` is rejected. Two
 entries with one ``file_name`` in a split are one picture: the later entry's annotations are merged
@@ -32,9 +34,10 @@ class RoboflowCocoSource:
     templates = {"closed": "Does this image show {label}?", "which": "Which finding is marked in this image?"}
 
     def __init__(self, root: str | Path, image_dir: str | Path, splits: list[str] | None = None,
-                 modality: str | None = None, name: str | None = None):
+                 modality: str | None = None, name: str | None = None, keep_empty: bool = False):
         self.root = Path(root)
         self.modality = modality
+        self.keep_empty = keep_empty
         if name:  # several Roboflow projects in one run each keep their own source name
             self.name = name
         files = ([self.root / s / ANNOTATION_FILE for s in splits] if splits
@@ -128,7 +131,7 @@ class RoboflowCocoSource:
             raise self.problems[key]
         path, img, anns = self.images[key]
         image = inside_root(self.root, img["file_name"], f"{path} image {img['file_name']!r}", base=path.parent)
-        if not anns:
+        if not anns and not self.keep_empty:
             raise InputRejected("no-annotation", f"{path}: image {img['file_name']!r} has no annotation")
         rois, labels = [], []
         for ann in anns:

@@ -79,8 +79,10 @@ class Draw:
         return batch
 
     def accept(self, unit: Unit, traj: Trajectory) -> bool:
-        """Count a verified trajectory as kept; False for a duplicate of one already kept."""
-        key = trajectory_key(traj)
+        """Count a verified trajectory as kept; False for a duplicate of one already kept for the same image
+        and question. Across images identical text is no copy: a whole-image <LOC> on two negative slices
+        reads the same and both are needed."""
+        key = (tuple(unit.sample.images), unit.sample.question, trajectory_key(traj))
         if key in self._seen:
             return False
         self._seen.add(key)

@@ -71,7 +71,7 @@ def _train_tokenizer(vocab_size: int):
 
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024, hidden_size: int = 64,
-                     text_layers: int = 2, vision_layers: int = 2) -> Path:
+                     text_layers: int = 2, vision_layers: int = 2, vision_hidden_size: int = 32) -> Path:
     """Write a random Qwen2.5-VL checkpoint with processor and chat template to ``out_dir``."""
     import torch
     from tokenizers import AddedToken
@@ -102,7 +102,7 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 10
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=vision_layers, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden_size,
+            depth=vision_layers, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size, num_heads=2, out_hidden_size=hidden_size,
             patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
             fullatt_block_indexes=[vision_layers - 1],
         ),

@@ -3,6 +3,7 @@ offline run with the template synthesizer (no model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -107,7 +108,8 @@ def test_draw_order_spreads_over_rois_and_images(demo_samples):
     assert len(batch) == 7 and max(Counter(tuple(u.sample.images) for u in batch).values()) <= 4
     for u in batch[:5]:  # five kept, two failed: the next round asks for exactly two replacements
         assert draw.accept(u, _traj(u.uid))
-    assert not draw.accept(batch[5], _traj(batch[0].uid))  # a duplicate frees its place too
+    same_image = dataclasses.replace(batch[5], sample=batch[0].sample)
+    assert not draw.accept(same_image, _traj(batch[0].uid))  # a duplicate (same image and question) frees its place too
     again = draw.next_round()
     assert len(again) == 2 and not set(map(id, again)) & set(map(id, batch))
     for u in again:
@@ -163,3 +165,12 @@ def test_unreadable_image_is_a_rejection_not_a_crash(demo_samples, tmp_path):
     assert len(bad) == 5 * 4 and {s.rejection for s in bad} == {"image_unreadable"}
     assert all(len(s.metadata["synth"]["failed_attempts"]) == 1 for s in bad)  # not retried k times
     assert result.report["records_with_trajectories"] == 1 and result.report["records_without_trajectories"] == 1
+
+
+def test_same_text_on_two_images_is_no_duplicate(demo_samples):
+    """Two negative slices both read "the whole image": each is a trajectory of its own image."""
+    a, b = _with_rois(demo_samples[:2])
+    units = plan_units(a, T)[:1] + plan_units(b, T)[:1]
+    draw = Draw(units, cap=4, target=2)
+    assert draw.accept(units[0], _traj("same")) and draw.accept(units[1], _traj("same"))
+    assert not draw.accept(units[0], _traj("same"))

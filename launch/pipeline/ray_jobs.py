@@ -185,7 +185,8 @@ class ClusterStart:
 
     Starting Ray takes seconds (13 s on a 2-core machine); the pipeline runs its first stages as local
     processes meanwhile (``launch/pipeline/local_jobs.py``). An existing cluster is connected to at once.
-    ``close`` stops what was started, after waiting for a start still under way.
+    The thread lives until ``close``, which it waits for to stop the cluster: Ray ties its processes to
+    the thread that started them (a parent-death signal fires when that *thread* ends).
     """
 
     def __init__(self, address: str | None = None, **kwargs):
@@ -193,35 +194,44 @@ class ClusterStart:
 
         self.embedded = existing_cluster(address) is None
         self._context = ray_cluster(address, **kwargs)
-        self._client, self._error, self._done = None, None, threading.Event()
+        self._client, self._error = None, None
+        self._up, self._stop = threading.Event(), threading.Event()
+        self._thread = None
         if not self.embedded:
-            self._enter()
+            self._client = self._context.__enter__()
+            self._up.set()
             return
         _exit_on_sigterm()  # what ray.init does on the main thread; here it runs on another
-        threading.Thread(target=self._enter, name="medsage-ray-start", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="medsage-ray-cluster", daemon=True)
+        self._thread.start()
 
-    def _enter(self) -> None:
+    def _run(self) -> None:
         try:
             self._client = self._context.__enter__()
         except BaseException as err:  # noqa: BLE001 - re-raised by client(), on the pipeline's thread
             self._error = err
+            return
         finally:
-            self._done.set()
+            self._up.set()
+        self._stop.wait()
+        self._context.__exit__(None, None, None)
 
     def ready(self) -> bool:
-        return self._done.is_set()
+        return self._up.is_set()
 
     def client(self):
         """The Jobs API client, once the cluster is up (its start's error, if it failed)."""
-        self._done.wait()
+        self._up.wait()
         if self._error is not None:
             raise self._error
         return self._client
 
     def close(self) -> None:
-        self._done.wait()
-        if self._error is None:
+        if self._thread is None:
             self._context.__exit__(None, None, None)
+            return
+        self._stop.set()
+        self._thread.join()
 
 
 def _exit_on_sigterm() -> None:

@@ -49,14 +49,18 @@ def main() -> None:
     manifests = {name: json.loads((Path(job["stages"][name]["out_dir"]) / "stage.json").read_text()) for name in stages}
     in_stages = sum(m["ended"] - m["started"] for m in manifests.values())
     here = [name for name, m in manifests.items() if str(m.get("job", "")).startswith("local-")]
-    t_direct = 0.0
+    direct = {}
     for name in stages:
         command = manifests[name]["command"][1:]
         command = [c.replace(str((piped / "store").resolve()), str(direct_store)) for c in command]
-        t_direct += run([*medsage, *command], work)
+        direct[name] = run([*medsage, *command], work)
         print(f"  direct {name:<10} done", flush=True)
+    t_direct = sum(direct.values())
 
-    print(f"\nstages: {', '.join(stages)}")
+    print(f"\n{'stage':<11}{'in the pipeline':>16}{'direct':>9}")
+    for name in stages:
+        where = "here, while Ray started" if name in here else "Ray job"
+        print(f"{name:<11}{manifests[name]['ended'] - manifests[name]['started']:>14.1f} s{direct[name]:>7.1f} s  {where}")
     print(f"medsage pipeline (Ray jobs, manifests, report): {t_pipeline:7.1f} s")
     print(f"same commands run directly                    : {t_direct:7.1f} s")
     print(f"overhead: {t_pipeline - t_direct:+.1f} s   ratio pipeline/direct: {t_pipeline / t_direct:.2f}")

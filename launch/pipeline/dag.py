@@ -158,10 +158,10 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
     """Run ``stages`` in order; stop at the first failure (reported, not raised).
 
     ``connect()`` returns a ``ray_jobs.ClusterStart``; it is called only if a stage is to run. Each
-    stage's environment is resolved once, before that (a missing one stops the pipeline before its first
-    stage and before Ray starts). While an embedded cluster is still starting, a stage whose turn comes runs as a local
-    process (``local_jobs``); the others are Ray jobs, and on the embedded cluster the next stage's job
-    is submitted ahead, behind a ``_Gate``.
+    stage's environment is resolved once, before that (a missing one stops the pipeline before its
+    first stage and before Ray starts). While an embedded cluster is still starting, a stage whose turn
+    comes runs as a local process (``local_jobs``); the others are Ray jobs, and on the embedded cluster
+    the next stage's job is submitted ahead, behind a ``_Gate``.
     """
     import tempfile
 

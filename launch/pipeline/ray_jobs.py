@@ -173,7 +173,6 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
             log_to_driver=False, namespace="medsage",
         )
     client = JobSubmissionClient(f"http://{ctx.dashboard_url}")
-    client.medsage_embedded = True  # every job ends with this cluster: the pipeline may submit ahead
     try:
         yield client
     finally:

@@ -45,6 +45,8 @@ def _cmd_ingest(args) -> int:
     from medsage.data_pipeline.run import RunConfig, SourceSpec, run
 
     spec = SourceSpec(args.source, str(Path(args.root).resolve()), _parse_options(args.option))
+    if problem := spec.option_problem():
+        raise ValueError(f"--option: {problem}")
     cfg = RunConfig.from_dict({"out_dir": args.out, "sources": [vars(spec)], "shard_size": args.shard_size,
                                "seed": args.seed, "dedup": {"within_train": False}})
     print(json.dumps(run(cfg), indent=2))

@@ -50,6 +50,26 @@ class SourceSpec:
     root: str
     options: dict = field(default_factory=dict)
 
+    def option_problem(self) -> str | None:
+        """Why the adapter cannot take ``options`` (naming the options it does take), or None. Checked before
+        any source is read: the adapter's constructor would otherwise fail with a bare TypeError."""
+        import difflib
+        import inspect
+
+        from medsage.registry import SOURCES
+
+        params = list(inspect.signature(SOURCES.get(self.name)).parameters.values())[2:]  # after root, image_dir
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in self.options if k not in takes]
+        if not unknown:
+            return None
+        close = {k: difflib.get_close_matches(k, takes, n=1) for k in unknown}
+        hints = "".join(f"; did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)
+        return (f"source {self.name!r} takes no option {', '.join(map(repr, unknown))}{hints} "
+                f"(its options: {', '.join(takes) or 'none'})")
+
 
 @dataclass
 class WriteConfig:
@@ -93,6 +113,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ValueError("a data run needs at least one source")
+        for i, spec in enumerate(self.sources):
+            if problem := spec.option_problem():
+                raise ValueError(f"sources.{i}.options: {problem}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 

@@ -20,9 +20,11 @@ import importlib.util
 import os
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsage.config import ClusterConfig, ConfigError, ModelConfig, checked
 from medsage.launch import layout
 from medsage.plugins.engines.verl import (  # noqa: F401  (the stage's API: tests and the pipeline use them)
     RLConfigError, _hydra_value, _module_file, agent_loop_file, batch_sizes, verl_overrides,
@@ -58,10 +60,70 @@ def _reward_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+@dataclass
+class RLSection:
+    """One ``recipes/rl/<name>.yaml``: the algorithm and its hyper-parameters (the YAML says what each is)."""
+
+    name: str
+    retry: bool
+    alpha: float
+    epochs: int
+    lr: float
+    max_prompt_length: int
+    max_response_length: int
+    retry_max_tokens: int
+    request_budget: int
+    micro_batch_per_device: int
+    grad_accum: int
+    log_prob_micro_batch: int
+    rollout_n: int
+    temperature: float
+    kl_coef: float
+    freeze_vision_tower: bool
+    gpu_memory_utilization: float
+    tensor_parallel: int
+    save_freq: int
+    test_freq: int
+    request: str | None = None
+    rollout_batch_prompts: int | None = None
+
+
+@dataclass
+class RewardConfig:
+    """One ``recipes/reward/<name>.yaml``: a ``medsage.rewards`` entry and its arguments (the reward checks those)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RLRecipe:
+    """recipes/rl.yaml as composed, typed: checked by ``compose_recipe`` before verl is imported. The verl
+    overrides built from it (and ``extra_overrides``) are checked by verl's own config afterwards."""
+
+    model: ModelConfig
+    cluster: ClusterConfig
+    rl: RLSection
+    reward: RewardConfig
+    backend: str
+    train_files: str
+    output_dir: str
+    project: str
+    loggers: list[str]
+    dry_run: bool
+    extra_overrides: list[str]
+    val_files: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("verl", "easyr1"):
+            raise ValueError(f"backend={self.backend!r}: expected verl or easyr1")
+
+
 def compose_recipe(overrides: list[str]):
+    """recipes/rl.yaml composed with ``overrides`` and typed (``RLRecipe``): a DictConfig."""
     from medsage.recipes import compose
 
-    return compose("rl", _reward_overrides(overrides))
+    return checked(RLRecipe, compose("rl", _reward_overrides(overrides)), "recipes/rl.yaml")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,8 +241,6 @@ def _no_launch_reason(cfg) -> str | None:
         return "dry_run=true"
     if cfg.cluster.accelerator == "cpu":
         return None  # the CPU route (medsage.plugins.engines.verl_cpu)
-    if cfg.cluster.accelerator != "gpu":
-        return f"cluster={cfg.cluster.name} has accelerator={cfg.cluster.accelerator}: expected cpu or gpu"
     if cfg.cluster.envs.rl is None:
         try:
             import torch
@@ -213,15 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"EasyR1 config written to {path}\nrun it in the EasyR1 environment:\n"
                   f"  python3 -m verl.trainer.main config={shlex.quote(str(path))}")
             return 0
-        if cfg.backend != "verl":
-            raise RLConfigError(f"backend={cfg.backend!r}: expected verl or easyr1")
 
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
         registered = validate_verl_config(verl_cfg)
         atomic_write_text(out_dir / layout.RL_VERL_CONFIG, OmegaConf.to_yaml(verl_cfg))
         atomic_write_text(out_dir / "verl_overrides.txt", "\n".join(overrides) + "\n")
-    except RLConfigError as err:
+    except (RLConfigError, ConfigError) as err:
         print(f"medsage rl: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # Hydra's own composition errors for medsage's recipes

@@ -23,11 +23,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from medsage import runtime
+from medsage.config import ClusterConfig, ConfigError, ModelConfig, typed
 from medsage.launch import layout
 from medsage.launch import sft_runs as runs
 from medsage.launch.sft_runs import SftError
@@ -35,6 +36,38 @@ from medsage.launch.sft_runs import SftError
 # What a folder needs to load with AutoProcessor + Qwen2_5_VLForConditionalGeneration; each inner list
 # is "one of" (transformers 5 folds the image processor into processor_config.json).
 _EXPORT_FILES = [["config.json"], ["tokenizer_config.json"], ["preprocessor_config.json", "processor_config.json"]]
+
+
+@dataclass
+class SftSection:
+    """medsage's own keys of ``recipes/sft/<name>.yaml``. Every other key of the section is a LLaMA-Factory
+    argument: passed through and checked against LLaMA-Factory's own dataclasses (``llamafactory.validate``)."""
+
+    name: str                            # short name used in the run folder
+    deepspeed: str | None = None         # recipes/deepspeed/<name>.json or a path; ignored on CPU
+    extra: dict[str, Any] = field(default_factory=dict)  # more LLaMA-Factory arguments, validated too
+
+
+@dataclass
+class SftData:
+    dataset_dir: str                     # folder with dataset_info.json
+    dataset: Any                         # a name, comma-separated names, or a list of names
+
+
+@dataclass
+class SftOutput:
+    dir: str                             # run root: <dir>/run_NNN
+
+
+@dataclass
+class SftRecipe:
+    """recipes/sft.yaml as composed: the stage's sections, typed (``medsage.config.typed``)."""
+
+    model: ModelConfig
+    sft: SftSection
+    cluster: ClusterConfig
+    data: SftData
+    output: SftOutput
 
 
 @dataclass
@@ -171,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 # recipe and data
 # --------------------------------------------------------------------------------------------
 def _compose(overrides: list[str], extra_dirs) -> tuple[Any, dict]:
+    """The composed recipe and its resolved dict, typed (``SftRecipe``) before anything else runs."""
     from hydra.errors import HydraException
     from medsage.recipes import compose
     from omegaconf import OmegaConf
@@ -178,12 +212,18 @@ def _compose(overrides: list[str], extra_dirs) -> tuple[Any, dict]:
 
     try:
         cfg = compose("sft", overrides, extra_dirs=extra_dirs)
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise SftError(f"the recipe leaves {', '.join(missing)} unset (???): pass e.g. {missing[0]}=...")
         recipe = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise SftError(f"recipe: {err}") from None
+    own = {f.name for f in fields(SftSection)}
+    try:
+        typed(SftRecipe, {**recipe, "sft": {k: v for k, v in recipe["sft"].items() if k in own}}, "recipes/sft.yaml")
+    except ConfigError as err:
+        raise SftError(str(err)) from None
+    # The LLaMA-Factory keys: their names and types are LLaMA-Factory's to check; an unset one is ours.
+    unset = [f"sft.{k}" for k in recipe["sft"] if k not in own and OmegaConf.is_missing(cfg.sft, k)]
+    if unset:
+        raise SftError(f"recipes/sft.yaml: {unset[0]} is required (???): set {unset[0]}=...")
     dataset = recipe["data"]["dataset"]
     if isinstance(dataset, (list, tuple)):
         recipe["data"]["dataset"] = ",".join(dataset)  # LLaMA-Factory takes a comma-separated string

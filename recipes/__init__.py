@@ -7,16 +7,32 @@ without touching medsage (Hydra's search path).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 
-def _hydra_value(value) -> str:
-    """A value as Hydra's override grammar reads it back: None -> null, True -> true."""
-    if value is None:
+_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def hydra_value(v: Any) -> str:
+    """A Python value in Hydra's override grammar, read back as the same value: None -> null, a string
+    with spaces or brackets quoted (``${hv:...}`` in stage commands, the verl overrides of ``medsage rl``)."""
+    if v is None:
         return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(hydra_value(x) for x in v) + "]"
+    s = str(v)
+    if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _layout_name(ref: str) -> str:
@@ -36,7 +52,7 @@ def register_resolvers() -> None:
     ``${layout:...}``: the file names a stage writes, as its layout module declares them."""
     from omegaconf import OmegaConf
 
-    OmegaConf.register_new_resolver("hv", _hydra_value, replace=True)
+    OmegaConf.register_new_resolver("hv", hydra_value, replace=True)
     OmegaConf.register_new_resolver("layout", _layout_name, replace=True)
 
 

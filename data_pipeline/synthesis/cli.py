@@ -50,12 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.synth_command == "run":
-            from omegaconf import OmegaConf
-
+            from medsage.data_pipeline.synthesis.config import synthesis_recipe
             from medsage.data_pipeline.synthesis.run import run_synthesis, summary_line
             from medsage.recipes import compose
 
-            cfg = OmegaConf.to_container(compose(args.config, args.overrides), resolve=True)
+            cfg = synthesis_recipe(compose(args.config, args.overrides), f"recipes/{args.config}.yaml")
             result = run_synthesis(args.records, cfg, args.out)
             print(redact(json.dumps(result.report, indent=2)))
             print(summary_line(result.report), flush=True)

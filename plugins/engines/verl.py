@@ -18,10 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medsage.launch import layout
+from medsage.recipes import hydra_value as _hydra_value
+
+
 class RLConfigError(ValueError):
     """A recipe that cannot become a valid verl / EasyR1 run; the message says which field and why."""
-
-
 
 
 def _module_file(module: str) -> str:
@@ -29,28 +31,6 @@ def _module_file(module: str) -> str:
     if spec is None or spec.origin is None:
         raise RLConfigError(f"cannot locate {module}; is medsage installed in this environment?")
     return spec.origin
-
-
-_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _hydra_value(v: Any) -> str:
-    """A Python value in Hydra's override grammar."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
-    s = str(v)
-    if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def batch_sizes(rl, world: int) -> dict[str, int]:
@@ -149,6 +129,8 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "trainer.use_v1": False,
         "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
+        # main_ppo is a Hydra app: its run folder (main_ppo.log, .hydra/) would be ./outputs/<date>/ in the cwd
+        "hydra.run.dir": str(out_dir / layout.RL_HYDRA_DIR),
     }
     o.update(ray_overrides(cfg, world))
     o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")

@@ -29,8 +29,11 @@ def write_rl_parquet(tmp_path: Path) -> Path:
 
 
 def run_rl(tmp_path: Path, model, data, *overrides, cluster="local_cpu", extra=(), env=None, timeout=1500):
-    """Run `medsage rl`; returns (output folder, rc, whole log)."""
+    """Run `medsage rl` from the empty folder ``tmp_path/cwd`` (it must stay empty: verl's Hydra run folder
+    goes into the output folder); returns (output folder, rc, whole log)."""
     out = tmp_path / "run"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
     verl_extra = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "data.shuffle=false", *extra]
     cmd = [sys.executable, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", f"cluster={cluster}",
            f"train_files={data}", f"output_dir={out}", *TINY_RL, *overrides,
@@ -38,7 +41,7 @@ def run_rl(tmp_path: Path, model, data, *overrides, cluster="local_cpu", extra=(
     # tests/helpers on the path of verl's Ray workers too (the test-only agent loop lives here)
     env = {**os.environ, **(env or {}),
            "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     return out, proc.returncode, proc.stdout + proc.stderr
 
 

@@ -22,9 +22,9 @@ def test_a_bad_recipe_fails_naming_the_key(recipe, message):
 
 
 def test_a_good_recipe_becomes_the_dataclasses():
-    cfg = typed(RunConfig, {"out_dir": "/o", "sources": [{**SOURCE, "options": {"split": "test"}}],
+    cfg = typed(RunConfig, {"out_dir": "/o", "sources": [{**SOURCE, "options": {"csv_name": "test.csv"}}],
                             "dedup": {"threshold": 8}}, "r")
-    assert cfg.sources[0].options == {"split": "test"} and cfg.dedup.threshold == 8 and cfg.shard_size == 500
+    assert cfg.sources[0].options == {"csv_name": "test.csv"} and cfg.dedup.threshold == 8 and cfg.shard_size == 500
     assert type(cfg.sources[0]).__name__ == "SourceSpec"
 
 

@@ -63,6 +63,8 @@ def test_rgrpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
     retried = [i for i in items if "self-check advantage" in i.details or len(i.traces) == 2]
     assert len(items) == 8 and all("advantage" in t.title for i in items for t in i.traces)
     assert all(i.details.get("spans") for i in items) and retried
+    # main_ppo's Hydra run folder is inside the output folder; nothing was written where medsage was run
+    assert (out / "hydra" / ".hydra" / "overrides.yaml").is_file() and not any((tmp_path / "cwd").iterdir())
 
 
 def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_parquet):

@@ -147,3 +147,17 @@ def test_verl_starts_its_ray_on_loopback_or_joins_the_pipelines(tmp_path, monkey
     assert joined["+ray_kwargs.ray_init.address"] == "127.0.0.1:6379"
     assert "+ray_kwargs.ray_init.num_gpus" not in joined and "+ray_kwargs.ray_init._node_ip_address" not in joined
     assert engine.driver_env(cfg)["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
+
+
+def test_verls_hydra_run_folder_is_inside_the_output_dir(tmp_path, monkeypatch, capsys):
+    """main_ppo is a Hydra app: without hydra.run.dir it writes ./outputs/<date>/ wherever `medsage rl` runs."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu", "dry_run=true",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    assert rc == 0
+    overrides = (tmp_path / "run" / "verl_overrides.txt").read_text().splitlines()
+    assert f"hydra.run.dir={tmp_path / 'run' / 'hydra'}" in overrides
+    assert f"hydra.run.dir={tmp_path / 'run' / 'hydra'}" in capsys.readouterr().out  # in the printed command
+    assert list(cwd.iterdir()) == []

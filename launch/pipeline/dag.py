@@ -213,7 +213,7 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
             _write_manifest(stage, status="running", started=started)
             if local:
                 result = run_local(entrypoint(stage), job_envs[stage.env]["env_vars"], stage.out_dir / layout.JOB_LOG,
-                                   tick=lambda: submit_next(stage))
+                                   tick=lambda stage=stage: submit_next(stage))
             else:
                 sid, gate = ahead.pop(stage.name, None) or start(stage)
                 if gate:

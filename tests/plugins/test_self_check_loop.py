@@ -229,8 +229,6 @@ def test_check_split_is_the_first_prefix_holding_the_tag(tiny):
 
 def test_loop_time_counts_neither_the_server_nor_verls_helpers(tiny, monkeypatch):
     """bench_rl_step.py's medsage share: the loop's own time excludes generation and verl's helpers."""
-    import time
-
     from verl.experimental.agent_loop.agent_loop import AgentLoopBase
 
     from medsage.plugins.self_check.advantage import LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY
@@ -239,12 +237,12 @@ def test_loop_time_counts_neither_the_server_nor_verls_helpers(tiny, monkeypatch
     helper = AgentLoopBase.ct_merge_context_msg
 
     async def slow_helper(self, *args, **kwargs):  # a slow verl helper (e.g. a long chat template)
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         return await helper(self, *args, **kwargs)
 
     class SlowServer(TinyServer):
         async def generate(self, *args, **kwargs):
-            time.sleep(0.3)
+            await asyncio.sleep(0.3)
             return await super().generate(*args, **kwargs)
 
     monkeypatch.setattr(AgentLoopBase, "ct_merge_context_msg", slow_helper)

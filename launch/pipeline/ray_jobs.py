@@ -234,13 +234,17 @@ class ClusterStart:
 
 
 def _exit_on_sigterm() -> None:
-    """A SIGTERM ends the pipeline through its exit handlers (which stop the cluster), as ray.init arranges."""
+    """A SIGTERM ends the pipeline through its exit handlers (which stop the cluster), as ray.init arranges
+    on the main thread; its warning that it did not (started on another thread) is then silenced."""
+    import logging
     import signal
     import sys
     import threading
 
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        logging.getLogger("ray._private.worker").addFilter(
+            lambda record: "SIGTERM handler is not set" not in record.getMessage())
 
 
 def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None) -> str:

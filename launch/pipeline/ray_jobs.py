@@ -247,9 +247,21 @@ def _exit_on_sigterm() -> None:
             lambda record: "SIGTERM handler is not set" not in record.getMessage())
 
 
-def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None) -> str:
-    """Submit ``entrypoint`` (a shell command) as a job; its submission id."""
-    return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
+def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None,
+           patience_s: float = 60.0) -> str:
+    """Submit ``entrypoint`` (a shell command) as a job; its submission id.
+
+    Just after a cluster's start its dashboard may not know the node's agent yet and answers "No
+    available agent to submit job, please try again later": that answer is retried for ``patience_s``.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.2, echo: bool = False) -> JobResult:

@@ -9,6 +9,7 @@
 
     kept.jsonl      one record per kept trajectory      rejected.jsonl  every unit not kept, with its attempts
     report.json     counts, calls, tokens (written last: marks a finished run)      sft/  cache/
+    retry.jsonl     SFT retry rows (rpa.retry_share; empty by default): wrong τ1, check, corrected τ2
 
 ``medsage data synth rl --out <out>`` (data_pipeline/rl_sample.py): ``sage_rl.parquet`` and siblings.
 ``medsage data dedup --out <out>`` (data_pipeline/dedup.py): ``kept.txt``, ``removed.jsonl``, ``summary.json``.
@@ -26,6 +27,7 @@ SFT_DIR = "sft"
 RL_DIR = "rl"
 VERL_FILE = "verl.parquet"
 KEPT = "kept.jsonl"
+RETRY = "retry.jsonl"
 SYNTH_REPORT = "report.json"
 CACHE_DIR = "cache"
 RL_SAMPLE = "sage_rl"

@@ -1,7 +1,8 @@
 """Writers from records to the files the engines read. Every write is atomic.
 
 - SFT: LLaVA/ShareGPT JSON (``conversations`` with ``from: human|gpt``, ``images``, one ``<image>``
-  per image) plus the ``dataset_info.json`` entry that LLaMA-Factory 0.9.5 reads.
+  per image) plus the ``dataset_info.json`` entry that LLaMA-Factory 0.9.5 reads; retry rows
+  (``synthesis/retry.py``) have four turns, trained on the last one only (``mask_history``).
 
 Every writer takes the ``medsage.prompts.PromptConfig`` of ``recipes/prompt/`` (``lvkc`` by default) and
 renders the human turn with it, the same prompt evaluation sends (paper Figure 6).
@@ -18,7 +19,9 @@ from typing import Literal
 
 from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from medsage.prompts import PromptConfig, human_turn
+from medsage.data_pipeline.synthesis.retry import RETRY_KEY
 from medsage.records import Sample
+from medsage.scaffold import Trajectory, render_revision
 from medsage.vocab import IMAGE_PLACEHOLDER
 
 __all__ = ["IMAGE_PLACEHOLDER", "sft_example", "write_llava_sft", "verl_row", "easyr1_row", "rl_options",
@@ -26,17 +29,28 @@ __all__ = ["IMAGE_PLACEHOLDER", "sft_example", "write_llava_sft", "verl_row", "e
 
 
 def sft_example(sample: Sample, prompt: PromptConfig, image_root: Path | None = None) -> dict:
-    """One ShareGPT example: the human turn of ``prompt`` and the rendered trajectory."""
+    """One ShareGPT example: the human turn of ``prompt`` and the rendered trajectory.
+
+    A retry row (``metadata["retry"]``, ``synthesis/retry.py``) has four turns, as the RL self-check loop
+    builds them: the question, the wrong τ1, the self-check request, then ``<CHECK> c</CHECK>`` and τ2.
+    """
     if sample.trajectory is None:
         raise ValueError(f"sample {sample.id}: has no trajectory to train on")
     images = [str(Path(p).relative_to(image_root)) if image_root and Path(p).is_absolute()
               and Path(p).is_relative_to(image_root) else p for p in sample.images]
+    answer = sample.trajectory.render()
+    retry = sample.metadata.get(RETRY_KEY)
+    turns = [{"from": "human", "value": human_turn(sample, prompt)}]
+    if retry:
+        turns += [{"from": "gpt", "value": Trajectory.from_dict(retry["first"]).render()},
+                  {"from": "human", "value": retry["request"]}]
+        answer = render_revision(retry["check"], answer)
     return {
         "id": sample.id,
         "conversations": [
             *([{"from": "system", "value": prompt.system}] if prompt.system else []),
-            {"from": "human", "value": human_turn(sample, prompt)},
-            {"from": "gpt", "value": sample.trajectory.render()},
+            *turns,
+            {"from": "gpt", "value": answer},
         ],
         "images": images,
     }

@@ -21,6 +21,16 @@ from medsage.vocab import IMAGE_PLACEHOLDER
 IMAGE_SEPARATOR = "\n"
 DEFAULT_PROMPT = "lvkc"
 
+# The self-check request of the retry (§3.3): the user turn the RL loop inserts after a wrong τ1
+# (``plugins/self_check/loop.py``) and the one the SFT retry rows carry (``data_pipeline/synthesis/retry.py``),
+# so SFT teaches the very request RL sends. ``rl.request`` / ``rpa.retry_request`` override it (null: this text).
+SELF_CHECK_REQUEST = (
+    "Your answer may be wrong. Check your reasoning along three dimensions: visual grounding (is the "
+    "localised region right?), visual analysis (are the findings read correctly?) and knowledge "
+    "consistency (does the medical knowledge support the conclusion?). Write the check, close it, then "
+    "give a revised full reasoning trajectory in the same stage format and a final answer."
+)
+
 
 @dataclass
 class PromptConfig:

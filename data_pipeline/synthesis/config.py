@@ -65,12 +65,14 @@ class RpaConfig:
     max_templates: int | None = None
     target: int | None = None
     retry_share: float = 0.0        # share of SFT examples that are self-check retries (wrong τ1, <CHECK>, τ2)
+    retry_request: str | None = None  # their self-check request; None: the RL loop's (synthesis/retry.py)
 
     def __post_init__(self) -> None:
         if self.mode not in ("rpa", "low_level"):
             raise ValueError(f"rpa.mode must be rpa or low_level, got {self.mode!r}")
-        if not 0.0 <= self.retry_share <= 1.0:
-            raise ValueError(f"rpa.retry_share must be in [0, 1], got {self.retry_share}")
+        from medsage.data_pipeline.synthesis.retry import RetryConfig
+
+        RetryConfig(self.retry_share, self.retry_request)  # its checks: share in [0, 1), a request not empty
 
 
 @dataclass

@@ -10,9 +10,12 @@
    drafts only as many units as are still missing to ``rpa.target`` and to each image's
    ``rpa.max_per_image``; a rejected or duplicate unit is replaced by the next candidate (``draw.Draw``);
 4. nothing to cap afterwards: the report gives drafts and calls per kept trajectory;
-5. write ``kept.jsonl`` (one record per trajectory), ``rejected.jsonl`` (every unit not kept, with its
-   reason, its attempts' reasons and last trajectory: the scorer's negatives), SAGE-sft, and
-   ``report.json`` (records in, kept, rejected per reason, calls made, tokens used).
+5. with ``rpa.retry_share`` > 0 (not the paper's), add SFT retry rows (``retry.py``: wrong τ1, request,
+   ``<CHECK>`` span, corrected τ2) built from kept trajectories;
+6. write ``kept.jsonl`` (one record per trajectory), ``rejected.jsonl`` (every unit not kept, with its
+   reason, its attempts' reasons and last trajectory: the scorer's negatives), ``retry.jsonl``, SAGE-sft
+   (kept + retry rows), and ``report.json`` (records in, kept, rejected per reason, retry rows, calls made,
+   tokens used).
 
 Every call goes through the disk cache in ``<out>/cache``: an interrupted run, rerun, resumes
 without repeating a call that had been answered. All files are written atomically.
@@ -33,6 +36,7 @@ from medsage.data_pipeline import layout
 from medsage.data_pipeline.synthesis.prompts import load_prompts, load_templates
 from medsage.data_pipeline.synthesis.draw import Draw, draw_order
 from medsage.data_pipeline.synthesis.proposal import Proposer, needs_proposal, roi_provenance
+from medsage.data_pipeline.synthesis.retry import RetryConfig, build_retry_rows, retry_report
 from medsage.data_pipeline.synthesis.rpa import Unit, low_level_copies, plan_units, synthesizer_section
 from medsage.data_pipeline.synthesis.verify import LLMVerifier, Outcome, synthesize_verified
 from medsage.io import atomic_write_json, atomic_write_text
@@ -51,7 +55,12 @@ def summary_line(report: dict) -> str:
     return (f"synthesis: {report['trajectories_kept']} trajectories kept of {report['units']} drafted "
             f"({report['units_planned']} planned) from {report['records_in']} records by {who}; "
             f"{per if per is not None else '-'} drafts and {report.get('calls_per_kept_trajectory') or 0} calls "
-            f"per kept trajectory")
+            f"per kept trajectory{_retry_clause(report)}")
+
+
+def _retry_clause(report: dict) -> str:
+    retry = report.get("retry") or {}
+    return f"; {retry['rows']} SFT retry rows ({retry['share']:.0%} of SFT, not the paper's)" if retry.get("rows") else ""
 
 
 @dataclass
@@ -178,6 +187,7 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
     mode = rpa.get("mode", "rpa")
     if mode not in ("rpa", "low_level"):
         raise ValueError(f"rpa.mode must be rpa or low_level, got {mode!r}")
+    retry_cfg = RetryConfig.from_rpa(rpa)  # checked before anything is paid for
     templates = list(load_templates(cfg["templates_file"]))
     client = _client(cfg, out / layout.CACHE_DIR)
     synthesizer_cls = SYNTHESIZERS.get(cfg["synthesizer"])
@@ -222,29 +232,33 @@ def _run_synthesis(records: str | Path | list[Sample], cfg: dict, out_dir: str |
                 await c.aclose()
 
     records, planned, draw, outcomes = asyncio.run(go())
-    kept = [_kept_record(o) for o in outcomes if o.kept is not None and not o.duplicate]
+    pairs = [(o.unit, _kept_record(o)) for o in outcomes if o.kept is not None and not o.duplicate]
+    kept = [s for _, s in pairs]
     rejected += [_unit_rejection(o) for o in outcomes if o.kept is None]
     rejected += [_rejected_record(_kept_record(o), "duplicate") for o in outcomes if o.duplicate]
 
     if mode == "low_level":  # the original plus its perturbed copies, all with the one trajectory
         n = int(rpa.get("low_level_copies", 4))
         kept = [c for s in kept for c in [s, *low_level_copies(s, n, out / "images_lowaug", seed=seed)]]
+    retries = build_retry_rows(pairs, synthesizer, retry_cfg, len(kept), seed)  # rpa.retry_share: not the paper's
 
     # Write: every file atomically, the report last (its presence marks a finished run).
     # Redacted as a whole: a reply or an error body that echoes a key never reaches the disk.
     atomic_write_text(out / layout.KEPT, redact("".join(s.to_json() + "\n" for s in kept)))
     atomic_write_text(out / layout.REJECTED, redact("".join(s.to_json() + "\n" for s in rejected)))
+    atomic_write_text(out / layout.RETRY, redact("".join(s.to_json() + "\n" for s in retries)))
     output = cfg.get("output") or {}
     if output.get("sft", True) and kept:
         from medsage.data_pipeline.writers import write_llava_sft
         from medsage.prompts import PromptConfig
 
         prompt = PromptConfig.from_cfg(cfg["prompt"]) if cfg.get("prompt") else PromptConfig.load()
-        write_llava_sft(kept, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"), prompt=prompt,
+        write_llava_sft(kept + retries, out / layout.SFT_DIR, name=output.get("sft_name", "sage_sft"), prompt=prompt,
                         note=TEMPLATE_NOTE if cfg["synthesizer"] == "template" else None)
     models = (client.cfg.model if client else None, (verifier.model or verifier.client.cfg.model) if verifier else None)
     report = _report(samples, planned, draw, outcomes, kept, rejected, clients, models, cfg, time.monotonic() - started)
     report["roi_proposals"] = _proposal_counts(records)
+    report["retry"] = retry_report(retry_cfg, pairs, retries, len(kept))
     report = json.loads(redact(json.dumps(report)))
     atomic_write_json(out / layout.SYNTH_REPORT, report)
     return RunResult(kept, rejected, report)

@@ -7,7 +7,8 @@ A run joins a table through its tags (``eval.tags`` in the recipe):
 - ``{table: table3, row: "RPA-sft"}`` / ``{table: table5, row: "SFT + RL"}``: the paper row it reproduces;
 - ``{table: table4, alpha: 0.2}``: a Table 4 row and a point of the α plot (its self-check rate from the
   RL training metrics named by ``train_metrics``);
-- a ``judge.json`` beside a run (``medsage eval judge``) gives its Table 2 GPT-scores.
+- a ``judge.json`` beside a run (``medsage eval judge``) gives its Table 2 GPT-scores;
+- ``{task: miniature, ...}``: the synthetic lesion task's own tables, never the paper's (``miniature.py``).
 Scores are the summaries' headline accuracy (named in the report), never recomputed differently.
 """
 
@@ -66,8 +67,10 @@ def _acc(run: dict, bench: str):
 class Table:
     """Rows of (section, name, values) with a header; renders Markdown and CSV the same way."""
 
-    def __init__(self, title: str, columns: list[str], digits: int = 1):
-        self.title, self.columns, self.rows, self.digits = title, columns, [], digits
+    def __init__(self, title: str, columns: list[str], digits: int | list[int] = 1):
+        # digits: one for every column, or one per column (an IoU beside percentages)
+        self.title, self.columns, self.rows = title, columns, []
+        self.digits = digits if isinstance(digits, list) else [digits] * len(columns)
 
     def add(self, section: str, name: str, values: list):
         self.rows.append((section, name, values))
@@ -80,7 +83,7 @@ class Table:
             if sec != section:
                 out.append(f"| *{sec}* |" + " |" * len(self.columns))
                 section = sec
-            out.append(f"| {name} | " + " | ".join(_cell(v, self.digits) for v in values) + " |")
+            out.append(f"| {name} | " + " | ".join(_cell(v, d) for v, d in zip(values, self.digits)) + " |")
         out += [""] + [f"- {n}" for n in notes] + [""]
         return "\n".join(out)
 
@@ -174,17 +177,22 @@ SELF_CHECK_METRIC = "medsage/self_check_rate"  # logged by the RL trainer per st
 
 
 def training_self_check_rate(run: dict) -> float | None:
-    """Figure 5's self-check rate (%): the mean over training steps of ``medsage/self_check_rate`` in the
-    RL run's verl metrics file (``eval.tags.train_metrics``: ``<rl out>/metrics.jsonl``, one
-    ``{"step", "data": {...}}`` line per step, verl's file logger). Evaluation never retries, so its
-    own self-check rate would be 0 by construction. None when the run has no such file or metric."""
+    """Figure 5's self-check rate (%): the mean over training steps of ``medsage/self_check_rate``. Evaluation
+    never retries, so its own self-check rate would be 0 by construction."""
+    return training_mean(run, SELF_CHECK_METRIC)
+
+
+def training_mean(run: dict, metric: str) -> float | None:
+    """The mean over RL training steps of a rate ``metric``, in %, from the RL run's verl metrics file
+    (``eval.tags.train_metrics``: ``<rl out>/metrics.jsonl``, one ``{"step", "data": {...}}`` line per step,
+    verl's file logger). None when the run has no such file or metric."""
     path = (run.get("tags") or {}).get("train_metrics")
     if not path or not Path(path).is_file():
         return None
     rates = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
-            value = (json.loads(line).get("data") or {}).get(SELF_CHECK_METRIC)
+            value = (json.loads(line).get("data") or {}).get(metric)
             if value is not None:
                 rates.append(float(value))
     return round(100.0 * sum(rates) / len(rates), 2) if rates else None
@@ -292,27 +300,40 @@ def run_details(runs: list[dict]) -> str:
 
 def write_report(run_dirs: list[Path], out_dir: Path, notes: list[str] = ()) -> dict[str, Path]:
     """The tables, plots and ``report.md``; ``notes`` are said first (e.g. "offline templates: not the paper's data")."""
+    from medsage.eval.report.miniature import is_miniature, miniature_notes, miniature_plot, miniature_tables
+
     paper = paper_numbers()
     runs = find_runs(run_dirs)
+    paper_runs = [r for r in runs if not is_miniature(r)]  # a synthetic task's scores never sit beside the paper's
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     sections = [f"# medsage report\n\n{len(runs)} run(s) from {', '.join(map(str, run_dirs))}. "
                 f"Paper numbers: {PAPER_FILE.name} (as printed).\n", *(f"> **{n}**\n" for n in notes)]
-    tables = {"table1": table1(paper, runs), "table2": table2(paper, runs),
-              **{k: ablation_table(paper, runs, k) for k in ("table3", "table4", "table5")}}
+    tables = {"table1": table1(paper, paper_runs), "table2": table2(paper, paper_runs),
+              **{k: ablation_table(paper, paper_runs, k) for k in ("table3", "table4", "table5")}}
     for key, table in tables.items():
-        sections.append(table.markdown(paper[key].get("notes", [])))
-        written[f"{key}.csv"] = atomic_write_text(out_dir / f"{key}.csv", table.csv())
-        written[f"{key}.md"] = atomic_write_text(out_dir / f"{key}.md", table.markdown(paper[key].get("notes", [])))
-    written["table1.png"] = table1_plot(paper, runs, out_dir / "table1.png")
-    written["figure5_alpha.png"] = alpha_plot(paper, runs, out_dir / "figure5_alpha.png")
+        _write_table(written, out_dir, key, table, paper[key].get("notes", []), sections)
+    written["table1.png"] = table1_plot(paper, paper_runs, out_dir / "table1.png")
+    written["figure5_alpha.png"] = alpha_plot(paper, paper_runs, out_dir / "figure5_alpha.png")
     sections.append("![Table 1](table1.png)\n\n![Figure 5](figure5_alpha.png)\n")
+    if mini := miniature_tables(runs):
+        for key, table in mini.items():
+            _write_table(written, out_dir, key, table, miniature_notes(runs), sections)
+        written["miniature.png"] = miniature_plot(mini, out_dir / "miniature.png")
+        sections.append("![Miniature](miniature.png)\n")
     sections.append(run_details(runs))
     from medsage.eval.report.blind import blind_section
 
     sections.append(blind_section(runs))
     written["report.md"] = atomic_write_text(out_dir / "report.md", "\n".join(sections))
     return written
+
+
+def _write_table(written: dict, out_dir: Path, key: str, table: Table, notes: list[str], sections: list[str]) -> None:
+    """``<key>.csv`` and ``<key>.md`` into ``out_dir``, and the Markdown into the report's sections."""
+    sections.append(table.markdown(notes))
+    written[f"{key}.csv"] = atomic_write_text(out_dir / f"{key}.csv", table.csv())
+    written[f"{key}.md"] = atomic_write_text(out_dir / f"{key}.md", table.markdown(notes))
 
 
 def add_arguments(parser) -> None:

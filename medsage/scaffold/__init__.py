@@ -33,6 +33,7 @@ from medsage.scaffold.trajectory import (
     parse_strict,
     render,
     render_check,
+    render_revision,
     split_retry,
     strip_emphasis,
 )
@@ -40,5 +41,5 @@ from medsage.scaffold.trajectory import (
 __all__ = [
     "ALL_TAGS", "ANSWER_TAG", "CHECK_TAG", "GRID", "STAGES", "STAGE_TAGS", "TRAJECTORY_TAGS", "IssueCode", "Region",
     "ScaffoldError", "ScaffoldIssue", "Trajectory", "check_strict", "parse_lenient", "parse_regions", "parse_strict",
-    "render", "render_check", "split_retry", "strip_emphasis",
+    "render", "render_check", "render_revision", "split_retry", "strip_emphasis",
 ]

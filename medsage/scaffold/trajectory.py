@@ -85,6 +85,18 @@ def render_check(check: str) -> str:
     return f"<{CHECK_TAG}>{check.strip()}</{CHECK_TAG}>"
 
 
+def render_revision(check: str, revised: str) -> str:
+    """What the policy writes after the self-check request (§3.3): the check span, then the revised trajectory.
+
+    A space follows ``<CHECK>``. The RL loop encodes the opener on its own and the policy continues from it;
+    with the space a byte-level BPE tokenizer (Qwen's pre-tokenizer splits before it) cuts this text at the
+    same place, so an SFT row teaches exactly the tokens the loop samples (``>Visual`` could merge instead).
+    """
+    if not check.strip():
+        raise ValueError("self-check text is empty")
+    return f"<{CHECK_TAG}> {check.strip()}</{CHECK_TAG}>{revised}"
+
+
 @dataclass(frozen=True)
 class _Tag:
     closing: bool

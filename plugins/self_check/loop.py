@@ -30,16 +30,12 @@ from medsage.plugins.self_check.advantage import (
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import answer_correct
 from medsage.plugins.rewards.self_check import self_check_success
+from medsage.prompts import SELF_CHECK_REQUEST
 from medsage.scaffold import CHECK_TAG, split_retry
 
 AGENT_NAME = "medsage_self_check"
 CHECK_OPEN, CHECK_CLOSE = f"<{CHECK_TAG}>", f"</{CHECK_TAG}>"
-DEFAULT_REQUEST = (
-    "Your answer may be wrong. Check your reasoning along three dimensions: visual grounding (is the "
-    "localised region right?), visual analysis (are the findings read correctly?) and knowledge "
-    "consistency (does the medical knowledge support the conclusion?). Write the check, close it, then "
-    "give a revised full reasoning trajectory in the same stage format and a final answer."
-)
+DEFAULT_REQUEST = SELF_CHECK_REQUEST  # one text for RL and the SFT retry rows (medsage.prompts)
 
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")

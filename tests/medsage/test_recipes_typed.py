@@ -94,7 +94,7 @@ def test_the_synthesis_recipe_is_typed_with_the_retry_share():
     cfg = _synth([])
     assert cfg["rpa"]["retry_share"] == 0.0 and cfg["client"]["base_url"] is None and cfg["verify"]["k"] == 2
     assert set(cfg["prompt"]["instructions"]) == {"closed", "open", "choice"}
-    assert _synth(["+rpa.retry_share=0.25"])["rpa"]["retry_share"] == 0.25
+    assert _synth(["rpa.retry_share=0.25"])["rpa"]["retry_share"] == 0.25
 
 
 def _sweeps(experiment: str) -> list[list[str]]:
@@ -162,7 +162,7 @@ def test_every_experiments_stage_commands_are_typed_by_their_stage(experiment, s
     ("rl", ["rl.alpha=???"], r"rl\.alpha is required \(\?\?\?\): set rl\.alpha="),
     ("synth", ["rpa.max_per_image=lots"], r"synthesis/default: rpa\.max_per_image: Value 'lots'"),
     ("synth", ["+verify.kk=3"], r"verify\.kk: Key 'kk' not in 'VerifyConfig'"),
-    ("synth", ["+rpa.retry_share=2"], r"rpa\.retry_share must be in \[0, 1\], got 2"),
+    ("synth", ["rpa.retry_share=2"], r"rpa\.retry_share must be in \[0, 1\), got 2"),
 ])
 def test_a_bad_value_fails_naming_the_key(stage, overrides, message):
     from medsage.launch.sft import SftError

@@ -6,6 +6,8 @@
   (aspect ratio) and its brightness against the rest of the image — with the modality as context.
 - Knowledge: the sentence the knowledge table gives for (label, template); ``_default`` otherwise.
 - Conclusion: ties the measured evidence and the knowledge to the reference answer; answer = y.
+- Retry examples (``revision``, for ``rpa.retry_share``): a τ1 that misreads the measured evidence and answers
+  wrongly, and the self-check that corrects it from the same measurements.
 
 It is deterministic, so a regeneration attempt gives the same draft; its drafts still go through
 the leak and scaffold checks like any other. Registered as ``template`` in ``medsage.synthesizers``.
@@ -109,9 +111,8 @@ class TemplateSynthesizer:
         return (f"Context: a {modality} image; the surrounding structures are shown for reference. "
                 f"Region: {finding}.")
 
-    def _con(self, unit: Unit, finding: str) -> str:
-        ref = reference_answer(unit.sample)
-        return f"The region shows {finding}; read against the criteria above, this supports the answer {ref}."
+    def _con(self, finding: str, answer: str) -> str:
+        return f"The region shows {finding}; read against the criteria above, this supports the answer {answer}."
 
     async def draft(self, unit: Unit, attempt: int = 0) -> Draft:
         m = _measure(unit)
@@ -120,7 +121,33 @@ class TemplateSynthesizer:
         vis = self._vis(unit, finding)
         table = self.knowledge.get(guidance_label(unit.sample).lower(), self.knowledge["_default"])
         know = table[unit.template]
-        traj = Trajectory(loc=with_region(loc, unit.region()), vis=vis, know=know, con=self._con(unit, finding),
-                          answer=reference_answer(unit.sample))
+        answer = reference_answer(unit.sample)
+        traj = Trajectory(loc=with_region(loc, unit.region()), vis=vis, know=know, con=self._con(finding, answer),
+                          answer=answer)
         made_by = f"{NAME}:{unit.template}"
         return Draft(traj, loc, [Provenance(stage=s, made_by=made_by) for s in ("loc", "vis", "know", "con")])
+
+    def revision(self, unit: Unit, right: Trajectory, wrong: str) -> tuple[Trajectory, str]:
+        """A wrong first trajectory for ``unit`` and the self-check that corrects it (SFT retry rows, ``retry.py``).
+
+        The wrong τ1 keeps the localization and the knowledge of ``right`` but misreads the region (the measured
+        brightness, or for a whole image its texture, turned round) and concludes ``wrong``, consistently. The
+        check reviews §3.3's three dimensions against the measured evidence and names the right answer; ``right``
+        itself is the corrected τ2.
+        """
+        m = _measure(unit)
+        finding, misread = self._finding(unit, m), self._finding(unit, _misread(m))
+        first = Trajectory(loc=right.loc, vis=self._vis(unit, misread), know=right.know,
+                           con=self._con(misread, wrong), answer=wrong)
+        # Short: a small model's retry budget holds this check and the whole revised trajectory.
+        check = (f"Visual grounding: {self._loc(unit, m)} It stands. "
+                 f"Visual analysis: not {misread} but {finding}. "
+                 f"Knowledge consistency: that evidence supports {reference_answer(unit.sample)}, not {wrong}.")
+        return first, check
+
+
+def _misread(m: dict) -> dict:
+    """The measurements read the wrong way round: brighter for darker (a faint region as markedly bright), a
+    varied texture for a uniform one."""
+    diff = m["diff"]
+    return {**m, "diff": -diff if abs(diff) > 10 else 50.0, "spread": 0.0 if m.get("spread", 0) > 40 else 100.0}

@@ -12,6 +12,7 @@ folder -> render the report over every job of the run (a sweep's jobs share ``ru
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from contextlib import ExitStack
@@ -30,7 +31,7 @@ def _job(cfg) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
-    if problem := synthesis_endpoint_problem(cfg):
+    if problem := synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
@@ -43,9 +44,9 @@ def _job(cfg) -> None:
     # On CPU the RL stage's verl joins this cluster: one logical GPU for its rank, and enough logical
     # CPUs for its placement groups (medsage.plugins.engines.verl.ray_overrides)
     cpu = cfg.cluster.accelerator == "cpu"
-    to_run = [s for s in stages if s.manifest().get("status") != "finished"]
-    cluster = _cluster(cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None), 1 if cpu else None)
-    outcomes = run_stages(stages, cluster if to_run else None, resume_hint=resume)
+    connect = functools.partial(_cluster, cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None),
+                                1 if cpu else None)
+    outcomes = run_stages(stages, connect, resume_hint=resume)
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],
@@ -63,17 +64,19 @@ def _job(cfg) -> None:
 
 
 # One Ray cluster per `medsage pipeline` process: started by the first job that has a stage to run (a
-# rerun with every stage done starts none), reused by every later job of a sweep, stopped when main returns.
+# rerun with every stage done starts none; its first stages run while it starts), reused by every later
+# job of a sweep, stopped when main returns.
 _CLUSTERS: dict = {}
 _STACK = ExitStack()
 
 
 def _cluster(address: str | None, num_cpus: int | None, num_gpus: int | None = None):
-    from medsage.launch.pipeline.ray_jobs import ray_cluster
+    from medsage.launch.pipeline.ray_jobs import ClusterStart
 
     key = (address, num_cpus, num_gpus)
     if key not in _CLUSTERS:
-        _CLUSTERS[key] = _STACK.enter_context(ray_cluster(address, num_cpus=num_cpus, num_gpus=num_gpus))
+        _CLUSTERS[key] = ClusterStart(address, num_cpus=num_cpus, num_gpus=num_gpus)
+        _STACK.callback(_CLUSTERS[key].close)
     return _CLUSTERS[key]
 
 
@@ -105,6 +108,28 @@ def synthesis_endpoint_problem(cfg) -> str | None:
             f"(now {ep.get('api_key_env')}) and synthesis.verifier_api_key_env, never from a config or the "
             f"command line. To run offline instead: synthesizer=template synthesis.verify=none "
             f"(offline templates: not the paper's data).")
+
+
+def evaluated_model_problem(cfg) -> str | None:
+    """Why ``evaluate`` cannot name the model evaluation reads (checked before Ray starts), or None.
+
+    ``model_dirs.<evaluate>`` is a folder of a training stage; with that stage disabled (Table 5's SFT
+    row leaves RL out) nothing would write it, so the keys to change are named here, both of them.
+    """
+    from medsage.launch.pipeline.dag import STAGE_REF
+
+    if "eval" not in cfg.stages or not cfg.stages.eval.get("enabled", True):
+        return None
+    key = cfg.evaluate
+    if key not in cfg.model_dirs:
+        return f"evaluate={key} is not a key of model_dirs ({', '.join(cfg.model_dirs)})"
+    folder = cfg.model_dirs[key]
+    for ref in STAGE_REF.findall(folder):
+        if ref in cfg.stages and not cfg.stages[ref].get("enabled", True):
+            return (f"evaluate={key} reads model_dirs.{key} ({folder}), which stage {ref!r} writes, but that "
+                    f"stage is disabled (stages.{ref}.enabled=false): evaluate another model (e.g. evaluate="
+                    f"{next((k for k in cfg.model_dirs if k != key), key)}) or enable the stage")
+    return None
 
 
 def _data_note(outcomes) -> str | None:

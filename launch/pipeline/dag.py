@@ -29,7 +29,7 @@ from medsage.config import ConfigError, typed
 from medsage.io import atomic_write_json
 from medsage.launch import layout
 
-_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STAGE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class PipelineError(ValueError):
@@ -58,7 +58,7 @@ class Stage:
 
     def command(self) -> list[str]:
         dirs = {"out": str(self.out_dir), **{s.name: str(s.out_dir) for s in self.after}}
-        return [_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
+        return [STAGE_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
 
     def manifest(self) -> dict:
         path = self.out_dir / layout.STAGE
@@ -93,8 +93,11 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
             continue
         argv = [*entry.argv, *entry.overrides]
         after = []
-        for ref in sorted({r for a in argv for r in _REF.findall(a)} - {"out"}):
+        for ref in sorted({r for a in argv for r in STAGE_REF.findall(a)} - {"out"}):
             if ref not in stages:
+                if ref in spec and not (spec[ref] or {}).get("enabled", True):
+                    raise PipelineError(f"stage {name!r} refers to {{{ref}}}, but stage {ref!r} is disabled "
+                                        f"(stages.{ref}.enabled=false): enable it, or change what {name!r} reads")
                 later = " (it comes later; stages run in the order listed)" if ref in spec else ""
                 raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
                                     f"stages so far: {', '.join(stages) or 'none'}")
@@ -151,15 +154,18 @@ class _Gate:
         self.path.unlink(missing_ok=True)
 
 
-def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOutcome]:
-    """Run ``stages`` in order as Ray jobs; stop at the first failure (reported, not raised).
+def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageOutcome]:
+    """Run ``stages`` in order; stop at the first failure (reported, not raised).
 
-    ``client`` may be None when every stage is done already. Each stage's environment is resolved
-    once, before anything runs (a missing one stops the pipeline before its first stage). On the
-    pipeline's embedded cluster the next stage's job is submitted ahead, behind a ``_Gate``.
+    ``connect()`` returns a ``ray_jobs.ClusterStart``; it is called only if a stage is to run. Each
+    stage's environment is resolved once, before that (a missing one stops the pipeline before its
+    first stage and before Ray starts). While an embedded cluster is still starting, a stage whose turn
+    comes runs as a local process (``local_jobs``); the others are Ray jobs, and on the embedded cluster
+    the next stage's job is submitted ahead, behind a ``_Gate``.
     """
     import tempfile
 
+    from medsage.launch.pipeline.local_jobs import may_run_locally, run_local
     from medsage.launch.pipeline.ray_jobs import runtime_env_for, submit, wait
     from medsage.runtime import EXIT_WITH_PARENT_ENV, stage_python
 
@@ -167,15 +173,26 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
     position = {s.name: k for k, s in enumerate(todo)}
     pythons = {s.env: stage_python(s.env) for s in todo}
     job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1"}) for s in todo}
-    gated = bool(todo) and getattr(client, "medsage_embedded", False)
-    gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if gated else None
+    cluster = connect() if todo else None
+    embedded = bool(todo) and cluster.embedded
+    gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if embedded else None
     ahead: dict[str, tuple[str, _Gate | None]] = {}
 
+    def entrypoint(stage: Stage) -> str:
+        # exec: the stage replaces the shell, so its parent is the job supervisor (or this process),
+        # which it must not outlive.
+        return "exec " + shlex.join([pythons[stage.env], "-m", "medsage.launch.cli", *stage.command()])
+
     def start(stage: Stage) -> tuple[str, _Gate | None]:
-        # exec: the stage replaces Ray's shell, so its parent is the job supervisor it must not outlive.
-        entry = "exec " + shlex.join([pythons[stage.env], "-m", "medsage.launch.cli", *stage.command()])
         gate = _Gate(gates_dir, stage.name) if gates_dir else None
-        return submit(client, gate.wrap(entry) if gate else entry, runtime_env=job_envs[stage.env]), gate
+        entry = entrypoint(stage)
+        return submit(cluster.client(), gate.wrap(entry) if gate else entry, runtime_env=job_envs[stage.env]), gate
+
+    def submit_next(stage: Stage) -> None:
+        """Once the cluster is up, the stage after ``stage`` waits at its gate on it."""
+        later = todo[position[stage.name] + 1:]
+        if gates_dir and later and later[0].name not in ahead and cluster.ready():
+            ahead[later[0].name] = start(later[0])
 
     outcomes: list[StageOutcome] = []
     try:
@@ -186,20 +203,25 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
                 print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
                 outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
                 continue
+            local = (stage.name not in ahead and embedded and not cluster.ready()
+                     and may_run_locally(stage.argv, stage.env))
             resumed = " (resuming)" if previous else ""
-            print(f"{head} running{resumed}: {shlex.join(['medsage', *stage.command()])}", flush=True)
+            where = " (here, while the Ray cluster starts)" if local else ""
+            print(f"{head} running{resumed}{where}: {shlex.join(['medsage', *stage.command()])}", flush=True)
             stage.out_dir.mkdir(parents=True, exist_ok=True)
             started = time.time()
             _write_manifest(stage, status="running", started=started)
-            sid, gate = ahead.pop(stage.name, None) or start(stage)
-            if gate:
-                gate.open()
-                later = todo[position[stage.name] + 1:]
-                if later:
-                    ahead[later[0].name] = start(later[0])
-            result = wait(client, sid, stage.out_dir / layout.JOB_LOG)
-            if gate:
-                gate.close()
+            if local:
+                result = run_local(entrypoint(stage), job_envs[stage.env]["env_vars"], stage.out_dir / layout.JOB_LOG,
+                                   tick=lambda stage=stage: submit_next(stage))
+            else:
+                sid, gate = ahead.pop(stage.name, None) or start(stage)
+                if gate:
+                    gate.open()
+                submit_next(stage)
+                result = wait(cluster.client(), sid, stage.out_dir / layout.JOB_LOG)
+                if gate:
+                    gate.close()
             ended = time.time()
             status = "finished" if result.ok else "failed"
             _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,
@@ -217,7 +239,7 @@ def run_stages(stages: list[Stage], client, *, resume_hint: str) -> list[StageOu
         for sid, gate in ahead.values():  # a job submitted ahead of a failure exits unrun
             if gate:
                 gate.close()
-            client.stop_job(sid)
+            cluster.client().stop_job(sid)
         if gates_dir:
             import shutil
 

@@ -37,7 +37,8 @@ SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc
 TAU1_TRUNCATED_KEY = "medsage_tau1_truncated"  # bool: τ1 used its whole budget without ending
 TAU2_TRUNCATED_KEY = "medsage_tau2_truncated"  # bool: check + τ2 used its whole budget (retried only)
 RETRY_TOKENS_KEY = "medsage_retry_tokens"      # int: tokens the retry generated (check + τ2)
-LOOP_SECONDS_KEY = "medsage_loop_seconds"      # float: time in the loop's own code, server waits excluded
+LOOP_SECONDS_KEY = "medsage_loop_seconds"      # float: time in the loop's own code (server and verl helpers excluded)
+LOOP_VERL_SECONDS_KEY = "medsage_loop_verl_seconds"  # float: time awaiting verl's agent-loop helpers
 
 
 def span_tensor(span_ids: Any, shape: tuple[int, int]):
@@ -139,6 +140,8 @@ def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
         metrics["medsage/first_try_error_rate"] = float(1 - np.asarray(non_tensor_batch["medsage_first_correct"], dtype=float).mean())
     if LOOP_SECONDS_KEY in non_tensor_batch:
         metrics["medsage/agent_loop_s"] = float(np.asarray(non_tensor_batch[LOOP_SECONDS_KEY], dtype=float).sum())
+    if LOOP_VERL_SECONDS_KEY in non_tensor_batch:
+        metrics["medsage/agent_loop_verl_s"] = float(np.asarray(non_tensor_batch[LOOP_VERL_SECONDS_KEY], dtype=float).sum())
     return metrics
 
 

@@ -25,7 +25,7 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    LOOP_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import answer_correct
@@ -81,14 +81,18 @@ class SelfCheckAgentLoop(AgentLoopBase):
         # builds mRoPE positions (get_rope_index) and fail. logit_bias is vLLM's sampling parameter.
         self.banned = {int(i): -100.0 for i in vision_token_ids(self.tokenizer)}
 
+    async def _timed(self, kind: str, awaitable):
+        """Await ``awaitable``, adding its wall time to ``self._waits[kind]`` (server | verl)."""
+        started = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self._waits[kind] += time.perf_counter() - started
+
     async def _generate(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
         if self.banned:
             sampling_params = {**sampling_params, "logit_bias": {**sampling_params.get("logit_bias", {}), **self.banned}}
-        started = time.perf_counter()
-        try:
-            return await self._serve(prompt_ids, sampling_params, mm, request_id)
-        finally:
-            self._server_s += time.perf_counter() - started
+        return await self._timed("server", self._serve(prompt_ids, sampling_params, mm, request_id))
 
     async def _serve(self, prompt_ids, sampling_params, mm: dict[str, Any], request_id: str):
         return await self.server_manager.generate(
@@ -119,13 +123,16 @@ class SelfCheckAgentLoop(AgentLoopBase):
         return len(ids) >= limit and (not ids or ids[-1] not in self.stop_ids)
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
-        started, self._server_s = time.perf_counter(), 0.0
+        # Time outside this loop's own code: the server's generations, and verl's agent-loop helpers
+        # (image loading, chat template, token merges: what verl's single-turn loop calls too), whose
+        # awaits also span other rollouts' work on this event loop. What is left is medsage's own code.
+        started, self._waits = time.perf_counter(), {"server": 0.0, "verl": 0.0}
         messages = list(kwargs["raw_prompt"])
         item = reward_input_from_row("", kwargs["reward_model"]["ground_truth"], kwargs.get("extra_info"))
-        mm = await self.process_multi_modal_info(messages)
+        mm = await self._timed("verl", self.process_multi_modal_info(messages))
         self._assert_mm_supported(bool(mm))
-        prompt_ids = await self.ct_build_initial_tokens(
-            messages, images=mm.get("images"), videos=mm.get("videos"), audios=mm.get("audios"))
+        prompt_ids = await self._timed("verl", self.ct_build_initial_tokens(
+            messages, images=mm.get("images"), videos=mm.get("videos"), audios=mm.get("audios")))
         request_id = uuid4().hex
 
         # τ1
@@ -133,9 +140,9 @@ class SelfCheckAgentLoop(AgentLoopBase):
                          self.response_length)
         out1 = await self._generate(prompt_ids, {**sampling_params, "max_tokens": tau1_limit}, mm, request_id)
         tau1_truncated = self._truncated(out1.token_ids, tau1_limit)
-        merged, mask, logprobs = await self.ct_merge_assistant_token(
+        merged, mask, logprobs = await self._timed("verl", self.ct_merge_assistant_token(
             prompt_ids, out1.token_ids, [], [] if out1.log_probs else None,
-            assistant_logprobs=out1.log_probs or None)
+            assistant_logprobs=out1.log_probs or None))
         spans = _extend_spans([], merged, [SPAN_TAU1] * len(out1.token_ids))
         tau1 = self._decode(out1.token_ids)
         first_correct = answer_correct(tau1, item)
@@ -144,8 +151,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
         if self.retry and not first_correct:
             previous = messages + [{"role": "assistant", "content": tau1}]
             updated = previous + [{"role": "user", "content": self.request}]
-            ctx, ctx_mask, ctx_logprobs = await self.ct_merge_context_msg(
-                previous, updated, merged.token_ids, mask, logprobs)
+            ctx, ctx_mask, ctx_logprobs = await self._timed("verl", self.ct_merge_context_msg(
+                previous, updated, merged.token_ids, mask, logprobs))
             # Open the check span for the policy: context tokens, like the request.
             opener = self.tokenizer.encode(CHECK_OPEN, add_special_tokens=False)
             room = min(self.tau2_max_tokens, self.response_length - len(ctx_mask) - len(opener))
@@ -158,9 +165,9 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 out2 = await self._generate(runtime, {**sampling_params, "max_tokens": room}, mm, request_id)
                 n_check = self._check_length(out2.token_ids)
                 tau2_truncated, retry_tokens = self._truncated(out2.token_ids, room), len(out2.token_ids)
-                merged, mask, logprobs = await self.ct_merge_assistant_token(
+                merged, mask, logprobs = await self._timed("verl", self.ct_merge_assistant_token(
                     runtime, out2.token_ids, mask, logprobs if out2.log_probs else None,
-                    assistant_logprobs=out2.log_probs or None)
+                    assistant_logprobs=out2.log_probs or None))
                 labels = [SPAN_CHECK] * n_check + [SPAN_TAU2] * (len(out2.token_ids) - n_check)
                 spans = _extend_spans(spans, merged, labels)
                 parts = split_retry(CHECK_OPEN + self._decode(out2.token_ids))
@@ -189,8 +196,9 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 TAU1_TRUNCATED_KEY: tau1_truncated,
                 TAU2_TRUNCATED_KEY: tau2_truncated,
                 RETRY_TOKENS_KEY: retry_tokens,
-                # seconds spent in this loop's own code (not waiting for the server): bench_rl_step.py
-                LOOP_SECONDS_KEY: time.perf_counter() - started - self._server_s,
+                # seconds in this loop's own code, and in verl's helpers it awaits: bench_rl_step.py
+                LOOP_SECONDS_KEY: time.perf_counter() - started - self._waits["server"] - self._waits["verl"],
+                LOOP_VERL_SECONDS_KEY: self._waits["verl"],
                 "turn_scores": [],
                 "tool_rewards": [],
             },

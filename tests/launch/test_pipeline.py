@@ -62,6 +62,9 @@ def test_sweep_runs_each_stage_once_and_reports_both_jobs(root):
         assert len(stage_dirs(root, name)) == 1, name
         assert json.loads((stage_dirs(root, name)[0] / "stage.json").read_text())["status"] == "finished"
     assert len(stage_dirs(root, "eval")) == 2  # alpha reaches evaluation's tags
+    # The first stage ran here while the embedded cluster started; evaluation, long after, as a Ray job.
+    assert json.loads((stage_dirs(root, "model")[0] / "stage.json").read_text())["job"].startswith("local-")
+    assert all(json.loads((d / "stage.json").read_text())["job"].startswith("raysubmit_") for d in stage_dirs(root, "eval"))
     assert out.count("sft        done before, skipped") == 1
     jobs = sorted(p.parent.name for p in (root / "demo").rglob("pipeline.json"))
     assert len(jobs) == 2 and "alpha=0.1" in jobs[0] and "alpha=0.3" in jobs[1]  # Hydra's override_dirname

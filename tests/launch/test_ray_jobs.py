@@ -62,3 +62,24 @@ def test_runtime_env_for_a_virtualenv_and_uv(tmp_path):
     assert runtime_env_for("uv:verl==0.9.1,cachetools")["uv"] == ["verl==0.9.1", "cachetools"]
     with pytest.raises(FileNotFoundError, match="has no"):  # the interpreter is medsage.runtime.stage_python's
         runtime_env_for(str(tmp_path / "missing"))
+
+
+def test_a_cluster_started_in_the_background_serves_jobs_until_closed(tmp_path, monkeypatch):
+    import time
+
+    from medsage.launch.pipeline.ray_jobs import ClusterStart, _reachable, run_job
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if _reachable("http://127.0.0.1:8265"):
+        pytest.skip("a Ray cluster is already running on this machine; the embedded one would not start")
+    cluster = ClusterStart(num_cpus=1)
+    try:
+        assert cluster.embedded and not cluster.ready()  # the caller goes on while Ray starts
+        client = cluster.client()
+        assert cluster.ready()
+        time.sleep(2)  # Ray's processes die with the thread that started them: it must still be there
+        done = run_job(client, f"{sys.executable} -c \"print('after the start')\"", tmp_path / "job.log")
+        assert done.ok and "after the start" in done.log_path.read_text()
+    finally:
+        cluster.close()
+    assert ray_listeners() == []

@@ -50,3 +50,83 @@ def test_a_gate_closed_before_the_shell_got_there_ends_it_too(tmp_path):
     proc = _shell(gate, tmp_path / "ran.txt")
     assert proc.wait(timeout=30) == 75
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_stage_reading_a_disabled_stage_is_named_with_its_enabled_key(tmp_path):
+    from medsage.launch.pipeline.dag import PipelineError
+
+    spec = {"sft": {"argv": ["sft", "{out}"]}, "rl": {"argv": ["rl", "{sft}", "{out}"], "enabled": False},
+            "eval": {"argv": ["eval", "{rl}/final_model"]}}
+    with pytest.raises(PipelineError, match=r"stage 'eval' refers to \{rl\}, but stage 'rl' is disabled "
+                                            r"\(stages\.rl\.enabled=false\)"):
+        plan_stages(spec, tmp_path / "store")
+
+
+def test_evaluating_the_model_of_a_disabled_stage_stops_before_ray_naming_both_keys(tmp_path, capsys, monkeypatch):
+    from medsage.launch.pipeline import app
+
+    started = []
+    monkeypatch.setattr(app, "_cluster", lambda *a, **k: started.append(a))  # would start Ray
+    monkeypatch.chdir(tmp_path)
+    rc = app.main(["+experiment=demo", "+stages.rl.enabled=false", "evaluate=rl", f"run_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "evaluate=rl" in err and "model_dirs.rl" in err and "stages.rl.enabled=false" in err, err
+    assert "evaluate=sft" in err  # the way out
+    assert not started and not (tmp_path / "store").exists()
+
+
+def test_the_lean_dashboard_patch_is_applied_only_on_a_checked_ray(monkeypatch, capsys):
+    import ray
+    import ray._private.services as services
+
+    from medsage.launch.pipeline import ray_jobs
+
+    original = services.start_ray_process
+    assert ray.__version__.startswith(ray_jobs.LEAN_DASHBOARD_RAY), "update LEAN_DASHBOARD_RAY after checking"
+    with ray_jobs._lean():
+        assert services.start_ray_process is not original  # trimmed on this Ray
+    assert services.start_ray_process is original
+    monkeypatch.setattr(ray, "__version__", "9.0.0")
+    with ray_jobs._lean():
+        assert services.start_ray_process is original  # an unchecked Ray: its own launcher, full dashboard
+    assert "Ray 9.0.0 is not one the lean dashboard was checked on" in capsys.readouterr().out
+
+
+class StartingCluster:
+    """An embedded cluster still starting (ready() stays False). A stand-in: a real one is up within seconds,
+    so whether a stage met it starting could not be held fixed in a test; tests/launch/test_pipeline.py runs
+    the real one."""
+
+    embedded = True
+
+    def ready(self):
+        return False
+
+    def client(self):
+        raise AssertionError("no stage may wait for the cluster here")
+
+
+def test_stages_run_here_while_the_cluster_starts_with_a_jobs_result(tmp_path, capsys):
+    import json
+
+    spec = {"first": {"argv": ["--help"]}, "second": {"argv": ["no-such-verb", "{first}"]}}
+    stages = plan_stages(spec, tmp_path / "store")
+    outcomes = run_stages(stages, StartingCluster, resume_hint="medsage pipeline")
+    out = capsys.readouterr().out
+    assert [o.status for o in outcomes] == ["finished", "failed"]
+    first, second = (json.loads((s.out_dir / "stage.json").read_text()) for s in stages)
+    assert first["status"] == "finished" and first["exit_code"] == 0 and first["job"].startswith("local-")
+    assert "usage" in (stages[0].out_dir / "job.log").read_text()
+    assert second["status"] == "failed" and second["exit_code"] == 2
+    assert "(here, while the Ray cluster starts)" in out
+    assert "second     FAILED: job FAILED, exit status 2" in out and "no-such-verb" in out  # the log's tail
+    assert not list(tmp_path.rglob("*.part"))  # each log written whole
+
+
+def test_only_stages_that_need_no_ray_run_here():
+    from medsage.launch.pipeline.local_jobs import may_run_locally
+
+    assert may_run_locally(["data", "run"], None) and may_run_locally(["sft"], "/venvs/sft")
+    assert not may_run_locally(["rl", "model.path=x"], None)  # verl joins the pipeline's cluster
+    assert not may_run_locally(["eval", "run"], "uv:vllm")  # Ray builds a uv environment

@@ -225,3 +225,28 @@ def test_check_split_is_the_first_prefix_holding_the_tag(tiny):
         expected = next((k for k in range(1, len(ids) + 1)
                          if CHECK_CLOSE in tokenizer.decode(ids[:k], skip_special_tokens=True)), len(ids))
         assert SelfCheckAgentLoop._check_length(loop, ids) == expected, text
+
+
+def test_loop_time_counts_neither_the_server_nor_verls_helpers(tiny, monkeypatch):
+    """bench_rl_step.py's medsage share: the loop's own time excludes generation and verl's helpers."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopBase
+
+    from medsage.plugins.self_check.advantage import LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY
+
+    tokenizer, _, model = tiny
+    helper = AgentLoopBase.ct_merge_context_msg
+
+    async def slow_helper(self, *args, **kwargs):  # a slow verl helper (e.g. a long chat template)
+        await asyncio.sleep(0.3)
+        return await helper(self, *args, **kwargs)
+
+    class SlowServer(TinyServer):
+        async def generate(self, *args, **kwargs):
+            await asyncio.sleep(0.3)
+            return await super().generate(*args, **kwargs)
+
+    monkeypatch.setattr(AgentLoopBase, "ct_merge_context_msg", slow_helper)
+    out = run_loop(tiny, SlowServer(model, _retry_script(tokenizer)), "yes", "closed")
+    assert out.extra_fields[RETRIED_KEY] is True
+    assert out.extra_fields[LOOP_VERL_SECONDS_KEY] >= 0.3
+    assert 0 < out.extra_fields[LOOP_SECONDS_KEY] < 0.3  # neither 2 × 0.3 s of server nor 0.3 s of helper

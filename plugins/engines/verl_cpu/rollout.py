@@ -7,9 +7,10 @@ with a ``TokenOutput``), started by a ``RolloutReplica`` that verl looks up by n
 trained weights through verl's weight-sync path (``ActorRolloutRefWorker.update_weights`` ->
 ``rollout.update_weights(named tensors)``). The three classes below implement those interfaces:
 
-- ``HFGenerationServer``: the server actor; one Hugging Face model, requests served one at a time;
-  log-probs of the sampled tokens from the processed distribution (temperature, top-k/top-p and
-  ``logit_bias``, the vLLM sampling parameter medsage's agent loop uses to ban vision tokens);
+- ``HFGenerationServer``: the server actor; one Hugging Face model, requests served one at a time,
+  images placed with the 3-D mRoPE positions the trainer uses; log-probs of the sampled tokens from
+  the processed distribution (temperature, top-k/top-p and ``logit_bias``, the vLLM sampling parameter
+  medsage's agent loop uses to ban vision tokens), as vLLM's ``processed_logprobs`` (verl's default);
 - ``HFReplica``: starts one server per trainer rank, on that rank's node;
 - ``HFServerAdapter``: in the trainer rank; gathers the full tensors verl yields and loads them into
   its server, so every rollout after the first weight sync samples from the policy being trained.
@@ -87,7 +88,12 @@ class HFGenerationServer:
         vision = {}
         if image_data:
             feats = self.processor.image_processor(images=image_data, return_tensors="pt")
-            vision = {"pixel_values": feats["pixel_values"], "image_grid_thw": feats["image_grid_thw"]}
+            # mm_token_type_ids: without it transformers (>= 5.3) gives the image tokens 1-D positions instead
+            # of Qwen2.5-VL's 3-D mRoPE ones, which verl's trainer and LLaMA-Factory use: the rollout would
+            # sample from another distribution than the one trained (rollout_probs_diff_max 0.05-0.12).
+            types = torch.tensor(self.processor.create_mm_token_type_ids([list(prompt_ids)]), dtype=torch.long)
+            vision = {"pixel_values": feats["pixel_values"], "image_grid_thw": feats["image_grid_thw"],
+                      "mm_token_type_ids": types}
         temperature = float(sampling_params.get("temperature", 1.0))
         sample = temperature > 0
         top_k = int(sampling_params.get("top_k", -1))

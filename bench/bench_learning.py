@@ -1,6 +1,6 @@
 """Does the method learn? The miniature (issue 18) end to end on CPU: Table 5's rows and the α sweep, with times.
 
-    python bench/bench_learning.py [--keep DIR] [--rows sft,sft_rl,sft_rl_self] [--alphas 0,0.2]
+    python bench/bench_learning.py [--keep DIR] [--rows sft,sft_rl,sft_rl_self] [--alphas 0,0.2] [overrides...]
 
 1. `medsage pipeline +experiment=miniature -m +table5_row=<rows>`: one SFT, shared, then GRPO and R-GRPO;
 2. `medsage pipeline +experiment=miniature -m alpha=<alphas> table=table4` (the α=0.2 RL run is the
@@ -96,11 +96,13 @@ def main() -> None:
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--rows", default="sft,sft_rl,sft_rl_self", help="recipes/table5_row options to run")
     parser.add_argument("--alphas", default="0,0.2", help="α values of the sweep ('' to skip it)")
+    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. task.train=400 "
+                        "'sft_overrides=[sft.num_train_epochs=6]'")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="medsage-learning-"))
-    wall = {"table5 rows": pipeline(work, "-m", f"+table5_row={args.rows}", "table=table5")}
+    wall = {"table5 rows": pipeline(work, "-m", f"+table5_row={args.rows}", "table=table5", *args.overrides)}
     if args.alphas:
-        wall["alpha sweep"] = pipeline(work, "-m", f"alpha={args.alphas}", "table=table4")
+        wall["alpha sweep"] = pipeline(work, "-m", f"alpha={args.alphas}", "table=table4", *args.overrides)
 
     kinds = list(CHANCE)
     print(f"\nminiature: a synthetic lesion task (not the paper's benchmarks); {work}")

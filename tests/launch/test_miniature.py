@@ -5,8 +5,8 @@ runs the full budget and prints the table.
 
 What it asserts is what a wiring regression breaks: the retry rows reached SFT, the SFT loss fell (by a tenth
 at least), every held-out item gets a verdict of its kind, the <LOC> box is scored against the truth, and the
-blind pass lands beside the sighted one. It does not assert that the small random model reads the image or writes a strict
-scaffold: at this budget it does neither (issue 18; bench/bench_learning.py runs the full budget).
+blind pass lands beside the sighted one. It does not assert that the small random model reads the image or
+writes a strict scaffold: at this budget it does neither (issue 18; bench/bench_learning.py runs the full budget).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import time
@@ -172,7 +173,10 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
     todo = [s for s in stages if s.manifest().get("status") != "finished"]
     position = {s.name: k for k, s in enumerate(todo)}
     pythons = {s.env: stage_python(s.env) for s in todo}
-    job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1"}) for s in todo}
+    # Ray starts a job with OMP_NUM_THREADS=1; the stages run one at a time, so each may use every core, as
+    # the same command run directly does (measured: SFT of the miniature on 2 cores ran on one).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)
+    job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1", "OMP_NUM_THREADS": threads}) for s in todo}
     cluster = connect() if todo else None
     embedded = bool(todo) and cluster.embedded
     gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if embedded else None

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 from medsage.eval import layout as eval_layout
+from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS as KIND_NAMES
 from medsage.launch import layout
 
-CHANCE = {"presence": 50.0, "quadrant": 25.0, "choice": 50.0, "count": 33.3}  # count: 0, 1 or 2 of four options
-KIND_NAMES = {"presence": "yes/no", "quadrant": "quadrant", "choice": "density", "count": "count"}
 
 
 def pipeline(work: Path, *overrides: str) -> float:
@@ -106,13 +105,13 @@ def main() -> None:
 
     kinds = list(CHANCE)
     print(f"\nminiature: a synthetic lesion task (not the paper's benchmarks); {work}")
-    print(f"{'run':<16}" + "".join(f"{KIND_NAMES[k]:>10}" for k in kinds)
+    print(f"{'run':<16}" + "".join(f"{KIND_NAMES[k]:>16}" for k in kinds)
           + f"{'overall':>9}{'LOC IoU':>9}{'strict':>8}{'blind y/n':>10}{'check':>7}{'fixed':>7}")
-    print(f"{'chance':<16}" + "".join(f"{CHANCE[k]:>10.1f}" for k in kinds) + f"{'':>9}{'0':>9}{'':>8}{50.0:>10.1f}")
+    print(f"{'chance':<16}" + "".join(f"{CHANCE[k]:>16.1f}" for k in kinds) + f"{'':>9}{'0':>9}{'':>8}{50.0:>10.1f}")
     for r in sorted(rows(work), key=lambda r: (str(r["table"]), str(r["row"]))):
         s = r["sighted"]
         iou = s.get("loc_iou")
-        print(f"{str(r['row'])[:16]:<16}" + "".join(f"{_pct(_accuracy(s, k)):>10}" for k in kinds)
+        print(f"{str(r['row'])[:16]:<16}" + "".join(f"{_pct(_accuracy(s, k)):>16}" for k in kinds)
               + f"{_pct(s.get('accuracy')):>9}{'-' if iou is None else f'{iou:.2f}':>9}{_pct(s.get('strict_format')):>8}"
               + f"{_pct(_accuracy(r['blind'], 'presence')) if r['blind'] else '   -':>10}"
               + f"{_pct(None if r['self_check'] is None else 100 * r['self_check']):>7}"

@@ -64,16 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-CHANCE = {"presence": 50, "quadrant": 25, "choice": 50, "count": 33}  # the lesion task's question kinds
-
-
 def _scores(summary: dict, experiment: str) -> str:
+    from medsage.eval.report.miniature import CHANCE
+
     if experiment != "miniature":
         scores = ", ".join(f"{b} {s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
         return f"{scores}: a random 1 MB model"
     s = summary.get("records", {})
     kinds = s.get("by_kind") or {}
-    parts = [f"{k} {v['accuracy']:.0f}% (chance {CHANCE.get(k, '?')}%)" for k, v in sorted(kinds.items())
+    parts = [f"{k} {v['accuracy']:.0f}% (chance {CHANCE.get(k, '?'):g}%)" for k, v in sorted(kinds.items())
              if v.get("accuracy") is not None]
     iou, strict = s.get("loc_iou"), s.get("strict_format")
     parts += [f"<LOC> IoU {iou:.2f}" if iou is not None else "<LOC> IoU -",

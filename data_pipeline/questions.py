@@ -57,6 +57,12 @@ class QuestionConfig:
             raise ValueError(f"n_options must be 2..{len(LETTERS)}, got {self.n_options}")
 
 
+def quadrant_of(box, width: float, height: float) -> int:
+    """Index into QUADRANTS of the quadrant holding the centre of ``box`` (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = box
+    return int((x1 + x2) / 2 >= width / 2) + 2 * int((y1 + y2) / 2 >= height / 2)
+
+
 def ask(adapter: SourceAdapter, item: SourceItem, index: int, cfg: QuestionConfig,
         size: tuple[int, int] | None = None) -> Sample:
     """The record for one item: its question, answer, options and question type. ``size`` (width, height)
@@ -95,9 +101,7 @@ def _ask_kind(kind: str, adapter: SourceAdapter, item: SourceItem, index: int, c
                       question_type="closed", **common)
     if kind in ("quadrant", "count"):
         if kind == "quadrant":
-            width, height = size or _image_size(item.images[0])
-            x1, y1, x2, y2 = boxes[0]
-            answer = int((x1 + x2) / 2 >= width / 2) + 2 * int((y1 + y2) / 2 >= height / 2)
+            answer = quadrant_of(boxes[0], *(size or _image_size(item.images[0])))
             texts = QUADRANTS
         else:
             answer, texts = min(len(boxes), len(COUNTS) - 1), COUNTS

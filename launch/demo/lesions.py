@@ -1,11 +1,13 @@
 """The generated lesion task of the miniature (issue 18): CT-like slices whose answers depend only on the image.
 
-Each image is a soft-tissue body (a rounded outline of random extent and grey, a few organs of moderate grey)
-with 0, 1 or 2 lesions (1:2:1). A lesion is an ellipse of radius size/10..size/8 at the centre of
-its quadrant (upper left, upper right, lower left, lower right), moved by at most size/16, so its quadrant is never
-in doubt; two lesions sit in two quadrants and share one density. Hyperdense lesions are far brighter than any
-tissue, hypodense ones far darker than any tissue yet brighter than air, so density is a local contrast a small
-vision tower can see.
+Each image is a soft-tissue body (a rounded outline of random extent and grey, strong smooth shading, blobs of
+any tissue grey) with a fixed anatomy: one organ per quadrant, each its own grey (``ORGANS``), as every abdomen
+has its liver on the same side. It holds 0, 1 or 2 lesions (1:2:1). A lesion is an ellipse of radius
+size/10..size/8 at the centre of its quadrant (upper left, upper right, lower left, lower right), moved by at most
+size/32, so its quadrant is never in doubt and it sits in that quadrant's organ; two lesions sit in two quadrants
+and share one density. Hyperdense lesions are far brighter than any tissue, hypodense ones far darker than any
+tissue yet brighter than air, so density is a local contrast a small vision tower can see; where a lesion is, a
+tower without absolute positions (Qwen2.5-VL's) reads from the organ around it.
 
 Written as a Roboflow COCO export (the layout ``data_pipeline/sources/roboflow_coco.py`` reads), with Roboflow's
 placeholder category: ``root/<split>/_annotations.coco.json`` + PNG slices. The same seed gives the same bytes.
@@ -37,7 +39,8 @@ DENSITIES = ["hyperdense", "hypodense"]
 PLACEHOLDER = "lesions"  # Roboflow's project-named category every class points to
 CATEGORIES = [{"id": 0, "name": PLACEHOLDER, "supercategory": "none"}] + [
     {"id": i + 1, "name": f"{d} lesion", "supercategory": PLACEHOLDER} for i, d in enumerate(DENSITIES)]
-TISSUE = (70, 185)  # every tissue grey after shading; lesions lie well outside it, air below it
+TISSUE = (65, 195)  # every tissue grey after shading; lesions lie well outside it, air below it
+ORGANS = (75, 110, 145, 180)  # the organ grey of quadrant 0..3 (upper left, upper right, lower left, lower right)
 EVAL_SEED_OFFSET = 1_000_003  # the eval set's seed is S + this: no image seed is shared with a train set of seed S
 
 
@@ -76,20 +79,32 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
     power = rng.uniform(2.6, 3.6)
     body = np.abs((xx - cx) / ax) ** power + np.abs((yy - cy) / ay) ** power <= 1
     img[body] = rng.uniform(95, 130)
-    # A smooth random shading across the body (a few low-frequency waves): it varies the low DCT block pHash
-    # reads, so slices with the same outline are not near-duplicates.
+    # A strong smooth random shading (low-frequency waves) and a few blobs of any tissue grey around the organs: they
+    # vary the low DCT block pHash reads, so slices that share the anatomy below are not near-duplicates.
     shade = np.zeros_like(img)
-    for _ in range(8):  # up to 3.5 cycles across: the span of pHash's 8x8 block
+    for _ in range(10):  # up to 3.5 cycles across: the span of pHash's 8x8 block
         fx, fy = rng.uniform(-7, 7, 2) * np.pi / size
-        shade += rng.uniform(10, 18) * np.cos(fx * xx + fy * yy + rng.uniform(0, 2 * np.pi))
-    # Organs: moderate greys (never near the lesions' brightness), anywhere inside the body.
-    for _ in range(int(rng.integers(4, 9))):
-        ox, oy = rng.uniform(size * 0.15, size * 0.85, 2)
-        rx, ry = rng.uniform(size / 12, size / 3.5, 2)
+        shade += rng.uniform(21, 39) * np.cos(fx * xx + fy * yy + rng.uniform(0, 2 * np.pi))
+    for _ in range(16):
+        ox, oy = rng.uniform(size * 0.1, size * 0.9, 2)
+        rx, ry = rng.uniform(size / 14, size / 5, 2)
+        img[(((xx - ox) / rx) ** 2 + ((yy - oy) / ry) ** 2 <= 1) & body] = rng.uniform(*TISSUE)
+    # Anatomy: one organ per quadrant, each its own grey band (ORGANS), near the quadrant's centre, so a lesion sits in
+    # its quadrant's organ. Qwen2.5-VL's tower has no absolute position embedding (only relative 2-D RoPE), so a
+    # random tower can tell where a lesion is only from what surrounds it, as a reader knows the liver. The organs
+    # take a fifth of the shading, so their greys stay apart.
+    organs = np.zeros_like(body)
+    for q, organ_grey in enumerate(ORGANS):
+        ox = (size / 4) * (1 + 2 * (q % 2)) + rng.uniform(-size / 12, size / 12)
+        oy = (size / 4) * (1 + 2 * (q // 2)) + rng.uniform(-size / 12, size / 12)
+        rx, ry = rng.uniform(size / 6, size / 4.5, 2)
         angle = rng.uniform(0, np.pi)
         u = (xx - ox) * np.cos(angle) + (yy - oy) * np.sin(angle)
         v = -(xx - ox) * np.sin(angle) + (yy - oy) * np.cos(angle)
-        img[((u / rx) ** 2 + (v / ry) ** 2 <= 1) & body] = rng.uniform(70, 185)
+        organ = ((u / rx) ** 2 + (v / ry) ** 2 <= 1) & body
+        img[organ] = organ_grey + rng.uniform(-8, 8)
+        organs |= organ
+    shade[organs] *= 0.2
     img[body] = np.clip(img[body] + shade[body], TISSUE[0], TISSUE[1])
     grey = rng.uniform(225, 250) if density == "hyperdense" else rng.uniform(15, 38)
     for lx, ly, rx, ry in lesions:
@@ -109,7 +124,7 @@ def _draw_item(rng: np.random.Generator, size: int, count: int,
     lesions = []
     for q in quadrants:
         qx, qy = (size / 4) * (1 + 2 * (q % 2)), (size / 4) * (1 + 2 * (q // 2))
-        jx, jy = rng.uniform(-size / 16, size / 16, 2)
+        jx, jy = rng.uniform(-size / 32, size / 32, 2)
         rx, ry = rng.uniform(size / 10, size / 8, 2)
         lesions.append((qx + jx, qy + jy, rx, ry))
     return quadrants, density, lesions

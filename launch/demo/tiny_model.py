@@ -54,7 +54,28 @@ mediastinum abdomen pelvis chest heart brain nodule fluid effusion fracture tumo
 """
 
 
-def _train_tokenizer(vocab_size: int):
+def corpus_strings(path: str | Path) -> list[str]:
+    """The text lines of ``path``: every string value of a JSON file (a LLaMA-Factory dataset, say), else its lines."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix != ".json":
+        return text.splitlines()
+    out: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            out.extend(value.splitlines())
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(json.loads(text))
+    return out
+
+
+def _train_tokenizer(vocab_size: int, corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
@@ -64,7 +85,7 @@ def _train_tokenizer(vocab_size: int):
         vocab_size=vocab_size, min_frequency=1, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"],
     )
-    bpe.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS.splitlines() * 4 + list(corpus or []), trainer=trainer)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return model["vocab"], merges
@@ -72,8 +93,10 @@ def _train_tokenizer(vocab_size: int):
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024, hidden_size: int = 64,
                      text_layers: int = 2, vision_layers: int = 2, vision_hidden_size: int = 32,
-                     grey_windows: bool = False) -> Path:
-    """Write a random Qwen2.5-VL checkpoint with processor and chat template to ``out_dir``."""
+                     grey_windows: bool = False, corpus: list[str] | None = None) -> Path:
+    """Write a random Qwen2.5-VL checkpoint with processor and chat template to ``out_dir``; ``corpus`` adds
+    text for the tokenizer's BPE merges (the miniature's: its SFT rows, so a trajectory is about half as many
+    tokens)."""
     import torch
     from tokenizers import AddedToken
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -85,7 +108,7 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 10
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    vocab, merges = _train_tokenizer(vocab_size)
+    vocab, merges = _train_tokenizer(vocab_size, corpus)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                model_max_length=4096)
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])

@@ -13,7 +13,7 @@ from medsage.data_pipeline.cli import main as data_main
 from medsage.data_pipeline.questions import QUADRANTS, QuestionConfig, ask
 from medsage.data_pipeline.sources.base import InputRejected, SourceItem
 from medsage.data_pipeline.sources.roboflow_coco import RoboflowCocoSource
-from medsage.launch.demo.lesions import TISSUE, make_lesion_task
+from medsage.launch.demo.lesions import ORGANS, TISSUE, make_lesion_task
 
 
 def _files(folder):
@@ -168,3 +168,21 @@ def test_miniature_data_run_end_to_end_then_scores_perfect_answers(tmp_path):
     assert scored["accuracy"] == 100.0 and scored["strict_format"] == 100.0 and scored["loc_iou"] == 1.0
     assert set(scored["by_kind"]) == {"presence", "quadrant", "choice", "count"}
     assert scored["loc_iou_n"] == sum(bool(item_fields(s, "records", None)["truth_boxes"]) for s in samples)
+
+
+def test_the_organ_around_a_lesion_names_its_quadrant(tmp_path):
+    """Qwen2.5-VL's tower has no absolute positions; the quadrant is readable from the organ a lesion sits in."""
+    make_lesion_task(tmp_path, 64, seed=3)
+    coco = json.loads((tmp_path / "train" / "_annotations.coco.json").read_text())
+    names = {img["id"]: img["file_name"] for img in coco["images"]}
+    yy, xx = np.mgrid[0:112, 0:112] + 0.5
+    hits = total = 0
+    for ann in coco["annotations"]:
+        pixels = np.asarray(Image.open(tmp_path / "train" / names[ann["image_id"]]), dtype=np.float32)
+        x, y, w, h = ann["bbox"]
+        cx, cy, r = x + w / 2, y + h / 2, max(w, h) / 2
+        ring = (np.hypot(xx - cx, yy - cy) > r + 3) & (np.hypot(xx - cx, yy - cy) < r + 6)
+        quadrant = int(cx >= 56) + 2 * int(cy >= 56)
+        hits += int(np.argmin([abs(np.median(pixels[ring]) - g) for g in ORGANS]) == quadrant)
+        total += 1
+    assert total > 40 and hits / total >= 0.8, (hits, total)

@@ -60,3 +60,21 @@ def test_cli_builds_a_model(tmp_path, capsys):
     assert "tiny Qwen2.5-VL written to" in capsys.readouterr().out
     assert (tmp_path / "m" / "chat_template.jinja").exists()
     assert (tmp_path / "m" / "processor_config.json").exists()
+
+
+def test_a_tokenizer_corpus_shortens_its_text_and_json_gives_its_strings(tmp_path):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from medsage.launch.demo.tiny_model import build_tiny_model, corpus_strings
+
+    row = "The region shows a small, rounded area markedly darker than the surrounding image."
+    data = tmp_path / "sft.json"
+    data.write_text(json.dumps([{"conversations": [{"from": "gpt", "value": row + "\n" + row}], "id": 7}]))
+    assert corpus_strings(data) == ["gpt", row, row]  # every string value, a line each
+    plain = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "plain", hidden_size=32, text_layers=1))
+    taught = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "taught", hidden_size=32, text_layers=1,
+                                                            corpus=corpus_strings(data) * 8))
+    assert len(taught(row).input_ids) < 0.7 * len(plain(row).input_ids)
+    assert taught.decode(taught(row).input_ids) == row

@@ -41,9 +41,10 @@ class Leak:
 
 
 def reference_answer(sample: Sample) -> str:
-    """The ground truth as a reader should see it: ``Yes``, ``B. Liver`` or the open answer."""
+    """The ground truth as the trajectory states it: ``Yes``, ``Liver`` (a choice by its option's text, as the
+    paper's answers name the finding; the scorer resolves the text to its letter) or the open answer."""
     if sample.question_type == "choice":
-        return f"{sample.answer}. {sample.options[sample.answer]}"
+        return sample.options[sample.answer]
     if sample.question_type == "closed":
         side, _ = decide_yes_no(sample.answer)
         return side.capitalize() if side else sample.answer

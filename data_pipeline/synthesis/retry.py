@@ -57,13 +57,13 @@ class RetryConfig:
 
 
 def wrong_answer(sample: Sample, rng: random.Random) -> str | None:
-    """A wrong answer as a reader sees it (``No``, ``C. Kidney``); None for open items, which have no other option."""
+    """A wrong answer as a trajectory states it (``No``, ``Kidney``); None for open items, which have no other option."""
     if sample.question_type == "closed":
         side, _ = decide_yes_no(sample.answer)
         return None if side is None else ("No" if side == "yes" else "Yes")
     if sample.question_type == "choice":
         letter = rng.choice(sorted(k for k in sample.options if k != sample.answer))
-        return f"{letter}. {sample.options[letter]}"
+        return sample.options[letter]
     return None
 
 

@@ -56,7 +56,7 @@ def test_labels_per_question_type():
     assert finding_labels(closed) == ["nodule"]  # never "yes"
     assert guidance_label(closed) == "nodule"
     assert reference_answer(closed) == "Yes"
-    assert reference_answer(choice) == "B. Soft tissue"
+    assert reference_answer(choice) == "Soft tissue"  # the option text: the scorer resolves it to B
 
 
 @pytest.mark.parametrize("kind,answer,options,said,ok", [

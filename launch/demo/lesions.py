@@ -106,7 +106,7 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
         organs |= organ
     shade[organs] *= 0.2
     img[body] = np.clip(img[body] + shade[body], TISSUE[0], TISSUE[1])
-    grey = rng.uniform(225, 250) if density == "hyperdense" else rng.uniform(15, 38)
+    grey = rng.uniform(225, 250) if density == "hyperdense" else rng.uniform(40, 52)  # air is 0
     for lx, ly, rx, ry in lesions:
         img[((xx - lx) / rx) ** 2 + ((yy - ly) / ry) ** 2 <= 1] = grey
     # Soft edges and scanner noise, so no two slices share pixels.

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = WarmupConfig(seed=args.seed, **({"steps": args.warm_up_steps} if args.warm_up_steps else {}))
         summary = warm_up_vision(out, args.warm_up_on, args.warm_up_eval, cfg)
         print(f"vision tower warmed up: {cfg.steps} steps, loss {summary['loss_first']:.3f} -> "
-              f"{summary['loss_last']:.3f}; held-out probe accuracy {summary.get('eval_probe_accuracy')} "
+              f"{summary['loss_last']:.3f}; held-out probe accuracy "
+              f"{(summary.get('eval_probe_accuracy') or {}).get('pooled')} "
               f"({out / SUMMARY})")
     return 0

@@ -1,11 +1,12 @@
-"""A short supervised warm-up of a random Qwen2.5-VL vision tower on a COCO export's boxes (issue 18).
+"""A short supervised warm-up of a random Qwen2.5-VL vision tower on a data run's boxes (issue 18).
 
 The paper's vision tower is pretrained and frozen; the miniature's is random, and SFT's answer tokens are too few
 a signal to teach a random tower to see a small lesion (measured: chance after 1,000 steps). This stands in for
 that pretraining: the tower and its merger learn, through a linear probe on the mean of the merged vision tokens
-(the average a uniform attention head reads), which quadrants hold a box and which labels are present. The probe
-is thrown away; only the tower's weights are written back. It reads a data run's kept records (after pHash dedup
-against the evaluation slices); an evaluation run's records, when given, are scored by the probe, never trained on.
+(what an attention head spread over them reads), whether there is a box, two or more, which quadrants hold one
+and which labels are present. The probe is thrown away; only the
+tower's weights are written back. It reads a data run's kept records (after pHash dedup against the evaluation
+slices); an evaluation run's records, when given, are scored by the probe, never trained on.
 
     medsage tiny-model OUT ... --warm-up-on mini/data/records.jsonl --warm-up-eval mini/eval_data/records.jsonl
 """
@@ -25,6 +26,8 @@ from medsage.io import atomic_write_json
 from medsage.records import read_records
 
 SUMMARY = "vision_warmup.json"  # written beside the weights
+# What the probe reads from an image before its labels: a box at all, two or more, and a box in each quadrant.
+TARGETS = ["any box", "two or more boxes"] + [f"quadrant {q}" for q in QUADRANTS]
 
 
 @dataclass
@@ -37,22 +40,23 @@ class WarmupConfig:
 
 def box_targets(records: str | Path, labels: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray,
                                                                              list[str]]:
-    """Image paths, targets (a box in each quadrant, then each label) and their masks (labels count only where a
-    box is) of a data run's kept records. ``labels`` fixes the label order (the training run's)."""
+    """Image paths, targets (``TARGETS``, then each label) and their masks (labels count only where a box is) of
+    a data run's kept records. ``labels`` fixes the label order (the training run's)."""
     samples = list(read_records(records))
     labels = labels or sorted({roi.label for s in samples for roi in s.rois if roi.kind == "box" and roi.label})
     paths, targets, masks = [], [], []
     for sample in samples:
         boxes = [roi for roi in sample.rois if roi.kind == "box"]
         width, height = sample.metadata.get("image_size") or Image.open(sample.images[0]).size
-        target = np.zeros(len(QUADRANTS) + len(labels), np.float32)
+        target = np.zeros(len(TARGETS) + len(labels), np.float32)
         mask = np.ones_like(target)
+        target[0], target[1] = len(boxes) >= 1, len(boxes) >= 2
         for roi in boxes:
-            target[quadrant_of(roi.box, width, height)] = 1
+            target[2 + quadrant_of(roi.box, width, height)] = 1
             if roi.label in labels:
-                target[len(QUADRANTS) + labels.index(roi.label)] = 1
+                target[len(TARGETS) + labels.index(roi.label)] = 1
         if not boxes:
-            mask[len(QUADRANTS):] = 0  # no box: which label is moot
+            mask[len(TARGETS):] = 0  # no box: which label is moot
         paths.append(sample.images[0])
         targets.append(target)
         masks.append(mask)
@@ -78,11 +82,18 @@ def warm_up_vision(model_dir: str | Path, train_records: str | Path, eval_record
     probe = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[1])
     optimizer = torch.optim.AdamW([*tower.parameters(), *probe.parameters()], lr=cfg.lr)
 
-    def logits(batch: list) -> "torch.Tensor":
+    def logits(batch: list) -> list["torch.Tensor"]:
+        """Per image, the probe's logits on each merged vision token (tokens x targets)."""
         enc = processor.image_processor(images=batch, return_tensors="pt")
         tokens = tower(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output
         per_image = (enc["image_grid_thw"].prod(-1) // tower.spatial_merge_size ** 2).tolist()
-        return torch.stack([probe(t.mean(0)) for t in torch.split(tokens, per_image)])
+        return [probe(t) for t in torch.split(tokens, per_image)]
+
+    def loss_of(per_token: list, y: "torch.Tensor", m: "torch.Tensor") -> "torch.Tensor":
+        # The image's answer from the mean of its tokens: what an attention head spread over them reads. (Asking it
+        # of every token alone as well learnt slower: 0.74-0.87 held out after 1,200 steps, against 0.84-0.99.)
+        pooled = torch.stack([t.mean(0) for t in per_token])
+        return (torch.nn.functional.binary_cross_entropy_with_logits(pooled, y, reduction="none") * m).sum() / m.sum()
 
     order: list[int] = []
     losses = []
@@ -92,8 +103,7 @@ def warm_up_vision(model_dir: str | Path, train_records: str | Path, eval_record
             order += random.Random(cfg.seed * 100_003 + step).sample(range(len(images)), len(images))
         idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
         y, m = torch.from_numpy(targets[idx]), torch.from_numpy(masks[idx])
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits([images[i] for i in idx]), y,
-                                                                     reduction="none") * m).sum() / m.sum()
+        loss = loss_of(logits([images[i] for i in idx]), y, m)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -103,14 +113,19 @@ def warm_up_vision(model_dir: str | Path, train_records: str | Path, eval_record
     def accuracy(records: str | Path) -> dict:
         e_paths, e_targets, e_masks, _ = box_targets(records, labels)
         tower.eval()
-        hits = np.zeros(e_targets.shape[1])
+        hits, token_hits = np.zeros(e_targets.shape[1]), np.zeros(e_targets.shape[1])
         with torch.no_grad():
             for i in range(0, len(e_paths), 32):
-                batch = [Image.open(p).convert("RGB") for p in e_paths[i:i + 32]]
-                pred = (logits(batch) > 0).numpy()
-                hits += ((pred == (e_targets[i:i + 32] > 0)) * e_masks[i:i + 32]).sum(0)
-        names = [f"quadrant {q}" for q in QUADRANTS] + [f"label {n}" for n in labels]
-        return {n: round(float(h / max(c, 1)), 3) for n, h, c in zip(names, hits, e_masks.sum(0))}
+                per_token = logits([Image.open(p).convert("RGB") for p in e_paths[i:i + 32]])
+                truth, mask = e_targets[i:i + 32] > 0, e_masks[i:i + 32]
+                pooled = np.stack([(t.mean(0) > 0).numpy() for t in per_token])
+                hits += ((pooled == truth) * mask).sum(0)
+                token_hits += np.stack([((t > 0).numpy() == tr).mean(0) for t, tr in zip(per_token, truth)]).__mul__(
+                    mask).sum(0)
+        names = TARGETS + [f"label {n}" for n in labels]
+        count = np.maximum(e_masks.sum(0), 1)
+        return {"pooled": {n: round(float(h / c), 3) for n, h, c in zip(names, hits, count)},
+                "every_token": {n: round(float(h / c), 3) for n, h, c in zip(names, token_hits, count)}}
 
     span = max(1, min(50, cfg.steps // 4))  # steps averaged at each end
     summary = {"config": asdict(cfg), "train_records": str(train_records), "images": len(images), "labels": labels,

@@ -2,7 +2,8 @@
 
 A stage is a ``medsage`` command line (recipes/stages/*.yaml) in which ``{out}`` stands for the
 stage's own output folder and ``{<stage>}`` for an earlier stage's. Each folder is named by a hash
-of what determines it: the command template and the keys of the stages it reads. So
+of what determines it: the command template, the recipe files it selects, and the keys of the stages it
+reads. So
 
 - rerunning the same pipeline finds every finished folder and skips it;
 - an interrupted stage is rerun into the same folder, and the stage command resumes by itself
@@ -31,6 +32,20 @@ from medsage.io import atomic_write_json
 from medsage.launch import layout
 
 STAGE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+GROUP_CHOICE = re.compile(r"[+~]*([A-Za-z_][\w/]*)=([\w.-]+)")  # `sft=tiny_learnable`, `+table5_row=sft`
+
+
+def recipe_files(argv: list[str]) -> dict[str, str]:
+    """Digest of each recipe file a stage command selects (its verb's root config, ``group=option`` and ``data
+    --config NAME``), so that editing a selected recipe reruns the stage instead of finding it done."""
+    from medsage.recipes import recipes_dir
+
+    root = recipes_dir()
+    names = [f"{argv[0]}.yaml"] if argv else []
+    names += [f"{m.group(1)}/{m.group(2)}.yaml" for a in argv if (m := GROUP_CHOICE.fullmatch(a))]
+    names += [f"data/{value}.yaml" for flag, value in zip(argv, argv[1:]) if flag == "--config"]
+    return {n: hashlib.sha256((root / n).read_bytes()).hexdigest()[:16] for n in sorted(set(names))
+            if (root / n).is_file()}
 
 
 class PipelineError(ValueError):
@@ -49,8 +64,8 @@ class Stage:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"name": self.name, "argv": self.argv, "after": {s.name: s.key for s in self.after}},
-                             sort_keys=True)
+        payload = json.dumps({"name": self.name, "argv": self.argv, "after": {s.name: s.key for s in self.after},
+                              "recipes": recipe_files(self.argv)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     @property

@@ -130,3 +130,20 @@ def test_only_stages_that_need_no_ray_run_here():
     assert may_run_locally(["data", "run"], None) and may_run_locally(["sft"], "/venvs/sft")
     assert not may_run_locally(["rl", "model.path=x"], None)  # verl joins the pipeline's cluster
     assert not may_run_locally(["eval", "run"], "uv:vllm")  # Ray builds a uv environment
+
+
+def test_editing_a_selected_recipe_gives_the_stage_and_its_readers_new_folders(tmp_path, monkeypatch):
+    import medsage.recipes
+
+    recipes = tmp_path / "recipes"
+    (recipes / "sft").mkdir(parents=True)
+    (recipes / "sft" / "mine.yaml").write_text("num_train_epochs: 3\n")
+    monkeypatch.setattr(medsage.recipes, "recipes_dir", lambda: recipes)
+    spec = {"data": {"argv": ["data", "{out}"]}, "sft": {"argv": ["sft", "sft=mine", "model.path=x", "{data}"]},
+            "eval": {"argv": ["eval", "{sft}"]}}
+    before = {s.name: s.out_dir for s in plan_stages(spec, tmp_path / "store")}
+    assert before == {s.name: s.out_dir for s in plan_stages(spec, tmp_path / "store")}  # stable
+    (recipes / "sft" / "mine.yaml").write_text("num_train_epochs: 6\n")
+    after = {s.name: s.out_dir for s in plan_stages(spec, tmp_path / "store")}
+    assert after["data"] == before["data"]  # selects no recipe that changed
+    assert after["sft"] != before["sft"] and after["eval"] != before["eval"]

@@ -39,8 +39,9 @@ def test_targets_mark_each_boxed_quadrant_and_mask_the_label_without_a_box(tmp_p
                  metadata={"image_size": [100, 100]})
     paths, targets, masks, labels = box_targets(write_records(tmp_path / "r.jsonl", [blank, two]), ["hyper", "hypo"])
     assert paths == ["x.png", "y.png"] and labels == ["hyper", "hypo"]
-    assert targets.tolist() == [[0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 1]]  # upper right and lower left; hypo
-    assert masks.tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]  # no box: which label is moot
+    # any box, two or more, the four quadrants (upper right and lower left here), then the labels (hypo)
+    assert targets.tolist() == [[0, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 1, 1, 0, 0, 1]]
+    assert masks.tolist() == [[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8]  # no box: which label is moot
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +75,11 @@ def test_the_probe_learns_the_training_targets_and_scores_the_held_out_ones(warm
     assert json.loads((model / SUMMARY).read_text()) == summary
     assert summary["images"] == 32 and summary["labels"] == ["hyperdense lesion", "hypodense lesion"]
     assert summary["loss_last"] < 0.7 * summary["loss_first"]
-    train, held_out = summary["train_probe_accuracy"], summary["eval_probe_accuracy"]
-    assert set(train) == set(held_out) == {"quadrant upper left", "quadrant upper right", "quadrant lower left",
-                                           "quadrant lower right", "label hyperdense lesion",
-                                           "label hypodense lesion"}
+    train, held_out = summary["train_probe_accuracy"]["pooled"], summary["eval_probe_accuracy"]["pooled"]
+    assert set(train) == set(held_out) == {"any box", "two or more boxes", "quadrant upper left",
+                                           "quadrant upper right", "quadrant lower left", "quadrant lower right",
+                                           "label hyperdense lesion", "label hypodense lesion"}
+    assert set(summary["eval_probe_accuracy"]["every_token"]) == set(held_out)
     assert min(train["label hyperdense lesion"], train["label hypodense lesion"]) >= 0.9  # density is local
 
 

@@ -248,11 +248,12 @@ def _exit_on_sigterm() -> None:
 
 
 def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None,
-           patience_s: float = 60.0) -> str:
+           patience_s: float = 180.0) -> str:
     """Submit ``entrypoint`` (a shell command) as a job; its submission id.
 
     Just after a cluster's start its dashboard may not know the node's agent yet and answers "No
-    available agent to submit job, please try again later": that answer is retried for ``patience_s``.
+    available agent to submit job, please try again later": that answer is retried for ``patience_s`` (a loaded
+    2-core machine starting a second cluster took over 60 s).
     """
     deadline = time.monotonic() + patience_s
     while True:

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 def test_miniature_pipeline_learns_to_read_the_image(tmp_path):
     cmd = [sys.executable, "-m", "medsage.launch.cli", "pipeline", "+experiment=miniature", f"run_root={tmp_path}",
-           "task.train=128", "task.eval=48", "+stages.rl.enabled=false", "evaluate=sft",
-           "model.build.vision_warmup_steps=600", 'sft_overrides=["sft.num_train_epochs=4"]']
+           "task.eval=32", "+stages.rl.enabled=false", "evaluate=sft", "model.build.vision_warmup_steps=800",
+           'sft_overrides=["sft.num_train_epochs=4"]']
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 

@@ -45,17 +45,18 @@ def _accuracy(summary: dict, kind: str) -> float | None:
 
 
 def _rl_rates(rl_dir: Path) -> tuple[float | None, float | None]:
-    """The last logged self-check and correction rates of an RL run (verl's metrics lines)."""
+    """The self-check and correction rates of an RL run, averaged over its steps (verl's metrics lines:
+    ``{"step": n, "data": {...}}``); None for a run that logs neither (plain GRPO)."""
     path = rl_dir / "metrics.jsonl"
     if not path.exists():
         return None, None
-    last = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        last.update({k: v for k, v in row.items() if "self_check" in k or "correct" in k})
-    rate = next((v for k, v in last.items() if k.endswith("self_check_rate")), None)
-    fixed = next((v for k, v in last.items() if k.endswith("correction_rate")), None)
-    return rate, fixed
+    steps = [json.loads(line).get("data", {}) for line in path.read_text().splitlines() if line.strip()]
+
+    def mean(key: str) -> float | None:
+        values = [d[key] for d in steps if key in d]
+        return sum(values) / len(values) if values else None
+
+    return mean("medsage/self_check_rate"), mean("medsage/correction_rate")
 
 
 def rows(work: Path) -> list[dict]:

@@ -46,6 +46,8 @@ def box_targets(records: str | Path, labels: list[str] | None = None) -> tuple[l
     labels = labels or sorted({roi.label for s in samples for roi in s.rois if roi.kind == "box" and roi.label})
     paths, targets, masks = [], [], []
     for sample in samples:
+        if not sample.images:
+            raise ValueError(f"{records}: record {sample.id!r} has no image to warm the vision tower up on")
         boxes = [roi for roi in sample.rois if roi.kind == "box"]
         width, height = sample.metadata.get("image_size") or Image.open(sample.images[0]).size
         target = np.zeros(len(TARGETS) + len(labels), np.float32)

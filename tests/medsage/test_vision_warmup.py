@@ -44,6 +44,12 @@ def test_targets_mark_each_boxed_quadrant_and_mask_the_label_without_a_box(tmp_p
     assert masks.tolist() == [[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8]  # no box: which label is moot
 
 
+def test_a_record_without_an_image_is_refused_by_name(tmp_path):
+    text_only = Sample(id="note-7", source="s", question="q", answer="a", question_type="closed", images=[])
+    with pytest.raises(ValueError, match=r"r\.jsonl: record 'note-7' has no image"):
+        box_targets(write_records(tmp_path / "r.jsonl", [text_only]))
+
+
 @pytest.fixture(scope="module")
 def warmed(tmp_path_factory):
     from safetensors.torch import load_file
@@ -55,7 +61,7 @@ def warmed(tmp_path_factory):
                              grey_windows=True)
     before = load_file(model / "model.safetensors")
     summary = warm_up_vision(model, _records(tmp, 32, 0, "train"), _records(tmp, 16, 7, "eval"),
-                             WarmupConfig(steps=120, batch_size=8))
+                             WarmupConfig(steps=200, batch_size=8))
     return model, before, load_file(model / "model.safetensors"), summary
 
 

@@ -68,6 +68,11 @@ def _layout(n: int, seed: int) -> list[tuple[int, list[int] | None]]:
     return out
 
 
+def _quadrant_centre(q: int, size: int) -> tuple[float, float]:
+    """(x, y) of the centre of quadrant ``q`` (QUADRANTS order) of a ``size`` slice."""
+    return (size / 4) * (1 + 2 * (q % 2)), (size / 4) * (1 + 2 * (q // 2))
+
+
 def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float, float, float]],
            density: str) -> np.ndarray:
     """One 8-bit slice; ``lesions`` are (cx, cy, rx, ry) ellipses in pixels."""
@@ -95,8 +100,7 @@ def _slice(rng: np.random.Generator, size: int, lesions: list[tuple[float, float
     # take a fifth of the shading, so their greys stay apart.
     organs = np.zeros_like(body)
     for q, organ_grey in enumerate(ORGANS):
-        ox = (size / 4) * (1 + 2 * (q % 2)) + rng.uniform(-size / 12, size / 12)
-        oy = (size / 4) * (1 + 2 * (q // 2)) + rng.uniform(-size / 12, size / 12)
+        ox, oy = np.add(_quadrant_centre(q, size), rng.uniform(-size / 12, size / 12, 2))
         rx, ry = rng.uniform(size / 6, size / 4.5, 2)
         angle = rng.uniform(0, np.pi)
         u = (xx - ox) * np.cos(angle) + (yy - oy) * np.sin(angle)
@@ -123,7 +127,7 @@ def _draw_item(rng: np.random.Generator, size: int, count: int,
     density = DENSITIES[int(rng.integers(2))]
     lesions = []
     for q in quadrants:
-        qx, qy = (size / 4) * (1 + 2 * (q % 2)), (size / 4) * (1 + 2 * (q // 2))
+        qx, qy = _quadrant_centre(q, size)
         jx, jy = rng.uniform(-size / 32, size / 32, 2)
         rx, ry = rng.uniform(size / 10, size / 8, 2)
         lesions.append((qx + jx, qy + jy, rx, ry))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,38 +113,37 @@ def warm_up_vision(model_dir: str | Path, train_records: str | Path, eval_record
         losses.append(round(loss.item(), 4))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
 
-    def accuracy(records: str | Path) -> dict:
-        e_paths, e_targets, e_masks, _ = box_targets(records, labels)
+    def accuracy(slices: list, truth_all: np.ndarray, mask_all: np.ndarray) -> dict:
+        """Per target, how often the probe is right from the mean token and from each token alone."""
         tower.eval()
-        hits, token_hits = np.zeros(e_targets.shape[1]), np.zeros(e_targets.shape[1])
+        hits, token_hits = np.zeros(truth_all.shape[1]), np.zeros(truth_all.shape[1])
         with torch.no_grad():
-            for i in range(0, len(e_paths), 32):
-                per_token = logits([Image.open(p).convert("RGB") for p in e_paths[i:i + 32]])
-                truth, mask = e_targets[i:i + 32] > 0, e_masks[i:i + 32]
+            for i in range(0, len(slices), 32):
+                per_token = logits(slices[i:i + 32])
+                truth, mask = truth_all[i:i + 32] > 0, mask_all[i:i + 32]
                 pooled = np.stack([(t.mean(0) > 0).numpy() for t in per_token])
+                each = np.stack([((t > 0).numpy() == tr).mean(0) for t, tr in zip(per_token, truth)])
                 hits += ((pooled == truth) * mask).sum(0)
-                token_hits += np.stack([((t > 0).numpy() == tr).mean(0) for t, tr in zip(per_token, truth)]).__mul__(
-                    mask).sum(0)
+                token_hits += (each * mask).sum(0)
         names = TARGETS + [f"label {n}" for n in labels]
-        count = np.maximum(e_masks.sum(0), 1)
+        count = np.maximum(mask_all.sum(0), 1)
         return {"pooled": {n: round(float(h / c), 3) for n, h, c in zip(names, hits, count)},
                 "every_token": {n: round(float(h / c), 3) for n, h, c in zip(names, token_hits, count)}}
 
     span = max(1, min(50, cfg.steps // 4))  # steps averaged at each end
     summary = {"config": asdict(cfg), "train_records": str(train_records), "images": len(images), "labels": labels,
                "loss_first": float(np.mean(losses[:span])), "loss_last": float(np.mean(losses[-span:])),
-               "train_probe_accuracy": accuracy(train_records)}
+               "train_probe_accuracy": accuracy(images, targets, masks)}
     if eval_records is not None:
+        e_paths, e_targets, e_masks, _ = box_targets(eval_records, labels)
         summary["eval_records"] = str(eval_records)
-        summary["eval_probe_accuracy"] = accuracy(eval_records)
+        summary["eval_probe_accuracy"] = accuracy([Image.open(p).convert("RGB") for p in e_paths], e_targets, e_masks)
     # Weights first, into a temporary folder, then moved over the old ones: never a half-written checkpoint.
     tmp = model_dir / ".vision_warmup.tmp"
     model.save_pretrained(tmp)
     for f in tmp.iterdir():
         if f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json"):
             os.replace(f, model_dir / f.name)
-    for f in tmp.iterdir():
-        f.unlink()
-    tmp.rmdir()
+    shutil.rmtree(tmp)
     atomic_write_json(model_dir / SUMMARY, summary)
     return summary

@@ -25,6 +25,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from medsage.config import ConfigError, typed
@@ -62,8 +63,8 @@ class Stage:
     env: str | None = None  # a virtualenv folder, "uv:..." or None for this interpreter
     after: list["Stage"] = field(default_factory=list)
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # once per plan: it hashes recipe files and every upstream key
         payload = json.dumps({"name": self.name, "argv": self.argv, "after": {s.name: s.key for s in self.after},
                               "recipes": recipe_files(self.argv)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -65,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scores(summary: dict, experiment: str) -> str:
-    from medsage.eval.report.miniature import CHANCE
+    from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS
 
     if experiment != "miniature":
         scores = ", ".join(f"{b} {s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
         return f"{scores}: a random 1 MB model"
     s = summary.get("records", {})
     kinds = s.get("by_kind") or {}
-    parts = [f"{k} {v['accuracy']:.0f}% (chance {CHANCE.get(k, '?'):g}%)" for k, v in sorted(kinds.items())
-             if v.get("accuracy") is not None]
+    parts = [f"{KIND_COLUMNS[k]} {kinds[k]['accuracy']:.0f}% (chance {CHANCE[k]:g}%)" for k in KIND_COLUMNS
+             if (kinds.get(k) or {}).get("accuracy") is not None]  # the report's names and order
     iou, strict = s.get("loc_iou"), s.get("strict_format")
     parts += [f"<LOC> IoU {iou:.2f}" if iou is not None else "<LOC> IoU -",
               f"strict format {strict:.0f}%" if strict is not None else "strict format -"]

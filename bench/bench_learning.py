@@ -26,8 +26,8 @@ from pathlib import Path
 
 from medsage.eval import layout as eval_layout
 from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS as KIND_NAMES
+from medsage.eval.report.tables import training_mean
 from medsage.launch import layout
-
 
 
 def pipeline(work: Path, *overrides: str) -> float:
@@ -45,18 +45,9 @@ def _accuracy(summary: dict, kind: str) -> float | None:
 
 
 def _rl_rates(rl_dir: Path) -> tuple[float | None, float | None]:
-    """The self-check and correction rates of an RL run, averaged over its steps (verl's metrics lines:
-    ``{"step": n, "data": {...}}``); None for a run that logs neither (plain GRPO)."""
-    path = rl_dir / "metrics.jsonl"
-    if not path.exists():
-        return None, None
-    steps = [json.loads(line).get("data", {}) for line in path.read_text().splitlines() if line.strip()]
-
-    def mean(key: str) -> float | None:
-        values = [d[key] for d in steps if key in d]
-        return sum(values) / len(values) if values else None
-
-    return mean("medsage/self_check_rate"), mean("medsage/correction_rate")
+    """The self-check and correction rates (%) of an RL run, averaged over its steps, as the report reads them."""
+    run = {"tags": {"train_metrics": str(rl_dir / "metrics.jsonl")}}
+    return training_mean(run, "medsage/self_check_rate"), training_mean(run, "medsage/correction_rate")
 
 
 def rows(work: Path) -> list[dict]:
@@ -115,8 +106,7 @@ def main() -> None:
         print(f"{str(r['row'])[:16]:<16}" + "".join(f"{_pct(_accuracy(s, k)):>16}" for k in kinds)
               + f"{_pct(s.get('accuracy')):>9}{'-' if iou is None else f'{iou:.2f}':>9}{_pct(s.get('strict_format')):>8}"
               + f"{_pct(_accuracy(r['blind'], 'presence')) if r['blind'] else '   -':>10}"
-              + f"{_pct(None if r['self_check'] is None else 100 * r['self_check']):>7}"
-              + f"{_pct(None if r['correction'] is None else 100 * r['correction']):>7}")
+              + f"{_pct(r['self_check']):>7}{_pct(r['correction']):>7}")
     print("\nseconds per stage (summed over the runs that ran it): "
           + ", ".join(f"{k} {v:.0f}" for k, v in sorted(stage_times(work).items(), key=lambda kv: -kv[1])))
     print("wall: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items())

@@ -1,7 +1,7 @@
 """``medsage env check``: per stage, the interpreter, the engine versions found and any conflict.
 
 Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/transformers versions
-(DESIGN.md), so a GPU node runs each stage in its own environment, named by
+(docs/design.md), so a GPU node runs each stage in its own environment, named by
 ``cluster.envs.<stage>`` and handed to Ray as the job's runtime_env.
 """
 

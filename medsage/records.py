@@ -1,4 +1,4 @@
-"""The sample record that flows through the pipeline (DESIGN.md, "Data records"), with JSON round-trip.
+"""The sample record that flows through the pipeline (docs/design.md, "One record, one scaffold, one matcher"), with JSON round-trip.
 
 Every stage reads and writes records as JSON lines; a bad line is reported with its file and line
 number (``read_records``), and writes are atomic (``medsage.io``).

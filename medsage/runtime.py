@@ -2,7 +2,7 @@
 package-version probes of another environment, and the one cache folder.
 
 Why one module: the stages run in their own environments (LLaMA-Factory, verl and vLLM pin conflicting
-torch/transformers versions, DESIGN.md), so every stage needs the same few answers, "which python",
+torch/transformers versions, docs/design.md), so every stage needs the same few answers, "which python",
 "which versions does it have", "what happens to the trainer if we are killed", and two answers to
 one question end up disagreeing.
 """

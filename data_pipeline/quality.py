@@ -3,7 +3,8 @@ inside its image and not degenerate. Each failure has a short stable reason, cou
 
 Reasons: ``unreadable-image`` (missing, not an image, truncated), ``too-large`` (over ``max_pixels``:
 refused before decoding, a decompression bomb stops nothing), ``too-small``, ``near-constant``,
-``box-outside-image``, ``degenerate-box``. Wide images (16-bit) are judged on their own range.
+``box-outside-image``, ``degenerate-box`` (every box of the item degenerate: a single stray one among good boxes is
+dropped alone, ``drop_degenerate_boxes``). Wide images (16-bit) are judged on their own range.
 """
 
 from __future__ import annotations
@@ -36,6 +37,27 @@ def image_stats(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
         width, height = img.size
         grey = grey8(img).astype(np.float32)
     return width, height, float(grey.std())
+
+
+def drop_degenerate_boxes(item: SourceItem, cfg: QualityConfig) -> list[dict]:
+    """Remove from ``item.rois`` each box thinner than ``cfg.min_box_side`` while a usable box remains, and return
+    what was removed, each with its reason (kept in the record's ``metadata.dropped_rois``).
+
+    One stray sub-pixel box beside good ones is a slip of the annotation tool: it loses that box, not the image
+    and its good boxes. An item whose every box is degenerate is left whole, and ``check_item`` rejects it.
+    """
+
+    def thin(roi) -> bool:
+        x1, y1, x2, y2 = roi.box
+        return x2 - x1 < cfg.min_box_side or y2 - y1 < cfg.min_box_side
+
+    boxes = [r for r in item.rois if r.kind == "box" and all(math.isfinite(v) for v in r.box)]
+    bad = [r for r in boxes if thin(r)]
+    if not bad or len(bad) == len(boxes):
+        return []
+    item.rois = [r for r in item.rois if not any(r is b for b in bad)]
+    return [{"box": list(r.box), "label": r.label, "reason": "degenerate-box",
+             "detail": f"box {r.box} is thinner than {cfg.min_box_side} px"} for r in bad]
 
 
 def check_item(item: SourceItem, cfg: QualityConfig) -> tuple[str | None, str, tuple[int, int]]:

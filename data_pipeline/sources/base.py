@@ -174,7 +174,7 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
     (a 12-bit X-ray in a 16-bit PNG) is replaced by an 8-bit copy under ``image_dir``, scaled by its
     own range, so training and evaluation see the picture and not a white square.
     """
-    from medsage.data_pipeline.quality import check_item
+    from medsage.data_pipeline.quality import check_item, drop_degenerate_boxes
     from medsage.data_pipeline.questions import ask
     from medsage.data_pipeline.rois import normalise_rois
 
@@ -188,6 +188,7 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
                            for p in item.images]
     except InputRejected as err:
         return [], Rejection(adapter.name, key, err.reason, err.detail, item.images)
+    dropped = drop_degenerate_boxes(item, quality)
     reason, detail, size = check_item(item, quality)
     if reason:
         return [], Rejection(adapter.name, key, reason, detail, item.images)
@@ -197,7 +198,8 @@ def build_samples(adapter: SourceAdapter, key: str, index: int, *, quality, ques
     try:
         sample = ask(adapter, item, index, questions, size)
         sample.rois = normalise_rois(item.rois, width, height, rois, seeded_rng(seed, adapter.name, key, "rois"))
-        sample.metadata = {**item.metadata, **sample.metadata, "image_size": [width, height], "input_key": key}
+        sample.metadata = {**item.metadata, **sample.metadata, "image_size": [width, height], "input_key": key,
+                           **({"dropped_rois": dropped} if dropped else {})}
     except NoShortQA as err:  # a caption that supports no short question: counted apart from broken input
         return [], Rejection(adapter.name, key, NoShortQA.reason, str(err), item.images)
     except (RecordError, ValueError) as err:

@@ -101,3 +101,23 @@ def test_missing_column_is_a_clear_error(tmp_path):
     (tmp_path / "DL_info.csv").write_text("File_name,Bounding_boxes\nx.png,1\n")
     with pytest.raises(ValueError, match=r"DL_info.csv: missing column"):
         SOURCES.get("deeplesion")(tmp_path, tmp_path / "images")
+
+
+def test_a_stray_degenerate_box_is_dropped_alone_with_its_reason(yolo_root, tmp_path):
+    # A real Roboflow export held one sub-2-px box beside good ones: the image and its good boxes stay.
+    label = yolo_root / "train" / "labels" / "xray_train_1.txt"
+    good = label.read_text()
+    label.write_text(good + "0 0.300000 0.300000 0.010000 0.010000\n")  # 1 x 1 px on the 100 px image
+    _, kept, rejected = ingest_all("roboflow_yolo", yolo_root, tmp_path)
+    assert sorted(r.reason for r in rejected) == ["bad-annotation", "no-annotation"]
+    sample = next(s for s in kept if s.id.endswith("xray_train_1.png"))
+    assert [r.label for r in sample.rois if r.origin == "annotation"] == ["implant"]
+    assert sample.rois[0].box == pytest.approx((25.0, 31.0, 55.0, 51.0), abs=1e-3)
+    (dropped,) = sample.metadata["dropped_rois"]
+    assert dropped["reason"] == "degenerate-box" and dropped["label"] == "fracture"
+    assert dropped["box"] == pytest.approx([29.5, 29.5, 30.5, 30.5], abs=1e-3)
+    # Only degenerate boxes: nothing usable is left, so the image is rejected with the reason.
+    label.write_text("0 0.300000 0.300000 0.010000 0.010000\n")
+    _, kept, rejected = ingest_all("roboflow_yolo", yolo_root, tmp_path / "again")
+    assert "degenerate-box" in {r.reason for r in rejected}
+    assert not any(s.id.endswith("xray_train_1.png") for s in kept)

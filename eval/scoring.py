@@ -252,11 +252,22 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
     out_dir = Path(out_dir) if out_dir else path.parent
     rows, torn = read_prediction_lines(path)
     verdicts, errors = [], []
+    first_line: dict[tuple[str, str], tuple[int, object]] = {}
     for n, row in rows:
         try:
             verdicts.append(score_item(resolve_item(row, f"{path} line {n}", lookup)))
         except PredictionError as err:  # every bad line is named at once, and nothing is written
             errors.append(str(err))
+            continue
+        if "id" in row:  # an item scored twice would count twice in n (two runs appended to one file, say)
+            key = (str(row.get("benchmark", "")), str(row["id"]))
+            if key in first_line:
+                line, prediction = first_line[key]
+                same = "the same prediction" if prediction == row.get("prediction") else "a different prediction"
+                errors.append(f"{path} line {n}: item id {key[1]!r}{f' of {key[0]}' if key[0] else ''} is already on "
+                              f"line {line} ({same}): one prediction per item; remove the extra line")
+            else:
+                first_line[key] = (n, row.get("prediction"))
     if errors:
         more = f"\n... and {len(errors) - 10} more bad line(s)" if len(errors) > 10 else ""
         raise PredictionError("\n".join(errors[:10]) + more)

@@ -57,3 +57,14 @@ def test_a_torn_last_line_is_reported(tmp_path, capsys):
     assert code == 0 and "line 2 is torn" in out.err
     summary = json.loads((tmp_path / "p.summary.json").read_text())
     assert summary["custom"]["torn_last_line"] == 2 and summary["custom"]["n"] == 1
+
+
+def test_an_item_twice_is_an_error_naming_both_lines(tmp_path, capsys):
+    # Two runs appended to one file: the conflicting answer and the plain repeat would both count in n.
+    other = {**GOOD, "id": "2"}
+    conflicting = {**GOOD, "prediction": "<ANSWER>no</ANSWER>"}
+    code, out = _score(tmp_path, "\n".join(json.dumps(r) for r in (GOOD, other, conflicting, other)) + "\n", capsys)
+    assert code == 2 and "Traceback" not in out.err
+    assert "p.jsonl line 3: item id '1' is already on line 1 (a different prediction)" in out.err
+    assert "p.jsonl line 4: item id '2' is already on line 2 (the same prediction)" in out.err
+    assert not (tmp_path / "p.verdicts.jsonl").exists()

@@ -65,6 +65,7 @@ def _run(args) -> int:
     from medsage.config import ConfigError
     from medsage.eval.benchmarks.base import BenchmarkDataError, MissingDataError
     from medsage.eval.run import evaluate
+    from medsage.lock import FolderLocked
     from medsage.recipes import compose
 
     try:
@@ -73,7 +74,7 @@ def _run(args) -> int:
         print(f"medsage eval run: a required recipe value is not set ({str(err).splitlines()[0]}; "
               f"needed by {err.full_key})", file=sys.stderr)
         return 2
-    except (MissingDataError, BenchmarkDataError, ConfigError) as err:
+    except (MissingDataError, BenchmarkDataError, ConfigError, FolderLocked) as err:
         print(f"medsage eval run: {err}", file=sys.stderr)
         return 2
     except CallError as err:  # the endpoint failed for good (after the retries): redacted, finished items are kept

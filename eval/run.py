@@ -41,6 +41,14 @@ class EvalConfig:
     tags: dict[str, Any] = field(default_factory=dict)
     blind: bool = False                # every image blank: the blind baseline (medsage.eval.blind)
 
+    def __post_init__(self) -> None:
+        from medsage.config import ConfigError
+
+        if self.batch_size < 1:
+            raise ConfigError(f"recipes/eval.yaml: eval.batch_size={self.batch_size}: must be 1 or more")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"recipes/eval.yaml: eval.limit={self.limit}: must be 1 or more, or null for every item")
+
     @classmethod
     def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:
         from omegaconf import OmegaConf
@@ -61,23 +69,65 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
     from tqdm import tqdm
 
     _check_same_setup(predictions, fingerprint)
-    done = {str(r.get("id")) for r in read_predictions(predictions, repair=True)}
+    rows = read_predictions(predictions, repair=True)
+    if any(UNREADABLE in r for r in rows):  # an image that failed before is tried again (it may have been fixed)
+        from medsage.io import atomic_write_jsonl
+
+        rows = [r for r in rows if UNREADABLE not in r]
+        atomic_write_jsonl(predictions, rows)
+    done = {str(r.get("id")) for r in rows}
     todo = [s for s in samples if s.id not in done]
     predictions.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{benchmark}", unit="item")
     with predictions.open("a", encoding="utf-8") as fh:  # a batch on disk survives a kill before the next one
-        for start in range(0, len(todo), max(1, batch_size)):
+        for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             began = time.time()
-            outputs = backend.generate([build_request(s, prompt) for s in batch])
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"backend {backend.name} returned {len(outputs)} outputs for {len(batch)} requests")
+            lines = []
+            for s, out, problem in _generate(backend, [build_request(s, prompt) for s in batch], batch):
+                line = {**item_fields(s, benchmark, group_by), "prediction": out, "model": model}
+                lines.append({**line, UNREADABLE: problem} if problem else line)
             seconds = round((time.time() - began) / len(batch), 3)
-            append_jsonl(fh, [{**item_fields(s, benchmark, group_by), "prediction": out, "model": model,
-                               "seconds": seconds} for s, out in zip(batch, outputs)])
+            append_jsonl(fh, [{**line, "seconds": seconds} for line in lines])
             bar.update(len(batch))
     bar.close()
     return len(todo)
+
+
+# A predictions line whose item's image could not be read: no answer, scored wrong with this reason, and asked again
+# on the next run (the image may have been replaced).
+UNREADABLE = "unreadable_image"
+
+
+def _unreadable(sample: Sample) -> str | None:
+    """Why one of ``sample``'s images cannot be decoded, or None (the backends open them themselves)."""
+    from PIL import Image
+
+    for path in sample.images:
+        try:
+            with Image.open(path) as img:
+                img.load()
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on bad files
+            return f"{path}: {type(err).__name__}: {err}"
+    return None
+
+
+def _generate(backend: Backend, requests, batch: list[Sample]):
+    """``(sample, output, problem)`` per item. When the batch fails and an image of it does not decode, the items
+    with readable images are generated again without it and each unreadable one is named with its reason, as the
+    data stages do; any other failure is the backend's and is raised."""
+    try:
+        outputs = backend.generate(requests)
+    except Exception:
+        problems = [_unreadable(s) for s in batch]
+        if not any(problems):
+            raise
+        readable = [k for k, p in enumerate(problems) if p is None]
+        outputs_of = dict(zip(readable, backend.generate([requests[k] for k in readable]) if readable else []))
+        return [(s, outputs_of.get(k), problems[k]) for k, s in enumerate(batch)]
+    if len(outputs) != len(batch):
+        raise RuntimeError(f"backend {backend.name} returned {len(outputs)} outputs for {len(batch)} requests")
+    return [(s, out, None) for s, out in zip(batch, outputs)]
 
 
 def _check_same_setup(predictions: Path, fingerprint: dict | None) -> None:
@@ -101,12 +151,19 @@ def _benchmark_options(spec) -> dict:
 
 def evaluate(cfg, backend: Backend | None = None) -> dict:
     """Run every benchmark of ``cfg.eval.benchmarks``; return ``{benchmark: summary}``."""
+    from medsage.lock import folder_lock
+
+    ev, prompt = EvalConfig.from_recipe(cfg)
+    out_dir = Path(ev.output_dir)
+    with folder_lock(out_dir, "evaluation"):  # two runs appending to one predictions file would score each item twice
+        return _evaluate(cfg, ev, prompt, out_dir, backend)
+
+
+def _evaluate(cfg, ev: EvalConfig, prompt: PromptConfig, out_dir: Path, backend: Backend | None) -> dict:
     from omegaconf import OmegaConf
 
     from medsage.registry import BENCHMARKS
 
-    ev, prompt = EvalConfig.from_recipe(cfg)
-    out_dir = Path(ev.output_dir)
     generation, benchmarks = ev.generation, ev.benchmarks
     if not benchmarks:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
@@ -135,7 +192,7 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
                        "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
         generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
                              model=str(cfg.model.name), fingerprint=fingerprint)
-        _, _, summary = score_predictions(predictions)
+        _, _, summary = score_predictions(predictions, ids={s.id for s in samples})
         summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
     # A blind run and a sighted run of one model into the same folder keep each other's summaries.
     before = json.loads((out_dir / layout.RUN).read_text()) if (out_dir / layout.RUN).exists() else {}

@@ -157,6 +157,9 @@ def score_item(item: dict) -> dict:
     """One verdict record: correct or not, why, what was extracted and how."""
     prediction = item.get("prediction") or ""
     refs = item.get("accepted_answers") or item["answer"]
+    if item.get("unreadable_image"):  # medsage.eval.run.UNREADABLE: the model was never asked; the item counts wrong
+        return {**_verdict(item, correct=False, parsed=False, reason=f"image unreadable: {item['unreadable_image']}",
+                           extracted=None, how="none"), **localization_fields(prediction, item)}
     try:
         v, ex = score_output_explained(prediction, refs, item["answer_type"], item.get("options"))
     except ValueError as err:  # a malformed reference: the item is reported, not silently dropped
@@ -242,8 +245,13 @@ def _summary(name: str, vs: list[dict], examples: int) -> dict:
 
 
 def score_predictions(path: str | Path, out_dir: str | Path | None = None,
-                      lookup: dict[tuple[str, str], dict] | None = None) -> tuple[Path, Path, dict]:
-    """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically."""
+                      lookup: dict[tuple[str, str], dict] | None = None,
+                      ids: set[str] | None = None) -> tuple[Path, Path, dict]:
+    """Score a predictions file; write ``<stem>.verdicts.jsonl`` and ``<stem>.summary.json`` atomically.
+
+    ``ids``: the items of the run being scored (``medsage eval run``); lines for other items (left by a run with a
+    larger ``limit`` or over data since replaced) stay in the file but are not scored, and the summary counts them.
+    """
     from medsage.io import atomic_write_json, atomic_write_jsonl
 
     path = Path(path)
@@ -251,6 +259,9 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
         raise FileNotFoundError(f"predictions file {path} does not exist")
     out_dir = Path(out_dir) if out_dir else path.parent
     rows, torn = read_prediction_lines(path)
+    if ids is not None:
+        outside = sum(str(r.get("id")) not in ids for _, r in rows)
+        rows = [(n, r) for n, r in rows if str(r.get("id")) in ids]
     verdicts, errors = [], []
     first_line: dict[tuple[str, str], tuple[int, object]] = {}
     for n, row in rows:
@@ -272,6 +283,9 @@ def score_predictions(path: str | Path, out_dir: str | Path | None = None,
         more = f"\n... and {len(errors) - 10} more bad line(s)" if len(errors) > 10 else ""
         raise PredictionError("\n".join(errors[:10]) + more)
     summary = summarize(verdicts)
+    if ids is not None and outside:
+        for s in summary.values():
+            s["not_in_run"] = outside  # predictions for items this run did not load: kept in the file, not scored
     if torn:  # an interrupted append: said so, in the summary and on stderr, not dropped silently
         import sys
 

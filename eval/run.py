@@ -151,19 +151,13 @@ def _benchmark_options(spec) -> dict:
 
 def evaluate(cfg, backend: Backend | None = None) -> dict:
     """Run every benchmark of ``cfg.eval.benchmarks``; return ``{benchmark: summary}``."""
+    from omegaconf import OmegaConf
+
     from medsage.lock import folder_lock
+    from medsage.registry import BENCHMARKS
 
     ev, prompt = EvalConfig.from_recipe(cfg)
     out_dir = Path(ev.output_dir)
-    with folder_lock(out_dir, "evaluation"):  # two runs appending to one predictions file would score each item twice
-        return _evaluate(cfg, ev, prompt, out_dir, backend)
-
-
-def _evaluate(cfg, ev: EvalConfig, prompt: PromptConfig, out_dir: Path, backend: Backend | None) -> dict:
-    from omegaconf import OmegaConf
-
-    from medsage.registry import BENCHMARKS
-
     generation, benchmarks = ev.generation, ev.benchmarks
     if not benchmarks:
         raise ValueError("eval.benchmarks is empty: pick a set with eval/benchmarks=<name> or add one")
@@ -182,26 +176,29 @@ def _evaluate(cfg, ev: EvalConfig, prompt: PromptConfig, out_dir: Path, backend:
 
         blank_dir = Path(ev.image_cache or cache_root() / "images") / "blank"
         loaded = {n: (blind_samples(s, blank_dir), g) for n, (s, g) in loaded.items()}
-    if backend is None:
-        backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
-    summaries = {}
-    for name, (samples, group_by) in loaded.items():
-        predictions = layout.predictions_file(out_dir, name, blind=ev.blind)
-        fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]), "blind": ev.blind,
-                       "prompt": asdict(prompt), "generation": asdict(generation),
-                       "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
-        generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
-                             model=str(cfg.model.name), fingerprint=fingerprint)
-        _, _, summary = score_predictions(predictions, ids={s.id for s in samples})
-        summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
-    # A blind run and a sighted run of one model into the same folder keep each other's summaries.
-    before = json.loads((out_dir / layout.RUN).read_text()) if (out_dir / layout.RUN).exists() else {}
-    before = before if before.get("model_path") == str(cfg.model.path) else {}
-    atomic_write_json(out_dir / layout.RUN, {
-        **before,
-        "label": ev.label, "model": str(cfg.model.name), "model_path": str(cfg.model.path),
-        "backend": str(ev.backend["name"]), "tags": ev.tags, "generation": asdict(generation),
-        "blind_summaries" if ev.blind else "summaries": summaries,
-        "data_files": {**before.get("data_files", {}), **data_files},
-    })
+
+    # two runs appending to one predictions file would score each item twice
+    with folder_lock(out_dir, "evaluation"):
+        if backend is None:
+            backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
+        summaries = {}
+        for name, (samples, group_by) in loaded.items():
+            predictions = layout.predictions_file(out_dir, name, blind=ev.blind)
+            fingerprint = {"model_path": str(cfg.model.path), "backend": str(ev.backend["name"]),
+                           "blind": ev.blind, "prompt": asdict(prompt), "generation": asdict(generation),
+                           "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
+            generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
+                                 model=str(cfg.model.name), fingerprint=fingerprint)
+            _, _, summary = score_predictions(predictions, ids={s.id for s in samples})
+            summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
+        # A blind run and a sighted run of one model into the same folder keep each other's summaries.
+        before = json.loads((out_dir / layout.RUN).read_text()) if (out_dir / layout.RUN).exists() else {}
+        before = before if before.get("model_path") == str(cfg.model.path) else {}
+        atomic_write_json(out_dir / layout.RUN, {
+            **before,
+            "label": ev.label, "model": str(cfg.model.name), "model_path": str(cfg.model.path),
+            "backend": str(ev.backend["name"]), "tags": ev.tags, "generation": asdict(generation),
+            "blind_summaries" if ev.blind else "summaries": summaries,
+            "data_files": {**before.get("data_files", {}), **data_files},
+        })
     return summaries

@@ -12,6 +12,7 @@ import).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -134,7 +135,30 @@ def main(argv: list[str] | None = None) -> int:
         tree().print_help(sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[verb][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except OSError as err:
+        if err.errno not in UNUSABLE_PLACE:
+            raise
+        print(f"medsage {verb}: {describe_os_error(err)}", file=sys.stderr)
+        return 1 if err.errno in (errno.ENOSPC, errno.EDQUOT) else 2
+
+
+# Errors of the place a command reads or writes, not of medsage: said in one line naming the path, never a traceback.
+UNUSABLE_PLACE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                  errno.EEXIST}
+
+
+def describe_os_error(err: OSError) -> str:
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None) or "(no path given)"
+    fix = {errno.ENOSPC: "the disk is full: free space, then rerun the same command (finished work is kept)",
+           errno.EDQUOT: "the disk quota is used up: free space, then rerun the same command (finished work is kept)",
+           errno.ENOTDIR: "a part of this path is a file, not a folder: choose another output folder",
+           errno.EEXIST: "a file of that name is in the way: choose another output folder or move the file",
+           errno.EISDIR: "a folder is where a file was expected",
+           errno.EROFS: "the file system is read-only: choose a writable output folder",
+           }.get(err.errno, "no permission: choose a folder you can write (or read) or change its permissions")
+    return f"{err.strerror or err} ({errno.errorcode.get(err.errno, err.errno)}): {where}; {fix}"
 
 
 if __name__ == "__main__":

@@ -176,7 +176,12 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
         blank_dir = Path(ev.image_cache or cache_root() / "images") / "blank"
         loaded = {n: (blind_samples(s, blank_dir), g) for n, (s, g) in loaded.items()}
+    if backend is None and ev.backend["name"] != "openai":  # an endpoint's model is a served name, not a folder
+        from medsage.config import ConfigError
+        from medsage.model_folder import model_folder_problem
 
+        if problem := model_folder_problem(cfg.model.path):
+            raise ConfigError(problem)
     # two runs appending to one predictions file would score each item twice
     with folder_lock(out_dir, "evaluation"):
         if backend is None:

@@ -78,3 +78,45 @@ def test_a_batch_size_below_one_is_refused_before_anything_runs(tiny_model_dir, 
     assert _run(tiny_model_dir, root, tmp_path / "out", f"eval.batch_size={size}") == 2
     assert f"eval.batch_size={size}: must be 1 or more" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _copy_model(tiny, dest: Path, drop: tuple[str, ...] = ()) -> Path:
+    import shutil
+
+    shutil.copytree(tiny, dest)
+    for name in drop:
+        (dest / name).unlink()
+    return dest
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("empty", "model.path is empty"),
+    ("missing", "no such folder"),
+    ("no processor", "not a model folder: missing an image processor (preprocessor_config.json or processor_config.json)"),
+    ("text-only", "a text-only model"),
+    ("verl actor", "a verl checkpoint folder; its Hugging Face model is"),
+])
+def test_a_model_folder_that_cannot_load_is_named_before_any_engine(tiny_model_dir, records_root, tmp_path, capsys,
+                                                                     case, expected):
+    root, _ = records_root
+    if case == "empty":
+        path = "''"
+    elif case == "missing":
+        path = str(tmp_path / "nowhere")
+    elif case == "no processor":
+        names = [n for n in ("preprocessor_config.json", "processor_config.json") if (tiny_model_dir / n).exists()]
+        path = str(_copy_model(tiny_model_dir, tmp_path / "m", tuple(names)))
+    elif case == "text-only":
+        folder = _copy_model(tiny_model_dir, tmp_path / "m")
+        config = json.loads((folder / "config.json").read_text())
+        config.pop("vision_config")
+        (folder / "config.json").write_text(json.dumps(config))
+        path = str(folder)
+    else:
+        _copy_model(tiny_model_dir, tmp_path / "ckpt" / "actor" / "huggingface")
+        path = str(tmp_path / "ckpt")
+    code = main(["run", "model=tiny", f"model.path={path}", "eval/benchmarks=records", f"eval.data_root={root}",
+                 f"eval.output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,18 +1,19 @@
-"""PathVQA (He et al., 2020): pathology VQA; the test split has 6,719 unique items (the count papers quote).
+"""PathVQA (He et al., 2020): pathology VQA.
 
 Two layouts are read:
 - ``pickle`` (the authors' release): ``qas/<split>/<split>_qa.pkl`` (a pickled list of dicts with
-  ``image``, ``question``, ``answer``) and ``images/<split>/<image>.jpg``; its test pickle holds 6,761
-  rows, of which 6,719 are unique triplets;
+  ``image``, ``question``, ``answer``) and ``images/<split>/<image>.jpg``; its test pickle holds 6,761 rows;
 - ``parquet`` (Hugging Face copy flaviagiammarino/path-vqa, ``data/<split>-*.parquet`` with
-  ``image``/``question``/``answer``), already de-duplicated to 6,719.
+  ``image``/``question``/``answer``), de-duplicated by its publisher to 6,719 test rows (the count papers quote).
 Neither marks the question type: closed means the reference is yes or no, everything else is open.
 
-De-duplication rule (``dedup: true``, the default): a row is a repeat of an earlier one when its
-image (file name, or the embedded bytes' SHA-1 in parquet), its question and its answer are the
-same after trimming, lower-casing and collapsing spaces; the first row is kept. Both counts are kept
-in ``stats`` (``rows``, ``unique``) and shown by ``medsage eval doctor``; the published size check
-applies to the unique count. ``dedup: false`` keeps all rows (then the check is against 6,761).
+Rows are read as published, by default: 6,761 from the pickles, 6,719 from the parquet copy, each checked against
+its own publisher's count. The parquet copy's exact de-duplication rule is not published, and medsage's own rule
+(``dedup: true``: a row repeats an earlier one when its image — file name, or the embedded bytes' SHA-1 — question
+and answer are the same after trimming, lower-casing and collapsing spaces; the first is kept) gave 6,717 on the
+release's test pickle, a count nobody publishes; so it is a named option, never the default, and no published
+size is checked with it. ``stats`` holds ``rows``, ``unique`` (by medsage's rule) and ``rule`` (which one was
+applied); the evaluation summary and ``medsage eval doctor`` show them.
 
 The pickles are Python pickles: only load a copy you trust (pickle can run code).
 """
@@ -26,7 +27,7 @@ from medsage.eval.benchmarks.base import Benchmark, BenchmarkDataError, Benchmar
 from medsage.records import Sample
 from medsage.vocab import type_of_answer
 
-RAW_SIZES = {"test": 6761}  # rows in the authors' test pickle, repeats included
+RELEASE_SIZES = {"test": 6761}  # rows in the authors' test pickle, as released
 
 
 def _norm(text: str) -> str:
@@ -38,15 +39,19 @@ class PathVQA(Benchmark):
         name="pathvqa", title="PathVQA",
         published_at="https://github.com/UCSD-AI4H/PathVQA (pickles + images); parquet copy: huggingface.co/datasets/flaviagiammarino/path-vqa",
         published_sizes={"test": 6719}, question_types=("closed", "open"), table1_column="PathVQA",
-        group_by="question_type", notes=("test: 6,761 rows in the release, 6,719 unique (image, question, answer)",),
+        group_by="question_type",
+        notes=("test: 6,761 rows in the authors' pickles, 6,719 in the de-duplicated parquet copy; both read as "
+               "published unless dedup: true",),
     )
 
     @property
     def dedup(self) -> bool:
-        return bool(self.options.get("dedup", True))
+        return bool(self.options.get("dedup", False))
 
     def published_size(self) -> int | None:
-        return super().published_size() if self.dedup else RAW_SIZES.get(self.split)
+        if self.dedup:
+            return None  # medsage's rule gives a count no publisher states
+        return RELEASE_SIZES.get(self.split) if self.layout == "pickle" else super().published_size()
 
     def _load(self) -> list[Sample]:
         pkl = self.path / "qas" / self.split / f"{self.split}_qa.pkl"
@@ -84,7 +89,7 @@ class PathVQA(Benchmark):
         return self._unique(items)
 
     def _unique(self, items) -> list[Sample]:
-        """Samples in release order, repeats dropped by the module's rule (when ``dedup``)."""
+        """Samples in release order; with ``dedup``, repeats dropped by medsage's rule (the module docstring)."""
         seen, samples = set(), []
         for n, (ident, row, where, image) in enumerate(items):
             answer = str(row.get("answer") or "").strip()
@@ -99,5 +104,7 @@ class PathVQA(Benchmark):
                 question=str(row["question"]).strip(), answer=answer, question_type=type_of_answer(answer),
                 modality="pathology", metadata={"question_type": type_of_answer(answer), "row": n},
             ))
-        self.stats = {"rows": len(items), "unique": len(seen)}
+        rule = ("repeats dropped by medsage's rule (image, question, answer after case and space folding)"
+                if self.dedup else f"rows as published ({self.layout})")
+        self.stats = {"rows": len(items), "unique": len(seen), "rule": rule}
         return samples

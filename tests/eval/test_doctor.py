@@ -19,7 +19,7 @@ def test_doctor_reports_layouts_counts_and_missing_images(layouts, tmp_path, cap
     assert rad["test"].layout == "mevf" and rad["test"].n == 2 and rad["test"].published == 451
     assert rad["train"].stats == {"rows": 3, "test_items_left_out": 1} and rad["train"].published == 3064
     path = reports["pathvqa"].splits[0]
-    assert path.stats == {"rows": 4, "unique": 3} and path.repeats == 0
+    assert path.stats == {"rows": 4, "unique": 3, "rule": "rows as published (pickle)"} and path.repeats == 1
     sl = reports["slake"].splits[0]
     assert len(sl.missing_images) == 1 and "test.json row 1" in sl.missing_images[0]
     assert not reports["pmc_vqa"].ok and "not found" in reports["pmc_vqa"].problems[0]

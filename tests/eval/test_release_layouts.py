@@ -79,31 +79,34 @@ def test_slake_reads_the_hugging_face_validation_json(layouts, tmp_path):
         load_benchmark("slake", folder, split="test")
 
 
-def test_pathvqa_repeats_are_counted_and_dropped_by_the_stated_rule(layouts, tmp_path):
+def test_pathvqa_reads_rows_as_published_and_drops_repeats_only_when_asked(layouts, tmp_path):
     root = layouts.make_pathvqa_pickles(tmp_path / "p", n=4, repeats=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SplitSizeWarning)  # a warning here would be the release's fault...
-        bench = BENCHMARKS.get("pathvqa")(root)
-        bench.published_size = lambda: 4  # ...so compare against this file's own unique count
-        samples = bench.load()
-    assert bench.stats == {"rows": 6, "unique": 4} and len(samples) == 4
-    assert [s.id for s in samples] == [f"pathvqa-test-{i}" for i in range(4)]
-    keep_all = BENCHMARKS.get("pathvqa")(root, dedup=False)
+    as_published = BENCHMARKS.get("pathvqa")(root)  # the release's rows, checked against the release's 6,761
     with pytest.warns(SplitSizeWarning, match=r"has 6 items; the published split has 6761"):
-        assert len(keep_all.load()) == 6
+        assert len(as_published.load()) == 6
+    assert as_published.stats["rule"] == "rows as published (pickle)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitSizeWarning)  # medsage's rule: a count nobody publishes, so no check
+        bench = BENCHMARKS.get("pathvqa")(root, dedup=True)
+        samples = bench.load()
+    assert (bench.stats["rows"], bench.stats["unique"], len(samples)) == (6, 4, 4)
+    assert bench.stats["rule"].startswith("repeats dropped by medsage's rule")
+    assert [s.id for s in samples] == [f"pathvqa-test-{i}" for i in range(4)]
     with pytest.raises(UnknownSplitError, match="splits found are: test"):
         load_benchmark("pathvqa", root, split="val")
 
 
-def test_pathvqa_parquet_repeats_by_image_bytes(layouts, tmp_path):
+def test_pathvqa_parquet_copy_is_checked_against_its_own_count_and_repeats_go_by_image_bytes(layouts, tmp_path):
     root = layouts.make_pathvqa_parquet(tmp_path / "pq", n=3)
     import pyarrow.parquet as pq
 
     path = next((root / "data").glob("test-*.parquet"))
     rows = pq.read_table(path).to_pylist()
     layouts.write_parquet(path, rows + [dict(rows[0])])
-    bench, samples = _bench("pathvqa", root, image_cache=tmp_path / "c")
-    assert bench.stats == {"rows": 4, "unique": 3} and len(samples) == 3
+    with pytest.warns(SplitSizeWarning, match=r"has 4 items; the published split has 6719"):
+        assert len(BENCHMARKS.get("pathvqa")(root, image_cache=tmp_path / "c").load()) == 4
+    bench, samples = _bench("pathvqa", root, image_cache=tmp_path / "c", dedup=True)
+    assert (bench.stats["rows"], bench.stats["unique"], len(samples)) == (4, 3, 3)
 
 
 def test_bad_mevf_row_names_file_row_and_reason(layouts, tmp_path):

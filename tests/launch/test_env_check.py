@@ -18,7 +18,7 @@ from medsage.launch.env import main
 
 def _sections(out: str) -> dict[str, str]:
     """env check's output per stage: {stage: its lines}."""
-    parts = re.split(r"^(?=\[(?:ok|FAIL)\] )", out, flags=re.M)
+    parts = re.split(r"^(?=\[(?:ok|FAIL)\] )", out, flags=re.MULTILINE)
     return {re.match(r"\[\w+\] (\w+):", p).group(1): p for p in parts if p.strip()}
 
 

@@ -69,7 +69,11 @@ def _run(args) -> int:
     from medsage.recipes import compose
 
     try:
-        summaries = evaluate(compose("eval", args.overrides))
+        cfg = compose("eval", args.overrides)
+        if cfg.cluster.accelerator == "gpu" and (problems := _preflight(cfg)):
+            print(f"medsage eval run: not launched: this environment cannot run the recipe\n{problems}", file=sys.stderr)
+            return 1
+        summaries = evaluate(cfg)
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
         print(f"medsage eval run: a required recipe value is not set ({str(err).splitlines()[0]}; "
               f"needed by {err.full_key})", file=sys.stderr)
@@ -86,6 +90,19 @@ def _run(args) -> int:
         data = s.get("data") or {}
         print(f"{'':<12} {data.get('split')} split, {data.get('layout')}: {', '.join(data.get('files') or [])}")
     return 0
+
+
+def _preflight(cfg) -> str:
+    """This interpreter (the backend runs in it) against what the recipe's backend needs on a GPU cluster
+    (launch/preflight.py); the problems with their fixes, "" when there are none."""
+    from omegaconf import OmegaConf
+
+    from medsage.launch import preflight
+
+    backend = OmegaConf.to_container(cfg.eval.backend, resolve=True)
+    needs = preflight.eval_needs(cfg.cluster, backend, attention=str(cfg.model.attn_implementation))
+    report = preflight.run(needs, None, OmegaConf.to_container(cfg.cluster.envs, resolve=True))
+    return report.render()
 
 
 def _score(args) -> int:

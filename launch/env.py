@@ -1,4 +1,5 @@
-"""``medsage env check``: per stage, the interpreter, the engine versions found and any conflict.
+"""``medsage env check``: per stage, the interpreter, the engine versions found, and every problem with its fix:
+the checks ``medsage rl|sft|eval run`` make before they launch on a GPU recipe (medsage.launch.preflight).
 
 Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/transformers versions
 (docs/design.md), so a GPU node runs each stage in its own environment, named by
@@ -6,9 +7,6 @@ Why per stage: LLaMA-Factory 0.9.5, verl 0.9.1 and vLLM pin conflicting torch/tr
 """
 
 from __future__ import annotations
-
-import subprocess
-from dataclasses import dataclass, field
 
 # What each stage imports, with the versions medsage was tested against (pyproject extras).
 REQUIREMENTS: dict[str, dict[str, str]] = {
@@ -20,59 +18,19 @@ REQUIREMENTS: dict[str, dict[str, str]] = {
     "eval": {"medsage": "", "transformers": ">=4.49", "torch": ">=2.4"},
 }
 EXTRA_FOR_STAGE = {"data": "", "sft": "[sft]", "rl": "[rl]", "eval": "[torch]"}
-OPTIONAL = {"rl": ["vllm"], "eval": ["vllm"]}  # reported, not required: GPU-only engines
 # verl's init_model fails on more than one rank with accelerate 1.11 (llamafactory 0.9.5's pin) and
 # transformers 5.5 (accelerate/big_modeling.py, _is_hf_initialized); 1.15 works
 MULTI_RANK_RL = {"accelerate": ">=1.15"}
 
-@dataclass
-class StageReport:
-    stage: str
-    python: str
-    python_version: str = ""
-    packages: dict[str, str | None] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    fix: str = ""
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+def check_stage(stage: str, cfg):
+    """``stage``'s environment (``cluster.envs.<stage>``) probed and checked: a ``preflight.Report``."""
+    from omegaconf import OmegaConf
 
+    from medsage.launch import preflight
 
-def check_stage(stage: str, env: str | None, ranks: int = 1) -> StageReport:
-    """Probe ``env``'s interpreter (a subprocess: nothing is imported here) against the stage's pins."""
-    from packaging.specifiers import SpecifierSet
-
-    from medsage.runtime import package_versions, stage_python
-
-    try:
-        python = stage_python(env)
-    except FileNotFoundError as err:
-        return StageReport(stage, str(env), problems=[str(err)],
-                           fix=f"python -m venv {env} && {env}/bin/pip install 'medsage{EXTRA_FOR_STAGE[stage]}'")
-    names = [*REQUIREMENTS[stage], *OPTIONAL.get(stage, [])]
-    try:
-        probe = package_versions(python, names)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
-        return StageReport(stage, python, problems=[f"interpreter failed: {err}"])
-    report = StageReport(stage, probe["python"], probe["python_version"], probe["packages"])
-    for name, spec in REQUIREMENTS[stage].items():
-        found = probe["packages"].get(name)
-        if found is None:
-            report.problems.append(f"{name} is not installed")
-        elif spec and found.split("+")[0] not in SpecifierSet(spec):
-            report.problems.append(f"{name} {found} does not satisfy {spec}")
-    if stage == "rl" and ranks > 1:
-        for name, spec in MULTI_RANK_RL.items():
-            found = probe["packages"].get(name)
-            if found and found.split("+")[0] not in SpecifierSet(spec):
-                report.problems.append(
-                    f"{name} {found}: verl's init_model fails on more than one rank ({ranks} here) before {name}{spec}; "
-                    "the RL environment must not be the SFT one (llamafactory 0.9.5 pins accelerate<=1.11)")
-    if report.problems:
-        report.fix = f"uv pip install --python {python} -e '.{EXTRA_FOR_STAGE[stage]}'" if EXTRA_FOR_STAGE[stage] \
-            else f"uv pip install --python {python} -e ."
-    return report
+    envs = OmegaConf.to_container(cfg.cluster.envs, resolve=True)
+    return preflight.run(preflight.recipe_needs(stage, cfg), envs.get(stage), envs)
 
 
 def add_arguments(parser) -> None:
@@ -94,18 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     from medsage.recipes import compose
 
     cfg = compose("env", args.overrides)
-    envs = cfg.cluster.envs
     failed = 0
     for stage in args.stage or list(REQUIREMENTS):
-        ranks = int(cfg.cluster.nnodes) * max(1, int(cfg.cluster.gpus_per_node))
-        report = check_stage(stage, envs.get(stage), ranks)
-        mark = "ok" if report.ok else "CONFLICT"
-        print(f"[{mark}] {stage}: {report.python} (Python {report.python_version or '?'})")
-        for name, ver in report.packages.items():
+        report = check_stage(stage, cfg)
+        facts = report.facts.get(stage)
+        print(f"[{'ok' if report.ok else 'FAIL'}] {stage}: {facts.python if facts else cfg.cluster.envs.get(stage)} "
+              f"(Python {facts.python_version if facts else '?'})")
+        for name, ver in (facts.packages if facts else {}).items():
             print(f"        {name:<13} {ver or '-'}")
+        if facts and facts.gpu_probed:
+            print(f"        {'cuda':<13} {_cuda_line(facts)}")
         for problem in report.problems:
-            print(f"        problem: {problem}")
-        if report.fix:
-            print(f"        fix:     {report.fix}")
+            print(f"        problem: {problem.what}")
+            print(f"        fix:     {problem.fix}")
         failed += not report.ok
     return 1 if failed else 0
+
+
+def _cuda_line(facts) -> str:
+    if facts.torch_error:
+        return f"torch does not import ({facts.torch_error})"
+    seen = f"{facts.devices} device(s)" if facts.cuda_available else "no device visible"
+    return f"{seen}; torch built for CUDA {facts.torch_cuda or '- (CPU build)'}; driver {facts.driver or '-'}"

@@ -8,8 +8,10 @@ Top to bottom:
 3. validate by composing verl's OWN trainer config (``verl/trainer/config/ppo_trainer.yaml``) with
    those overrides, turning its sections into verl's config dataclasses, running verl's
    ``validate_config`` and checking that medsage's estimator and agent loop are registered;
-4. launch ``python -m verl.trainer.main_ppo <overrides>`` in the RL environment when an accelerator
-   is present; otherwise print the command and why it was not launched.
+4. on a GPU recipe, check the RL environment first (launch/preflight.py: CUDA and the GPUs the cluster
+   recipe names, the driver, vLLM, flash-attn where the actor needs it), then launch
+   ``python -m verl.trainer.main_ppo <overrides>`` there; the CPU route launches at once. A run that
+   launched nothing exits non-zero with the fix; only ``dry_run=true`` prints the command and succeeds.
 
 ``backend=easyr1`` writes EasyR1's config for plain GRPO instead; the retry needs verl.
 """
@@ -35,7 +37,8 @@ def add_arguments(parser) -> None:
     from medsage.launch.cli import add_overrides
 
     parser.description = ("Compose recipes/rl.yaml (+ model/ cluster/ rl/ reward/ groups), validate the result against "
-                          "verl's own trainer config, and launch verl (GPU) or print the command (no accelerator).")
+                          "verl's own trainer config, check the RL environment (GPU recipes) and launch verl; dry_run=true prints "
+                          "the command instead.")
     parser.epilog = ("examples:\n  medsage rl model.path=/ckpt/sft train_files=/data/rl/train.parquet\n"
                      "  medsage rl rl=grpo dry_run=true ...\n  medsage rl backend=easyr1 rl=grpo ...")
     add_overrides(parser, "rl=grpo rl.alpha=0.2 dry_run=true")
@@ -139,7 +142,9 @@ def compose_recipe(overrides: list[str]):
 def verl_config_dir() -> Path:
     spec = importlib.util.find_spec("verl")
     if spec is None or not spec.submodule_search_locations:
-        raise RLConfigError("verl is not installed in this environment (pip install 'medsage[rl]')")
+        from medsage.launch.preflight import setup_command
+
+        raise RLConfigError(f"verl is not installed in this environment ({setup_command('rl')})")
     return Path(next(iter(spec.submodule_search_locations))) / "trainer" / "config"
 
 
@@ -236,22 +241,17 @@ def easyr1_config(cfg) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _no_launch_reason(cfg) -> str | None:
-    if cfg.dry_run:
-        return "dry_run=true"
-    if cfg.cluster.accelerator == "cpu":
-        return None  # the CPU route (medsage.plugins.engines.verl_cpu)
-    if cfg.cluster.envs.rl is None:
-        try:
-            import torch
+def preflight_report(cfg, verl_cfg):
+    """The RL environment against what this run needs (launch/preflight.py), read off verl's composed config:
+    its rollout engine, the actor's attention and remove-padding, extra_overrides included."""
+    from medsage.launch import preflight
 
-            if not torch.cuda.is_available():
-                return "no CUDA device is visible on this machine; verl's rollout (vLLM) and FSDP training need GPUs"
-        except ImportError:
-            return "torch is not installed in this environment"
-        if importlib.util.find_spec("vllm") is None:
-            return "vllm is not installed in this environment; set cluster.envs.rl to the RL environment"
-    return None
+    model = verl_cfg.actor_rollout_ref.model
+    # verl's own default when nothing sets it (workers/config/model.py)
+    attention = (model.get("override_config") or {}).get("attn_implementation", preflight.FLASH_ATTENTION_2)
+    needs = preflight.rl_needs(cfg.cluster, attention=str(attention), rollout=str(verl_cfg.actor_rollout_ref.rollout.name),
+                               remove_padding=bool(model.get("use_remove_padding")))
+    return preflight.run(needs, cfg.cluster.envs.rl, cfg.cluster.envs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             path = atomic_write_text(out_dir / "easyr1_config.yaml", OmegaConf.to_yaml(OmegaConf.create(easyr1_config(cfg))))
             print(f"EasyR1 config written to {path}\nrun it in the EasyR1 environment:\n"
                   f"  python3 -m verl.trainer.main config={shlex.quote(str(path))}")
-            return 0
+            if cfg.dry_run:
+                return 0
+            print("medsage rl: not launched: medsage writes EasyR1's config but does not run EasyR1; run the command "
+                  "above, or pass dry_run=true to only write it", file=sys.stderr)
+            return 1
 
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
@@ -290,11 +294,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsage.plugins.engines import verl as engine
 
-    reason = _no_launch_reason(cfg)
     try:
         python = stage_python(cfg.cluster.envs.rl)
     except FileNotFoundError as err:
-        if not reason:
+        if not cfg.dry_run:
             print(f"medsage rl: {err}", file=sys.stderr)
             return 2
         python = str(Path(cfg.cluster.envs.rl) / "bin" / "python")  # only printed: the command to run there
@@ -302,9 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     printable = " ".join(shlex.quote(c) for c in command[:3]) + "".join(f" \\\n    {shlex.quote(c)}" for c in overrides)
     print(f"verl config validated ({verl_cfg.algorithm.adv_estimator}; {registered['agent_loop']}{'' if cfg.rl.retry else ', no retry'}); "
           f"written to {out_dir / layout.RL_VERL_CONFIG}")
-    if reason:
-        print(f"not launched: {reason}\ncommand:\n  {printable}")
+    if cfg.dry_run:
+        print(f"not launched: dry_run=true\ncommand:\n  {printable}")
         return 0
+    if cfg.cluster.accelerator == "gpu":  # the CPU route (medsage.plugins.engines.verl_cpu) needs no GPU facts
+        report = preflight_report(cfg, verl_cfg)
+        if not report.ok:
+            # launched nothing: a failure, so a pipeline marks the stage failed and its rerun runs it again
+            print(f"medsage rl: not launched: the RL environment cannot run this recipe\n{report.render()}\n"
+                  f"command (once fixed):\n  {printable}", file=sys.stderr)
+            return 1
     print(f"launching:\n  {printable}", flush=True)
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
     rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})

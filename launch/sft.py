@@ -6,8 +6,8 @@
 
 Top to bottom: compose recipes/sft.yaml -> check the data -> pick the run folder (new, resumed or
 already finished) -> generate the LLaMA-Factory args and check every key against LLaMA-Factory's own
-dataclasses -> pick the launch (CPU or torchrun) -> write the YAML and the run manifest -> run
-``llamafactory-cli train`` -> record the losses, check the exported model, mark the run finished.
+dataclasses -> pick the launch (CPU or torchrun) -> on GPUs, check the SFT environment (launch/preflight.py)
+-> write the YAML and the run manifest -> run ``llamafactory-cli train`` -> record the losses, check the exported model, mark the run finished.
 
 Runs live under ``output.dir`` as ``run_001``, ``run_002``, ...: rerunning the same command resumes
 the latest unfinished run from its last complete checkpoint, does nothing if it finished, and
@@ -132,6 +132,8 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         say("    " + yaml.safe_dump(args, sort_keys=False).rstrip().replace("\n", "\n    "))
         return SftResult(run_dir, "dry_run", launch=launch, args=args)
 
+    if recipe["cluster"]["accelerator"] == "gpu":
+        _preflight(cfg, args)
     data_hash = _hash_data(Path(args["dataset_dir"]), datasets, quiet)
     if resume_from is not None:  # with no checkpoint yet there is nothing to mix: the run restarts
         runs.check_same_run(previous, args, data_hash, run_dir)
@@ -169,6 +171,22 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     say(f"medsage sft: finished {run_dir}: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} logged steps"
         if losses else f"medsage sft: finished {run_dir} (no loss logged)")
     return SftResult(run_dir, "finished", losses, manifest, launch, args)
+
+
+def _preflight(cfg, args: dict) -> None:
+    """The SFT environment against what these LLaMA-Factory args need (launch/preflight.py): CUDA and the
+    cluster's GPUs, the driver, DeepSpeed where they set it, flash-attn where they force fa2."""
+    from omegaconf import OmegaConf
+
+    from medsage.launch import preflight
+
+    flash = "LLaMA-Factory trains with flash_attn=fa2 (model.attn_implementation, or the SFT recipe's flash_attn)" \
+        if args.get("flash_attn") == "fa2" else ""
+    needs = preflight.sft_needs(cfg.cluster, deepspeed=args.get("deepspeed"), flash_attn=flash)
+    envs = OmegaConf.to_container(cfg.cluster.envs, resolve=True)
+    report = preflight.run(needs, envs.get("sft"), envs)
+    if not report.ok:
+        raise SftError(f"not launched: the SFT environment cannot run this recipe\n{report.render()}")
 
 
 def add_arguments(parser) -> None:

@@ -72,6 +72,9 @@ def checked(schema: type, data: Mapping[str, Any] | Any, where: str, prefix: str
 # --------------------------------------------------------------------------------------------
 # recipe groups shared by the stages
 # --------------------------------------------------------------------------------------------
+ATTENTION = ("auto", "flash_attention_2", "sdpa", "eager")  # model.attn_implementation's values
+
+
 @dataclass
 class ModelConfig:
     """One ``recipes/model/<name>.yaml``: the model a stage trains or evaluates."""
@@ -81,8 +84,17 @@ class ModelConfig:
     template: str                  # LLaMA-Factory chat template
     image_max_pixels: int
     image_min_pixels: int
+    # auto | flash_attention_2 | sdpa | eager, for every engine that loads the model (LLaMA-Factory, verl's actor
+    # and reference, the hf eval backend); auto: flash_attention_2 where flash_attn imports in the stage's
+    # environment, else sdpa (medsage.launch.preflight.resolve_attention)
+    attn_implementation: str
     # `medsage tiny-model` sizes for a model the pipeline builds (recipes/model/tiny*.yaml); {} otherwise
     build: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ATTENTION:
+            raise ValueError(f"model.attn_implementation must be one of {', '.join(ATTENTION)}, "
+                             f"got {self.attn_implementation!r}")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medsage.eval.backends.base import GenerationConfig
 from medsage.eval.prompting import ChatRequest
+from medsage.launch.preflight import AUTO, flash_attn_imports, resolve_attention
 
 
 def chat_messages(request: ChatRequest, image_key: str = "image") -> list[dict]:
@@ -20,9 +21,11 @@ class HFBackend:
 
     @classmethod
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "HFBackend":
-        return cls(model_path, generation, device=cfg.get("device", "auto"), dtype=cfg.get("dtype", "auto"))
+        return cls(model_path, generation, device=cfg.get("device", "auto"), dtype=cfg.get("dtype", "auto"),
+                   attn_implementation=cfg.get("attn_implementation", AUTO))
 
-    def __init__(self, model_path: str, generation: GenerationConfig, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_path: str, generation: GenerationConfig, device: str = "auto", dtype: str = "auto",
+                 attn_implementation: str = AUTO):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -30,9 +33,17 @@ class HFBackend:
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.attn_implementation = self.attention(attn_implementation, self.device)
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.processor.tokenizer.padding_side = "left"  # decoder-only batching pads on the left
-        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            model_path, dtype=torch_dtype, attn_implementation=self.attn_implementation).to(self.device).eval()
+
+    @staticmethod
+    def attention(requested: str, device: str) -> str:
+        """``requested`` (model.attn_implementation) for a model in this process on ``device``: auto is
+        flash_attention_2 on CUDA where flash_attn imports here, else sdpa (flash-attn has no CPU kernels)."""
+        return resolve_attention(requested, flash_attn=device.startswith("cuda") and flash_attn_imports())
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
         import torch

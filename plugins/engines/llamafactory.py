@@ -36,6 +36,11 @@ _VERSIONED = ["medsage", "llamafactory", "transformers", "torch", "accelerate", 
               "deepspeed", "tokenizers", "hydra-core", "omegaconf"]
 
 
+# model.attn_implementation (resolved: never auto) as LLaMA-Factory's `flash_attn` argument
+# (hparams/model_args.py, AttentionFunction: auto | disabled | sdpa | fa2 | fa3)
+LF_ATTENTION = {"flash_attention_2": "fa2", "sdpa": "sdpa", "eager": "disabled"}
+
+
 class LlamaFactoryArgError(ValueError):
     """A generated LLaMA-Factory argument is unknown or has a value LLaMA-Factory does not accept."""
 
@@ -75,12 +80,21 @@ def lf_args(cfg: Any, output_dir: str | Path) -> dict:
     elif model_path.startswith(("/", "./", "../", "~")):
         raise LlamaFactoryArgError(f"model.path={model_path!r}: no such folder")
     # anything else is a Hugging Face hub id, fetched by LLaMA-Factory on the training node
+    from medsage.launch.preflight import stage_attention
+
+    try:
+        attention = stage_attention(str(model["attn_implementation"]), (cluster.get("envs") or {}).get("sft"),
+                                    on_gpu=on_gpu)
+    except ValueError as err:
+        raise LlamaFactoryArgError(str(err)) from None
     args: dict[str, Any] = {
         ### model
         "model_name_or_path": model_path,
         "template": model["template"],
         "image_max_pixels": model["image_max_pixels"],
         "image_min_pixels": model["image_min_pixels"],
+        # model.attn_implementation, resolved in the SFT environment; a recipe's own sft.flash_attn still wins
+        "flash_attn": LF_ATTENTION[attention],
         "trust_remote_code": False,
         ### method
         "stage": "sft",
@@ -165,7 +179,9 @@ def load_schema(python: str | None = None) -> dict:
     python = python or sys.executable
     versions = engine_versions(python)
     if not versions.get("llamafactory"):
-        raise LlamaFactoryArgError(f"llamafactory is not installed for {python} (pip install 'medsage[sft]')")
+        from medsage.launch.preflight import setup_command
+
+        raise LlamaFactoryArgError(f"llamafactory is not installed for {python} ({setup_command('sft')})")
     key = hashlib.sha256(json.dumps([os.path.realpath(python), versions.get("llamafactory"),
                                      versions.get("transformers"), os.environ.get("USE_MCA", "")]).encode())
     from medsage.runtime import cache_root

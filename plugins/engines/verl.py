@@ -132,6 +132,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         # main_ppo is a Hydra app: its run folder (main_ppo.log, .hydra/) would be ./outputs/<date>/ in the cwd
         "hydra.run.dir": str(out_dir / layout.RL_HYDRA_DIR),
     }
+    o.update(attention_overrides(cfg))
     o.update(ray_overrides(cfg, world))
     o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")
     if cluster.accelerator == "cpu":
@@ -154,6 +155,27 @@ def console_step_metrics(log: str) -> dict[int, dict[str, float]]:
                 values[key.strip()] = float(v.group(1))
         steps[int(m.group(1))] = values
     return steps
+
+
+def attention_overrides(cfg) -> dict[str, Any]:
+    """``model.attn_implementation`` resolved in the RL environment (auto: flash_attention_2 where flash_attn
+    imports there, else sdpa), as verl 0.9.1 reads it.
+
+    verl's actor and reference model both load from ``actor_rollout_ref.model`` (workers/engine_workers.py),
+    whose ``override_config.attn_implementation`` defaults to flash_attention_2 (workers/config/model.py).
+    The vLLM rollout does not read it: vLLM picks its own attention backend and ships its own FlashAttention
+    kernels. verl's remove-padding runs flash-attn's varlen kernels (models/transformers/qwen2_vl.py), so it
+    is on only with flash_attention_2.
+    """
+    from medsage.launch.preflight import FLASH_ATTENTION_2, stage_attention
+
+    try:
+        attention = stage_attention(str(cfg.model.attn_implementation), cfg.cluster.envs.rl,
+                                    on_gpu=cfg.cluster.accelerator == "gpu")
+    except ValueError as err:
+        raise RLConfigError(str(err)) from None
+    return {"+actor_rollout_ref.model.override_config.attn_implementation": attention,
+            "actor_rollout_ref.model.use_remove_padding": attention == FLASH_ATTENTION_2}
 
 
 FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
@@ -230,8 +252,6 @@ def cpu_overrides() -> dict[str, Any]:
         "actor_rollout_ref.actor.use_torch_compile": False,
         "actor_rollout_ref.actor.fsdp_config.use_torch_compile": False,
         "actor_rollout_ref.ref.fsdp_config.use_torch_compile": False,
-        "actor_rollout_ref.model.use_remove_padding": False,  # flash-attention varlen kernels
-        "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
         "data.dataloader_num_workers": 0,
         # one agent-loop and one reward process instead of eight each: each imports torch and verl
         "actor_rollout_ref.rollout.agent.num_workers": 1,

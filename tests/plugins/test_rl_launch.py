@@ -48,6 +48,36 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
                          "alpha": 0.2, "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024}]
     assert ar.rollout.name == "vllm" and v.trainer.rollout_data_dir == str(tmp_path / "run" / "rollouts")
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
+    # no flash_attn in this (RL) environment: sdpa for the actor and reference model, so verl's own default
+    # (flash_attention_2, workers/config/model.py) is never reached, and no flash-attn remove-padding
+    assert ar.model.override_config.attn_implementation == "sdpa" and ar.model.use_remove_padding is False
+
+
+def test_flash_attention_where_the_rl_environment_has_flash_attn(tmp_path):
+    # A bare virtualenv whose `flash_attn` is a stand-in for detection only (tests/helpers/standin_env.py).
+    from standin_env import bare_venv
+
+    env = bare_venv(tmp_path / "rl_env", "flash_attn")
+    _, v, _ = _verl(tmp_path, f"cluster.envs.rl={env}")
+    assert v.actor_rollout_ref.model.override_config.attn_implementation == "flash_attention_2"
+    assert v.actor_rollout_ref.model.use_remove_padding is True
+    _, v, _ = _verl(tmp_path, f"cluster.envs.rl={env}", "model.attn_implementation=eager")  # explicit: honoured
+    assert v.actor_rollout_ref.model.override_config.attn_implementation == "eager"
+    assert v.actor_rollout_ref.model.use_remove_padding is False
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvidia-smi") is not None, reason="a GPU machine would launch verl")
+def test_a_gpu_recipe_without_a_gpu_launches_nothing_and_fails_with_the_fix(tmp_path, capsys):
+    # The real preflight of this interpreter (the RL environment here): torch sees no CUDA device, no vLLM.
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path / 'model'}", "cluster=a100_4x",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.out
+    assert "medsage rl: not launched: the RL environment cannot run this recipe" in captured.err
+    assert "problem: rl: no CUDA device is visible to torch" in captured.err
+    assert "problem: rl: vllm is not installed, and verl's rollout runs on vLLM" in captured.err
+    assert "fix:     medsage env setup --stage rl --prefix envs/rl, then set cluster.envs.rl=envs/rl" in captured.err
+    assert "launching" not in captured.out and not (tmp_path / "run" / "verl.log").exists()
 
 
 def test_final_model_points_at_the_latest_hf_checkpoint(tmp_path):
@@ -96,7 +126,9 @@ def test_main_prints_the_cpu_route_on_a_dry_run(tmp_path, capsys):
     assert rc == 0
     assert "not launched: dry_run=true" in out
     for cpu in ("actor_rollout_ref.rollout.name=hf_cpu", "trainer.device=cpu", "actor_rollout_ref.actor.strategy=fsdp2",
-                "+ray_kwargs.ray_init.num_gpus=1", "VERL_PLATFORM:medsage_cpu"):
+                "+ray_kwargs.ray_init.num_gpus=1", "VERL_PLATFORM:medsage_cpu",
+                "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+                "actor_rollout_ref.model.use_remove_padding=false"):
         assert cpu in out, cpu
     assert "-m verl.trainer.main_ppo" in out and "algorithm.adv_estimator=medsage_self_check" in out
     assert (tmp_path / "run" / "verl_config.yaml").exists() and (tmp_path / "run" / "verl_overrides.txt").exists()
@@ -108,8 +140,12 @@ def test_main_reports_a_missing_required_field(tmp_path, capsys):
 
 
 def test_easyr1_plain_grpo_and_retry_refused(tmp_path, capsys):
-    rc = rl_launch.main(["backend=easyr1", "rl=grpo", "model=tiny", f"model.path={tmp_path}", "cluster=a100_4x",
-                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    args = ["backend=easyr1", "rl=grpo", "model=tiny", f"model.path={tmp_path}", "cluster=a100_4x",
+            f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"]
+    # medsage writes EasyR1's config but does not run EasyR1: success only when that is all that was asked
+    assert rl_launch.main(args) == 1
+    assert "not launched" in capsys.readouterr().err
+    rc = rl_launch.main([*args, "dry_run=true"])
     assert rc == 0
     conf = yaml.safe_load(open(tmp_path / "run" / "easyr1_config.yaml"))
     assert conf["algorithm"]["adv_estimator"] == "grpo"

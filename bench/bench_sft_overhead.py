@@ -9,7 +9,7 @@ reading LLaMA-Factory's argument classes once (cached afterwards per LLaMA-Facto
 Runs alternate (medsage, direct, medsage, direct, ...) so machine load hits both alike; the
 minimum over repeats is the A/B figure. Because startup of the trainer itself varies by several
 seconds under load, the exact overhead is also printed: medsage's wall time minus the wall time of
-the `llamafactory-cli train` child it ran (recorded in the manifest as trainer_seconds).
+the training child it ran, plugins/engines/llamafactory_train.py (the manifest's trainer_seconds).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
     run_001/, run_002/, ...        one folder per run; rerunning resumes the latest, --fresh starts the next
     run_NNN/medsage_manifest.json  command, recipe, attempts, losses; status "finished" marks a loadable model
     run_NNN/llamafactory_sft.yaml  what LLaMA-Factory ran      run_NNN/train.log  its output
+    run_NNN/medsage_resume_check.json  after a resume: the trainer's check that it holds the checkpoint's weights
 
 ``medsage rl ... output_dir=<out>`` (launch/rl.py)::
 
@@ -25,6 +26,7 @@ from pathlib import Path
 SFT_MANIFEST = "medsage_manifest.json"
 SFT_LF_CONFIG = "llamafactory_sft.yaml"
 SFT_TRAIN_LOG = "train.log"
+SFT_RESUME_CHECK = "medsage_resume_check.json"
 SFT_RUN = re.compile(r"^run_(\d{3,})$")
 # The pipeline never passes --fresh, so its SFT stage's model is the stage folder's first run.
 SFT_FIRST_RUN = "run_001"

@@ -7,10 +7,12 @@
 Top to bottom: compose recipes/sft.yaml -> check the data -> pick the run folder (new, resumed or
 already finished) -> generate the LLaMA-Factory args and check every key against LLaMA-Factory's own
 dataclasses -> pick the launch (CPU or torchrun) -> on GPUs, check the SFT environment (launch/preflight.py)
--> write the YAML and the run manifest -> run ``llamafactory-cli train`` -> record the losses, check the exported model, mark the run finished.
+-> write the YAML and the run manifest -> run LLaMA-Factory's training (plugins/engines/llamafactory_train.py)
+-> record the losses, check the exported model, mark the run finished.
 
 Runs live under ``output.dir`` as ``run_001``, ``run_002``, ...: rerunning the same command resumes
-the latest unfinished run from its last complete checkpoint, does nothing if it finished, and
+the latest unfinished run from its last complete checkpoint (the trainer checks that its weights then equal
+the checkpoint's, and a resumed run without that check is not marked finished), does nothing if it finished, and
 ``--fresh`` always starts a new ``run_NNN`` (a finished run is never overwritten). The finished run
 folder is a standard Hugging Face folder (weights, processor, chat template) that the RL and eval
 stages load directly; ``medsage_manifest.json`` sits beside it and inside every checkpoint.
@@ -109,7 +111,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     resume_from = runs.last_checkpoint(run_dir) if previous is not None else None
     try:
         args = lf.lf_args(recipe, run_dir)
-        launch = lf.plan_launch(recipe["cluster"], run_dir / layout.SFT_LF_CONFIG)
+        launch = lf.plan_launch(recipe["cluster"], run_dir / layout.SFT_LF_CONFIG, run_dir / layout.SFT_RESUME_CHECK)
         stage_python = runtime.stage_python(recipe["cluster"].get("envs", {}).get("sft"))
         if resume_from is not None:
             args["resume_from_checkpoint"] = str(resume_from)
@@ -139,6 +141,7 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
         runs.check_same_run(previous, args, data_hash, run_dir)
     manifest = runs.start_manifest(previous, recipe, args, data_hash, stage_python, launch, batch, resume_from)
     runs.write_run_files(run_dir, args, manifest)
+    (run_dir / layout.SFT_RESUME_CHECK).unlink(missing_ok=True)  # an earlier attempt's check proves nothing now
 
     spawned = time.perf_counter()
     attempt = manifest["attempts"][-1]
@@ -154,9 +157,16 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     if rc != 0:
         manifest.update(status="failed", ended_at=attempt["ended_at"])
         runs.save_manifest(run_dir, manifest)
-        raise SftError(f"llamafactory-cli train failed (exit {rc}); rerun the same command to resume.\n"
+        raise SftError(f"LLaMA-Factory training failed (exit {rc}); rerun the same command to resume.\n"
                        f"log {run_dir / layout.SFT_TRAIN_LOG}:\n{_tail(run_dir / layout.SFT_TRAIN_LOG)}")
 
+    if resume_from is not None:
+        try:
+            attempt["weights_check"] = runs.check_resumed_weights(run_dir, resume_from)
+        except SftError as err:
+            manifest.update(status="failed", ended_at=attempt["ended_at"], error=str(err))
+            runs.save_manifest(run_dir, manifest)
+            raise
     losses = _losses(run_dir)
     missing = [" or ".join(names) for names in _EXPORT_FILES if not any((run_dir / n).is_file() for n in names)]
     if not any(run_dir.glob("*.safetensors")):
@@ -193,8 +203,8 @@ def add_arguments(parser) -> None:
     from medsage.launch.cli import add_overrides
 
     parser.description = ("Structured LVKC SFT through LLaMA-Factory. Composes recipes/sft.yaml with Hydra overrides, "
-                          "checks every LLaMA-Factory key, runs `llamafactory-cli train` (torchrun on GPUs), and "
-                          "resumes an interrupted run when the same command is run again.")
+                          "checks every LLaMA-Factory key, runs LLaMA-Factory's training (torchrun on GPUs), and "
+                          "resumes an interrupted run, weights checked, when the same command is run again.")
     parser.epilog = ("examples:\n  medsage sft data.dataset_dir=/data/sage_sft model.path=/models/Qwen2.5-VL-7B-Instruct\n"
                      "  medsage sft --dry-run cluster=a100_1x sft.gradient_accumulation_steps=64 data.dataset_dir=...")
     parser.add_argument("--fresh", action="store_true", help="start a new run_NNN instead of resuming the latest")

@@ -8,8 +8,8 @@
 - ``load_schema(python)``: reads those dataclasses in the Python environment that will train
   (it may be another virtualenv, ``cluster.envs.sft``) and caches the result per LLaMA-Factory and
   transformers version, so a warm ``medsage sft`` does not pay the ~10 s torch/transformers import.
-- ``plan_launch(cluster, yaml)``: plain ``llamafactory-cli train`` on CPU; on GPUs the same command
-  with FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES (LLaMA-Factory's launcher then calls torchrun).
+- ``plan_launch(cluster, yaml)``: ``llamafactory_train.py <yaml>`` (``llamafactory-cli train`` plus medsage's
+  checkpoint-load check) in the stage environment's Python on CPU; on GPUs the same script under torchrun.
 
 Run as a script (``python llamafactory.py --schema``) this file prints the schema of the
 LLaMA-Factory importable by that interpreter; it needs nothing but the standard library and
@@ -268,35 +268,35 @@ class Launch:
         return f"{shown} {' '.join(self.cmd)}".strip()
 
 
-def llamafactory_cli(env_dir: str | None) -> str:
-    """``llamafactory-cli`` of the stage environment (``cluster.envs.sft``) or of this interpreter."""
-    if env_dir:
-        cli = Path(env_dir).expanduser() / "bin" / "llamafactory-cli"
-        if not cli.exists():
-            raise LlamaFactoryArgError(f"cluster.envs.sft={env_dir!r}: {cli} does not exist")
-        return str(cli)
-    here = Path(sys.executable).with_name("llamafactory-cli")
-    return str(here) if here.exists() else "llamafactory-cli"
+def plan_launch(cluster: Any, config_path: str | Path, record: str | Path | None = None) -> Launch:
+    """CPU: ``llamafactory_train.py <yaml>`` in the stage environment's Python, no GPU visible; GPUs: the same
+    script on every rank through torchrun. ``record``: where the trainer writes its resumed-weights check."""
+    from medsage.plugins.engines.llamafactory_train import RECORD_ENV
 
+    from medsage.runtime import stage_python
 
-def plan_launch(cluster: Any, config_path: str | Path) -> Launch:
-    """CPU: plain ``llamafactory-cli train`` with no GPU visible; GPUs: LLaMA-Factory's torchrun path."""
-    envs = cluster.get("envs") or {}
-    cmd = [llamafactory_cli(envs.get("sft")), "train", str(config_path)]
-    base = {"DISABLE_VERSION_CHECK": "1"}
+    python = stage_python((cluster.get("envs") or {}).get("sft"))
+    script = [str(Path(__file__).with_name("llamafactory_train.py")), str(config_path)]
+    base = {"DISABLE_VERSION_CHECK": "1", **({RECORD_ENV: str(record)} if record else {})}
     if cluster["accelerator"] != "gpu":
-        return Launch(cmd, {**base, "FORCE_TORCHRUN": "0", "CUDA_VISIBLE_DEVICES": ""}, "cpu", 1)
+        return Launch([python, *script], {**base, "CUDA_VISIBLE_DEVICES": ""}, "cpu", 1)
     gpus, nodes = int(cluster["gpus_per_node"]), int(cluster["nnodes"])
     if gpus < 1 or nodes < 1:
         raise LlamaFactoryArgError(f"cluster {cluster.get('name')}: gpus_per_node={gpus} nnodes={nodes}")
-    env = {**base, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(gpus), "NNODES": str(nodes)}
-    if nodes > 1:
+    # torchrun directly, not `llamafactory-cli train` with FORCE_TORCHRUN=1: LLaMA-Factory's launcher would run its
+    # own script on each rank, without medsage's callback. The environment is what that launcher sets (OPTIM_TORCH).
+    env = {**base, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_NCCL_AVOID_RECORD_STREAMS": "1"}
+    if nodes == 1:
+        rendezvous = ["--standalone"]  # torchrun picks a free local port
+    else:
         # Every node runs the same command; torchrun needs the rendezvous host and this node's rank.
         missing = [v for v in ("MASTER_ADDR", "NODE_RANK") if not os.environ.get(v)]
         if missing:
             raise LlamaFactoryArgError(f"cluster {cluster.get('name')} has {nodes} nodes: set {' and '.join(missing)}"
                                        " in the environment of each node (MASTER_PORT optional)")
-        env.update({v: os.environ[v] for v in ("MASTER_ADDR", "NODE_RANK", "MASTER_PORT") if os.environ.get(v)})
+        rendezvous = ["--nnodes", str(nodes), "--node_rank", os.environ["NODE_RANK"],
+                      "--master_addr", os.environ["MASTER_ADDR"], "--master_port", os.environ.get("MASTER_PORT", "29500")]
+    cmd = [python, "-m", "torch.distributed.run", *rendezvous, "--nproc_per_node", str(gpus), *script]
     return Launch(cmd, env, "torchrun", gpus * nodes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -71,24 +72,28 @@ def test_schema_is_read_from_llamafactory_and_cached(sft_schema_cache):
     assert lf.load_schema() == json.loads(cached[0].read_text())
 
 
-def test_cpu_launch_is_plain_llamafactory_cli_with_bf16_off(tiny_sft_overrides, sft_schema_cache):
+def test_cpu_launch_is_one_training_process_with_bf16_off(tiny_sft_overrides, sft_schema_cache):
     result = run_sft(tiny_sft_overrides("sft.bf16=true", "sft.deepspeed=zero2"), dry_run=True, quiet=True)
     launch = result.launch
-    assert launch.mode == "cpu" and launch.cmd[1:3] == ["train", str(result.run_dir / "llamafactory_sft.yaml")]
-    assert launch.cmd[0].endswith("llamafactory-cli")
-    assert launch.env["FORCE_TORCHRUN"] == "0" and launch.env["CUDA_VISIBLE_DEVICES"] == ""
-    assert "NPROC_PER_NODE" not in launch.env
+    assert launch.mode == "cpu" and launch.cmd[0] == sys.executable
+    assert launch.cmd[1].endswith("plugins/engines/llamafactory_train.py")
+    assert launch.cmd[2:] == [str(result.run_dir / "llamafactory_sft.yaml")]
+    assert launch.env["CUDA_VISIBLE_DEVICES"] == ""
+    assert launch.env["MEDSAGE_RESUME_RECORD"] == str(result.run_dir / "medsage_resume_check.json")
     assert result.args["bf16"] is False and "deepspeed" not in result.args
 
 
 @pytest.mark.parametrize("cluster,gpus", [("a100_1x", 1), ("a100_4x", 4)])
-def test_gpu_launch_uses_torchrun_through_llamafactory(tiny_sft_overrides, sft_schema_cache, cluster, gpus, capsys):
+def test_gpu_launch_runs_the_training_script_under_torchrun(tiny_sft_overrides, sft_schema_cache, cluster, gpus,
+                                                            capsys):
     result = run_sft([*tiny_sft_overrides(f"cluster={cluster}", "sft.bf16=true", "sft.deepspeed=zero3",
                                           "sft.gradient_accumulation_steps=8")], dry_run=True)
     launch = result.launch
     assert launch.mode == "torchrun" and launch.processes == gpus
-    assert launch.env["FORCE_TORCHRUN"] == "1"
-    assert (launch.env["NPROC_PER_NODE"], launch.env["NNODES"]) == (str(gpus), "1")
+    assert launch.cmd[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    assert launch.cmd[4:6] == ["--nproc_per_node", str(gpus)]
+    assert launch.cmd[6].endswith("plugins/engines/llamafactory_train.py")
+    assert launch.cmd[7:] == [str(result.run_dir / "llamafactory_sft.yaml")]
     assert "CUDA_VISIBLE_DEVICES" not in launch.env
     assert result.args["bf16"] is True and result.args["deepspeed"].endswith("zero3.json")
     assert f"2 per device x 8 accumulation x {gpus} GPU" in capsys.readouterr().out
@@ -98,18 +103,20 @@ def test_multi_node_needs_the_rendezvous_address(monkeypatch, tmp_path):
     cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}}
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("NODE_RANK", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(lf.LlamaFactoryArgError, match="set MASTER_ADDR and NODE_RANK"):
         lf.plan_launch(cluster, tmp_path / "x.yaml")
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     monkeypatch.setenv("NODE_RANK", "1")
     launch = lf.plan_launch(cluster, tmp_path / "x.yaml")
-    assert (launch.env["NNODES"], launch.env["NODE_RANK"], launch.env["MASTER_ADDR"]) == ("2", "1", "10.0.0.1")
+    assert launch.cmd[3:13] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1", "--master_port",
+                                "29500", "--nproc_per_node", "4"]
     assert launch.processes == 8
     assert lf.effective_batch({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16}, cluster)[0] == 512
 
 
 def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):
-    with pytest.raises(SftError, match="llamafactory-cli does not exist"):
+    with pytest.raises(SftError, match=r"stage environment .*no_env' has no .*no_env/bin/python"):
         run_sft(tiny_sft_overrides(f"cluster.envs.sft={tmp_path / 'no_env'}"), dry_run=True, quiet=True)
     with pytest.raises(SftError, match=rf"model.path='{tmp_path}/no_model': no such folder"):
         run_sft([*tiny_sft_overrides(), f"model.path={tmp_path}/no_model"], dry_run=True, quiet=True)

@@ -82,9 +82,16 @@ def test_sft_trains_records_exports_and_detects_a_finished_run(tiny_sft_override
     assert (run_dir / "medsage_manifest.json").read_bytes() == before
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_sft_overrides, tmp_path, sft_schema_cache):
-    overrides = tiny_sft_overrides("sft.save_strategy=steps", "sft.save_steps=1", "sft.save_total_limit=null",
-                                   "sft.num_train_epochs=1")
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_runs_weights(tiny_sft_overrides, tmp_path, sft_schema_cache):
+    # 12 steps (2 epochs of 6), a checkpoint every 3: the kill lands mid-epoch, so the resume also skips batches.
+    settings = ("sft.save_strategy=steps", "sft.save_steps=3", "sft.save_total_limit=null", "sft.num_train_epochs=2")
+    overrides = tiny_sft_overrides(*settings)
     run_dir = tmp_path / "runs" / "run_001"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A real `medsage sft` in its own process group, SIGKILLed (no cleanup at all) after the first checkpoint.
@@ -107,18 +114,29 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_sft_overrides, tmp_pat
     with pytest.raises(SftError, match=r"(?s)cannot resume .*learning_rate: 0.001 -> 0.01"):
         run_sft([*overrides, "sft.learning_rate=0.01"], quiet=True)
 
-    # The same command resumes from the newest complete checkpoint and finishes the 6 steps.
+    # The same command resumes from the newest complete checkpoint and finishes the 12 steps.
     result = run_sft(overrides, stream=False)
     assert result.status == "finished" and result.run_dir == run_dir
     attempts = result.manifest["attempts"]
     assert len(attempts) == 2 and attempts[1]["resumed_from"]
     resumed_step = int(attempts[1]["resumed_from"].rsplit("-", 1)[1])
-    assert 1 <= resumed_step < 6
+    assert resumed_step in (3, 6, 9)
     state = json.loads((run_dir / "trainer_state.json").read_text())
-    assert state["global_step"] == 6
-    assert len(result.losses) == 6  # the resumed history carries the steps before the kill
+    assert state["global_step"] == 12
+    assert len(result.losses) == 12  # the resumed history carries the steps before the kill
     log = (run_dir / "train.log").read_text()
-    assert log.count("===== ") == 2 and f"Resuming training from checkpoint with epoch 0 and global step {resumed_step}" in log
+    assert log.count("===== ") == 2 and f"Resuming training from checkpoint with epoch {resumed_step // 6} and global step {resumed_step}" in log
+
+    # The same command never interrupted, in another folder: the resumed run is the same training. Before the
+    # resume the losses are the killed attempt's own; after it they are what the checkpoint's weights give.
+    straight = run_sft(tiny_sft_overrides(*settings, out_dir=tmp_path / "straight"), stream=False)
+    assert len(straight.losses) == 12
+    after = [(a, b) for a, b in zip(result.losses[resumed_step:], straight.losses[resumed_step:])]
+    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in after), after
+    resumed, uninterrupted = _weights(run_dir), _weights(straight.run_dir)
+    assert resumed.keys() == uninterrupted.keys()
+    worst = max((resumed[k].float() - uninterrupted[k].float()).abs().max().item() for k in resumed)
+    assert worst <= 1e-4, f"final weights differ from the uninterrupted run's by up to {worst}"
 
 
 @pytest.mark.gpu

@@ -91,15 +91,28 @@ def run_sft(overrides: list[str], *, fresh: bool = False, dry_run: bool = False,
     ``quiet`` prints nothing (callers such as the demo print their own summary); ``stream`` echoes the
     trainer's output to the terminal (default: not quiet). Everything always goes to ``train.log``.
     """
-    from medsage.plugins.engines import llamafactory as lf
+    from contextlib import nullcontext
+
+    from medsage.lock import FolderLocked, folder_lock
 
     stream = (not quiet) if stream is None else stream
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     cfg, recipe = _compose(overrides, extra_dirs)
     datasets = _check_data(recipe["data"])
+    root = Path(recipe["output"]["dir"]).expanduser().resolve()
+    # Two commands on one output.dir would both pick the same new run_NNN and train into it together.
+    try:
+        with nullcontext() if dry_run else folder_lock(root, "SFT run"):
+            return _run(cfg, recipe, datasets, root, fresh, dry_run, quiet, stream, say)
+    except FolderLocked as err:
+        raise SftError(str(err)) from None
+
+
+def _run(cfg, recipe: dict, datasets: dict, root: Path, fresh: bool, dry_run: bool, quiet: bool, stream: bool,
+         say) -> SftResult:
+    from medsage.plugins.engines import llamafactory as lf
 
     # Which run: a new one, the latest unfinished one (resume), or nothing to do.
-    root = Path(recipe["output"]["dir"]).expanduser().resolve()
     run_dir, previous = runs.pick_run(root, fresh)
     if previous is not None and previous.get("status") == "finished":
         losses = previous.get("losses", [])

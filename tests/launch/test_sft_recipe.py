@@ -141,3 +141,14 @@ def test_unset_and_unknown_recipe_values_fail_clearly(tmp_path, sft_dataset, cap
     assert "model.path" in capsys.readouterr().err
     assert main(["--dry-run", "cluster=a100_8x", f"data.dataset_dir={data_dir}"]) == 2
     assert "a100_8x" in capsys.readouterr().err
+
+
+def test_a_second_sft_on_an_output_folder_in_use_stops_at_once(tiny_sft_overrides, tmp_path, sft_schema_cache):
+    # Two commands on one output.dir both chose run_001 (new) and trained into it together.
+    from medsage.lock import folder_lock
+
+    root = tmp_path / "runs"
+    with folder_lock(root, "SFT run"):  # a real flock, as a running `medsage sft` holds it
+        with pytest.raises(SftError, match=r"in use by another SFT run"):
+            run_sft(tiny_sft_overrides(out_dir=root))
+    assert not (root / "run_001").exists()

@@ -90,6 +90,29 @@ class RLSection:
     request: str | None = None
     rollout_batch_prompts: int | None = None
 
+    def __post_init__(self) -> None:
+        """Values verl would fail on minutes into a run (a division by zero, a group too small), refused here."""
+        problems = [f"rl.{k}={getattr(self, k)}: must be 1 or more" for k in (
+            "epochs", "max_prompt_length", "max_response_length", "micro_batch_per_device", "grad_accum",
+            "log_prob_micro_batch", "tensor_parallel") if getattr(self, k) < 1]
+        if self.rollout_n < 2:  # GRPO's advantage is relative to the group: one rollout has nothing to compare with
+            problems.append(f"rl.rollout_n={self.rollout_n}: must be 2 or more (the GRPO group)")
+        if self.retry:
+            problems += [f"rl.{k}={getattr(self, k)}: must be 1 or more with the retry"
+                         for k in ("retry_max_tokens", "request_budget") if getattr(self, k) < 1]
+        if self.rollout_batch_prompts is not None and self.rollout_batch_prompts < 1:
+            problems.append(f"rl.rollout_batch_prompts={self.rollout_batch_prompts}: must be 1 or more, or null")
+        problems += [f"rl.{k}={getattr(self, k)}: must be above 0" for k in ("lr", "temperature")
+                     if not getattr(self, k) > 0]
+        problems += [f"rl.{k}={getattr(self, k)}: must be 0 or more" for k in ("alpha", "kl_coef")
+                     if not getattr(self, k) >= 0]
+        if not 0 < self.gpu_memory_utilization <= 1:
+            problems.append(f"rl.gpu_memory_utilization={self.gpu_memory_utilization}: must be in (0, 1]")
+        problems += [f"rl.{k}={getattr(self, k)}: must be -1 (never) or 1 or more" for k in ("save_freq", "test_freq")
+                     if getattr(self, k) == 0 or getattr(self, k) < -1]
+        if problems:
+            raise ValueError("; ".join(problems))
+
 
 @dataclass
 class RewardConfig:

@@ -197,3 +197,22 @@ def test_verls_hydra_run_folder_is_inside_the_output_dir(tmp_path, monkeypatch, 
     assert f"hydra.run.dir={tmp_path / 'run' / 'hydra'}" in overrides
     assert f"hydra.run.dir={tmp_path / 'run' / 'hydra'}" in capsys.readouterr().out  # in the printed command
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("override,message", [
+    ("rl.micro_batch_per_device=0", "rl.micro_batch_per_device=0: must be 1 or more"),
+    ("rl.rollout_n=0", "rl.rollout_n=0: must be 2 or more (the GRPO group)"),
+    ("rl.rollout_n=1", "rl.rollout_n=1: must be 2 or more (the GRPO group)"),
+    ("rl.grad_accum=-2", "rl.grad_accum=-2: must be 1 or more"),
+    ("rl.alpha=-0.1", "rl.alpha=-0.1: must be 0 or more"),
+    ("rl.rollout_batch_prompts=0", "rl.rollout_batch_prompts=0: must be 1 or more, or null"),
+    ("rl.lr=0", "rl.lr=0.0: must be above 0"),
+    ("rl.test_freq=0", "rl.test_freq=0: must be -1 (never) or 1 or more"),
+])
+def test_values_verl_would_fail_on_are_refused_before_launch(tmp_path, capsys, override, message):
+    # They were a ZeroDivisionError traceback, "verl config validated", or a verl failure ~110 s in.
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=local_cpu", "dry_run=true",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'r'}", override])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

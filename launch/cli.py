@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("medsage.launch.pipeline.app", "data -> sft -> rl -> eval -> report as resumable Ray jobs"),
     "scorer": ("medsage.plugins.scorer.cli", "train or evaluate the trajectory quality scorer"),
     "view": ("medsage.eval.view.build", "write a static HTML view of data, rollouts or predictions"),
-    "env": ("medsage.launch.env", "check the per-stage Python environments"),
+    "env": ("medsage.launch.env", "build (setup) and check the per-stage Python environments"),
     "demo": ("medsage.launch.demo.run", "run the embedded demo end to end on CPU (no network, no GPU)"),
     "tiny-model": ("medsage.launch.demo.tiny_model_cli", "build a random few-MB Qwen2.5-VL for tests and the demo"),
 }

@@ -38,7 +38,8 @@ def add_arguments(parser) -> None:
 
     parser.description = ("Check the per-stage Python environments named by the cluster recipe "
                           "(cluster.envs.<stage>; null means this interpreter).")
-    parser.add_argument("action", choices=["check"], help="what to do")
+    parser.add_argument("action", choices=["check", "setup"],
+                        help="what to do (setup: build the GPU stage environments from locks/; see `medsage env setup --help`)")
     parser.add_argument("--stage", action="append", choices=list(REQUIREMENTS),
                         help="check only this stage (repeatable; default: all)")
     add_overrides(parser, "cluster=a100_4x cluster.envs.rl=/opt/rl")
@@ -47,6 +48,10 @@ def add_arguments(parser) -> None:
 def main(argv: list[str] | None = None) -> int:
     from medsage.launch.cli import parse
 
+    if argv and argv[0] == "setup":  # its own flags (--prefix, --cluster): medsage.launch.env_setup
+        from medsage.launch.env_setup import main as setup
+
+        return setup(argv[1:])
     args = parse("env", argv, intermixed=True)
 
     from medsage.recipes import compose

@@ -305,11 +305,17 @@ def setup_command(stage: str, envs: Mapping[str, str | None] | None = None) -> s
     Into the stage's own folder when it has one that no other stage shares; otherwise into a new folder the
     recipe then names: a fix must never install one stage's engines into another's environment
     (LLaMA-Factory, verl and vLLM pin conflicting torch/transformers versions)."""
+    from pathlib import PurePath
+
+    from medsage.launch.env_setup import DEFAULT_PREFIX
+
     envs = dict(envs or {})
     env = envs.get(stage)
-    if env and not env.startswith("uv:") and not any(e == env for s, e in envs.items() if s != stage):
-        return f"medsage env setup --stage {stage} --prefix {env}"
-    return f"medsage env setup --stage {stage} --prefix envs/{stage}, then set cluster.envs.{stage}=envs/{stage}"
+    own = env and not env.startswith("uv:") and not any(e == env for s, e in envs.items() if s != stage)
+    if own and PurePath(env).name == stage:  # `env setup` builds <prefix>/<stage>: this very folder
+        return f"medsage env setup --stage {stage} --prefix {PurePath(env).parent}"
+    return (f"medsage env setup --stage {stage} --prefix {DEFAULT_PREFIX}, then set "
+            f"cluster.envs.{stage}={DEFAULT_PREFIX}/{stage} (or add --cluster <name> to write it into the recipe)")
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -44,8 +44,8 @@ def test_on_a_gpu_cluster_this_environment_fails_each_gpu_stage_with_its_fixes(c
     assert "problem: deepspeed is not installed, and the SFT recipe trains with DeepSpeed (sft.deepspeed: zero2)" \
         in by_stage["sft"]
     # every stage runs in this one interpreter (no cluster.envs): each fix builds the stage an environment of its own
-    assert "fix:     medsage env setup --stage rl --prefix envs/rl, then set cluster.envs.rl=envs/rl" in by_stage["rl"]
-    assert "fix:     medsage env setup --stage sft --prefix envs/sft, then set cluster.envs.sft=envs/sft" in by_stage["sft"]
+    assert "fix:     medsage env setup --stage rl --prefix envs, then set cluster.envs.rl=envs/rl" in by_stage["rl"]
+    assert "fix:     medsage env setup --stage sft --prefix envs, then set cluster.envs.sft=envs/sft" in by_stage["sft"]
     assert "vllm" not in by_stage["eval"].split("problem:", 1)[1]  # the hf backend needs no vLLM
 
 
@@ -62,18 +62,18 @@ def test_recipes_decide_the_needs(capsys):
 
 
 def test_an_empty_environment_fails_with_a_setup_fix_into_that_folder(tmp_path, capsys):
-    venv = bare_venv(tmp_path / "bare")
+    venv = bare_venv(tmp_path / "rl")  # at <prefix>/<stage>, where `medsage env setup` builds it
     assert main(["check", "--stage", "rl", f"cluster.envs.rl={venv}"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] rl" in out
     assert "problem: verl is not installed" in out
-    assert f"fix:     medsage env setup --stage rl --prefix {venv}" in out
+    assert f"fix:     medsage env setup --stage rl --prefix {venv.parent}" in out
 
 
 def test_a_missing_environment_folder(tmp_path, capsys):
-    assert main(["check", "--stage", "sft", f"cluster.envs.sft={tmp_path / 'nope'}"]) == 1
+    assert main(["check", "--stage", "sft", f"cluster.envs.sft={tmp_path / 'sft'}"]) == 1
     out = capsys.readouterr().out
-    assert "has no" in out and f"fix:     medsage env setup --stage sft --prefix {tmp_path / 'nope'}" in out
+    assert "has no" in out and f"fix:     medsage env setup --stage sft --prefix {tmp_path}" in out
 
 
 def test_version_outside_the_pin_is_reported(monkeypatch):
@@ -102,7 +102,7 @@ def test_more_than_one_rl_rank_needs_an_rl_environment_of_its_own(tmp_path):
         return
     assert multi_rank and "must not be the SFT one" in multi_rank[0].what
     # the fix builds the RL stage its own environment, never installs RL into the one it shares with SFT
-    assert multi_rank[0].fix == "medsage env setup --stage rl --prefix envs/rl, then set cluster.envs.rl=envs/rl"
+    assert multi_rank[0].fix.startswith("medsage env setup --stage rl --prefix envs, then set cluster.envs.rl=envs/rl")
     shared = check_stage("rl", compose("env", ["cluster=a100_4x", f"cluster.envs.rl={sys.prefix}",
                                                f"cluster.envs.sft={sys.prefix}"]))
     (shared_multi_rank,) = [p for p in shared.problems if "more than one rank" in p.what]
@@ -140,7 +140,7 @@ def test_an_rl_environment_without_vllm():
     facts = _gpu_node(packages={**_gpu_node().packages, "vllm": None})
     (problem,) = preflight.check(needs, facts, {"rl": "/opt/envs/rl", "sft": "/opt/envs/sft"})
     assert problem.what.startswith("vllm is not installed") and problem.where == "/opt/envs/rl/bin/python on node1"
-    assert problem.fix == "medsage env setup --stage rl --prefix /opt/envs/rl"
+    assert problem.fix == "medsage env setup --stage rl --prefix /opt/envs"
 
 
 def test_an_sft_environment_without_deepspeed():
@@ -149,7 +149,7 @@ def test_an_sft_environment_without_deepspeed():
                                 "torch": "2.11.0", "deepspeed": None})
     (problem,) = preflight.check(needs, facts, {"sft": "/opt/envs/sft"})
     assert problem.what.startswith("deepspeed is not installed, and the SFT recipe trains with DeepSpeed")
-    assert problem.fix == "medsage env setup --stage sft --prefix /opt/envs/sft"
+    assert problem.fix == "medsage env setup --stage sft --prefix /opt/envs"
 
 
 def test_a_driver_too_old_for_the_wheels_cuda():
@@ -183,10 +183,12 @@ def test_a_forced_flash_attention_2_without_flash_attn():
 
 
 def test_a_fix_never_installs_a_stage_into_another_stages_environment():
-    assert preflight.setup_command("rl", {"rl": "/opt/rl", "sft": "/opt/sft"}) == \
-        "medsage env setup --stage rl --prefix /opt/rl"
-    shared = preflight.setup_command("rl", {"rl": "/opt/one", "sft": "/opt/one"})
-    assert shared == "medsage env setup --stage rl --prefix envs/rl, then set cluster.envs.rl=envs/rl"
+    # `medsage env setup` builds <prefix>/<stage>: a stage folder named after its stage is rebuilt where it is
+    assert preflight.setup_command("rl", {"rl": "/opt/envs/rl", "sft": "/opt/envs/sft"}) == \
+        "medsage env setup --stage rl --prefix /opt/envs"
+    for envs in ({"rl": "/opt/one", "sft": "/opt/one"}, {"rl": "/opt/my-rl"}):  # shared, or not at <prefix>/rl
+        assert preflight.setup_command("rl", envs).startswith(
+            "medsage env setup --stage rl --prefix envs, then set cluster.envs.rl=envs/rl")
 
 
 def test_a_cluster_level_check_adds_to_the_same_report():

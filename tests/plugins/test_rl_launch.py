@@ -76,7 +76,7 @@ def test_a_gpu_recipe_without_a_gpu_launches_nothing_and_fails_with_the_fix(tmp_
     assert "medsage rl: not launched: the RL environment cannot run this recipe" in captured.err
     assert "problem: rl: no CUDA device is visible to torch" in captured.err
     assert "problem: rl: vllm is not installed, and verl's rollout runs on vLLM" in captured.err
-    assert "fix:     medsage env setup --stage rl --prefix envs/rl, then set cluster.envs.rl=envs/rl" in captured.err
+    assert "fix:     medsage env setup --stage rl --prefix envs, then set cluster.envs.rl=envs/rl" in captured.err
     assert "launching" not in captured.out and not (tmp_path / "run" / "verl.log").exists()
 
 

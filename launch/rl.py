@@ -31,6 +31,7 @@ from medsage.launch import layout
 from medsage.plugins.engines.verl import (  # noqa: F401  (the stage's API: tests and the pipeline use them)
     RLConfigError, _hydra_value, _module_file, agent_loop_file, batch_sizes, verl_overrides,
 )
+from medsage.launch.rl_metrics import keep_earlier_attempt
 from medsage.runtime import run_logged, stage_python
 
 def add_arguments(parser) -> None:
@@ -338,12 +339,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"medsage rl: not launched: the RL environment cannot run this recipe\n{report.render()}\n"
                   f"command (once fixed):\n  {printable}", file=sys.stderr)
             return 1
+    done, planned = checkpointed_step(out_dir), verl_cfg.trainer.get("total_training_steps")
+    if done is not None and planned is not None and done >= planned:
+        # verl would resume after the last step and train one more (a kill after the last checkpoint, before the
+        # final_model link): the run is complete, only its link is missing
+        final = link_final_model(out_dir)
+        print(f"already trained: checkpoint of step {done} of {planned}; not launched again"
+              + (f"\nfinal model: {final}" if final else ""))
+        return 0 if final else 1
     print(f"launching:\n  {printable}", flush=True)
+    if (earlier := keep_earlier_attempt(out_dir)) is not None:  # verl's file logger truncates its file on start
+        print(f"the metrics of the earlier attempt are kept in {earlier.name}")
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
     rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc
+
+
+def checkpointed_step(out_dir: Path) -> int | None:
+    """The step of verl's latest complete checkpoint in ``out_dir`` (its ``latest_checkpointed_iteration.txt``)."""
+    marker = out_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    try:
+        return int(marker.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def link_final_model(out_dir: Path) -> Path | None:
@@ -352,10 +372,10 @@ def link_final_model(out_dir: Path) -> Path | None:
     verl records the latest step in ``checkpoints/latest_checkpointed_iteration.txt`` and, with
     ``hf_model`` in save_contents, writes ``global_step_<N>/actor/huggingface``.
     """
-    marker = out_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
-    if not marker.exists():
+    step = checkpointed_step(out_dir)
+    if step is None:
         return None
-    hf = out_dir / "checkpoints" / f"global_step_{int(marker.read_text().strip())}" / "actor" / "huggingface"
+    hf = out_dir / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"
     if not (hf / "config.json").exists():
         return None
     link = layout.rl_model(out_dir)

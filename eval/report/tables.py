@@ -186,15 +186,12 @@ def training_mean(run: dict, metric: str) -> float | None:
     """The mean over RL training steps of a rate ``metric``, in %, from the RL run's verl metrics file
     (``eval.tags.train_metrics``: ``<rl out>/metrics.jsonl``, one ``{"step", "data": {...}}`` line per step,
     verl's file logger). None when the run has no such file or metric."""
+    from medsage.launch.rl_metrics import read_steps
+
     path = (run.get("tags") or {}).get("train_metrics")
-    if not path or not Path(path).is_file():
+    if not path:
         return None
-    rates = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            value = (json.loads(line).get("data") or {}).get(metric)
-            if value is not None:
-                rates.append(float(value))
+    rates = [float(data[metric]) for data in read_steps(path).values() if data.get(metric) is not None]
     return round(100.0 * sum(rates) / len(rates), 2) if rates else None
 
 

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medsage.launch import layout
+from medsage.launch import layout, rl_metrics
 from medsage.recipes import hydra_value as _hydra_value
 
 
@@ -134,7 +134,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
     }
     o.update(attention_overrides(cfg))
     o.update(ray_overrides(cfg, world))
-    o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / "metrics.jsonl")
+    o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / rl_metrics.METRICS)
     if cluster.accelerator == "cpu":
         o.update(cpu_overrides())
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)

@@ -241,6 +241,10 @@ def _no_launch_reason(cfg) -> str | None:
         return "dry_run=true"
     if cfg.cluster.accelerator == "cpu":
         return None  # the CPU route (medsage.plugins.engines.verl_cpu)
+    from medsage.plugins.engines.verl import ray_address
+
+    if ray_address(cfg):
+        return None  # verl's driver is submitted to that cluster (driver_command): its GPUs are there, not here
     if cfg.cluster.envs.rl is None:
         try:
             import torch
@@ -305,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"not launched: {reason}\ncommand:\n  {printable}")
         return 0
-    print(f"launching:\n  {printable}", flush=True)
+    where = f" (a job of the Ray cluster at {engine.ray_address(cfg)})" if engine.ray_address(cfg) else ""
+    print(f"launching{where}:\n  {printable}", flush=True)
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
-    rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
+    rc = run_logged(engine.driver_command(cfg, command), out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc

@@ -9,7 +9,8 @@
   (it may be another virtualenv, ``cluster.envs.sft``) and caches the result per LLaMA-Factory and
   transformers version, so a warm ``medsage sft`` does not pay the ~10 s torch/transformers import.
 - ``plan_launch(cluster, yaml)``: plain ``llamafactory-cli train`` on CPU; on GPUs the same command
-  with FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES (LLaMA-Factory's launcher then calls torchrun).
+  with FORCE_TORCHRUN=1, NPROC_PER_NODE, NNODES (LLaMA-Factory's launcher then calls torchrun); on a Ray
+  cluster, and across nodes, one such launch per node placed by Ray.
 
 Run as a script (``python llamafactory.py --schema``) this file prints the schema of the
 LLaMA-Factory importable by that interpreter; it needs nothing but the standard library and
@@ -108,18 +109,16 @@ def lf_args(cfg: Any, output_dir: str | Path) -> dict:
 
 
 def effective_batch(args: dict, cluster: Any) -> tuple[int, str]:
-    """Sequences per optimizer step and how it multiplies out (one process on CPU)."""
+    """Sequences per optimizer step and how it multiplies out (one process per node on CPU)."""
     per_device = int(args.get("per_device_train_batch_size", 8))
     accum = int(args.get("gradient_accumulation_steps", 1))
-    if cluster["accelerator"] == "gpu":
-        gpus, nodes = int(cluster["gpus_per_node"]), int(cluster["nnodes"])
-    else:
-        gpus, nodes = 1, 1
+    nodes = int(cluster["nnodes"])
+    gpus = int(cluster["gpus_per_node"]) if cluster["accelerator"] == "gpu" else 1
     total = per_device * accum * gpus * nodes
     how = f"{per_device} per device x {accum} accumulation x {gpus} {'GPU' if gpus == 1 else 'GPUs'}" \
           f" x {nodes} {'node' if nodes == 1 else 'nodes'} = {total}"
     if cluster["accelerator"] != "gpu":
-        how = f"{per_device} per step x {accum} accumulation x 1 CPU process = {total}"
+        how = f"{per_device} per step x {accum} accumulation x {nodes} CPU {'process' if nodes == 1 else 'processes'} = {total}"
     return total, how
 
 
@@ -244,7 +243,7 @@ class Launch:
 
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)  # set on top of os.environ
-    mode: str = "cpu"  # cpu | torchrun
+    mode: str = "cpu"  # cpu | torchrun | ray (one torchrun per node, placed by Ray)
     processes: int = 1
 
     def describe(self) -> str:
@@ -264,24 +263,46 @@ def llamafactory_cli(env_dir: str | None) -> str:
 
 
 def plan_launch(cluster: Any, config_path: str | Path) -> Launch:
-    """CPU: plain ``llamafactory-cli train`` with no GPU visible; GPUs: LLaMA-Factory's torchrun path."""
+    """How ``llamafactory-cli train <config_path>`` runs on ``cluster`` (a composed ``recipes/cluster/`` dict).
+
+    - CPU, one node: the plain command, no GPU visible.
+    - GPUs: LLaMA-Factory's torchrun launch, FORCE_TORCHRUN=1 with NPROC_PER_NODE=gpus_per_node and NNODES=nnodes.
+    - Inside a Ray cluster (a pipeline stage, or ``cluster.ray_address``) with GPUs, and on several nodes always:
+      Ray places that launch once per node, each holding the node's GPUs, with NODE_RANK / MASTER_ADDR /
+      MASTER_PORT set per node (``launch/pipeline/per_node.py``); on CPU one gloo process per node.
+    - ``cluster.ray_address`` (or ``RAY_ADDRESS``) outside any Ray job: the launch is submitted to that cluster as
+      a job (``launch/pipeline/submit.py``), since ``ray.init`` does not take every address the cluster has.
+    """
+    from medsage.launch.pipeline import per_node, submit
+    from medsage.launch.pipeline.ray_jobs import configured_address, in_ray_job
+    from medsage.runtime import stage_python
+
     envs = cluster.get("envs") or {}
     cmd = [llamafactory_cli(envs.get("sft")), "train", str(config_path)]
-    base = {"DISABLE_VERSION_CHECK": "1"}
-    if cluster["accelerator"] != "gpu":
-        return Launch(cmd, {**base, "FORCE_TORCHRUN": "0", "CUDA_VISIBLE_DEVICES": ""}, "cpu", 1)
+    gpu = cluster["accelerator"] == "gpu"
     gpus, nodes = int(cluster["gpus_per_node"]), int(cluster["nnodes"])
-    if gpus < 1 or nodes < 1:
+    if nodes < 1 or (gpu and gpus < 1):
         raise LlamaFactoryArgError(f"cluster {cluster.get('name')}: gpus_per_node={gpus} nnodes={nodes}")
-    env = {**base, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(gpus), "NNODES": str(nodes)}
-    if nodes > 1:
-        # Every node runs the same command; torchrun needs the rendezvous host and this node's rank.
-        missing = [v for v in ("MASTER_ADDR", "NODE_RANK") if not os.environ.get(v)]
-        if missing:
-            raise LlamaFactoryArgError(f"cluster {cluster.get('name')} has {nodes} nodes: set {' and '.join(missing)}"
-                                       " in the environment of each node (MASTER_PORT optional)")
-        env.update({v: os.environ[v] for v in ("MASTER_ADDR", "NODE_RANK", "MASTER_PORT") if os.environ.get(v)})
-    return Launch(cmd, env, "torchrun", gpus * nodes)
+    in_job = in_ray_job()
+    address = None if in_job else configured_address(cluster.get("ray_address"))
+    if nodes > 1 and not (in_job or address):
+        raise LlamaFactoryArgError(
+            f"cluster {cluster.get('name')} has {nodes} nodes: medsage places one torchrun per node through Ray. Set "
+            "cluster.ray_address to the running cluster (ray://head:10001 or http://head:8265), or run SFT as a stage "
+            "of `medsage pipeline` on it (docs/multinode.md)")
+    env = {"DISABLE_VERSION_CHECK": "1"}
+    if gpu:
+        env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(gpus), NNODES=str(nodes))
+    elif nodes > 1:  # CPU across nodes: one process per node, gloo (a test setting: no GPU cluster is CPU-only)
+        env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE="1", NNODES=str(nodes), CUDA_VISIBLE_DEVICES="")
+    else:
+        env.update(FORCE_TORCHRUN="0", CUDA_VISIBLE_DEVICES="")
+    mode, processes = ("torchrun", gpus * nodes) if gpu else ("cpu", nodes)
+    if nodes > 1 or (gpu and (in_job or address)):
+        cmd, env, mode = per_node.placed(nodes, gpus if gpu else 0, cmd, env, stage_python(envs.get("sft"))), {}, "ray"
+    if address:
+        cmd, env = submit.wrap(address, cmd, python=stage_python(envs.get("sft")), env=env), {}
+    return Launch(cmd, env, mode, processes)
 
 
 if __name__ == "__main__":

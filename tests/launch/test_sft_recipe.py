@@ -94,18 +94,42 @@ def test_gpu_launch_uses_torchrun_through_llamafactory(tiny_sft_overrides, sft_s
     assert f"2 per device x 8 accumulation x {gpus} GPU" in capsys.readouterr().out
 
 
-def test_multi_node_needs_the_rendezvous_address(monkeypatch, tmp_path):
-    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}}
-    monkeypatch.delenv("MASTER_ADDR", raising=False)
-    monkeypatch.delenv("NODE_RANK", raising=False)
-    with pytest.raises(lf.LlamaFactoryArgError, match="set MASTER_ADDR and NODE_RANK"):
-        lf.plan_launch(cluster, tmp_path / "x.yaml")
-    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
-    monkeypatch.setenv("NODE_RANK", "1")
-    launch = lf.plan_launch(cluster, tmp_path / "x.yaml")
-    assert (launch.env["NNODES"], launch.env["NODE_RANK"], launch.env["MASTER_ADDR"]) == ("2", "1", "10.0.0.1")
-    assert launch.processes == 8
+def test_multi_node_sft_is_one_torchrun_per_node_placed_by_ray(monkeypatch, tmp_path):
+    """Several nodes need a Ray cluster; in one (a pipeline stage is a Ray job) Ray places LLaMA-Factory's own
+    torchrun launch once per node; from outside, with an address of any form, that launch is submitted as a job."""
+    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}, "ray_address": None}
+    config = tmp_path / "x.yaml"
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR", "MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(lf.LlamaFactoryArgError, match=r"has 2 nodes: .*Set cluster\.ray_address"):
+        lf.plan_launch(cluster, config)
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a job's command, with RAY_ADDRESS
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    launch = lf.plan_launch(cluster, config)
+    assert (launch.mode, launch.processes, launch.env) == ("ray", 8, {})
+    cmd = launch.cmd
+    assert cmd[1:3] == ["-m", "medsage.launch.pipeline.per_node"]
+    assert (cmd[cmd.index("--nodes") + 1], cmd[cmd.index("--gpus-per-node") + 1]) == ("2", "4")
+    env = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd[:cmd.index("--")]) if a == "--env")
+    assert (env["FORCE_TORCHRUN"], env["NPROC_PER_NODE"], env["NNODES"]) == ("1", "4", "2")
+    assert "NODE_RANK" not in env and "MASTER_ADDR" not in env  # per node, from Ray's placement (per_node.py)
+    assert cmd[cmd.index("--") + 1:] == [lf.llamafactory_cli(None), "train", str(config)]
+    one_node = lf.plan_launch({**cluster, "nnodes": 1}, config)  # in a job, one GPU node too: Ray finds its GPUs
+    assert one_node.mode == "ray" and one_node.cmd[one_node.cmd.index("--nodes") + 1] == "1"
+    cpu = lf.plan_launch({**cluster, "nnodes": 1, "accelerator": "cpu", "gpus_per_node": 0}, config)
+    assert cpu.mode == "cpu" and cpu.cmd[1:] == ["train", str(config)]  # the demo's stage: trains where its job is
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    monkeypatch.delenv("RAY_ADDRESS")
+    for address in ("http://head:8265", "ray://head:10001"):
+        launch = lf.plan_launch({**cluster, "ray_address": address}, config)
+        assert launch.cmd[1:5] == ["-m", "medsage.launch.pipeline.submit", "--address", address] and launch.env == {}
+        inner = launch.cmd[launch.cmd.index("--") + 1:]
+        assert inner[1:3] == ["-m", "medsage.launch.pipeline.per_node"] and inner[inner.index("--") + 1:][1] == "train"
     assert lf.effective_batch({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16}, cluster)[0] == 512
+    cpu_nodes = {**cluster, "accelerator": "cpu", "gpus_per_node": 0}
+    assert lf.effective_batch({"per_device_train_batch_size": 2}, cpu_nodes) == (4, "2 per step x 1 accumulation x 2 CPU processes = 4")
 
 
 def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):

@@ -184,10 +184,10 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str, nodes: tuple[i
     stage's environment is resolved once, before that (a missing one stops the pipeline before its
     first stage and before Ray starts). On a cluster that was running already (possibly many nodes) the
     cluster check runs first (``cluster_check.cluster_problems``: the store and each stage's interpreter on
-    every node, and ``nodes``, (nnodes, gpus_per_node), nodes with that many GPUs); a problem raises
-    ``PipelineError`` before any stage. While an embedded cluster is still
-    starting, a stage whose turn comes runs as a local process (``local_jobs``); the others are Ray jobs, and
-    on the embedded cluster the next stage's job is submitted ahead, behind a ``_Gate``.
+    every node, and ``nodes`` = (nnodes, gpus_per_node) nodes with that many GPUs); a problem raises
+    ``PipelineError`` before any stage. While an embedded cluster is still starting, a stage whose turn comes
+    runs as a local process (``local_jobs``); the others are Ray jobs, and on the embedded cluster the next
+    stage's job is submitted ahead, behind a ``_Gate``.
     """
     import tempfile
 
@@ -214,6 +214,8 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str, nodes: tuple[i
         if problems:
             raise PipelineError("the Ray cluster is not ready for this run (nothing was started):\n  - "
                                 + "\n  - ".join(problems))
+        print(f"cluster check: every node reads the stage store {todo[0].store} and has the stages' interpreters "
+              f"({', '.join(users)})", flush=True)
     gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if embedded else None
     ahead: dict[str, tuple[str, _Gate | None]] = {}
 
@@ -271,7 +273,8 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str, nodes: tuple[i
                 print(f"{head} finished in {ended - started:.0f} s{on} -> {stage.out_dir}", flush=True)
                 outcomes.append(StageOutcome(stage.name, "finished", stage.out_dir))
                 continue
-            print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}\n"
+            why = f" ({result.message})" if result.exit_code is None and result.message else ""
+            print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}{why}\n"
                   f"---- last lines of {result.log_path} ----\n{result.log_tail(25)}\n----\n"
                   f"Fix the cause, then resume with:\n  {resume_hint}", flush=True)
             outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))

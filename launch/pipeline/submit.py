@@ -23,6 +23,8 @@ import shlex
 import signal
 import sys
 
+EXIT_MARK = "medsage: the command exited with status "
+
 
 def wrap(address: str, command: list[str], *, python: str | None = None, env: dict[str, str] | None = None,
          resources: dict[str, float] | None = None) -> list[str]:
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime_env: dict = {"env_vars": dict(args.env)}
     if args.python:
         runtime_env["py_executable"] = args.python
-    sid = submit(client, "exec " + shlex.join(command), runtime_env=runtime_env, resources=args.resources)
+    # The shell reports the command's exit status in the log too: Ray may record a job that ended the moment it
+    # looked as "failed to get job supervisor", without the exit status (seen on a loaded 2-core machine).
+    entrypoint = f'{shlex.join(command)}; status=$?; echo "{EXIT_MARK}$status"; exit $status'
+    sid = submit(client, entrypoint, runtime_env=runtime_env, resources=args.resources)
     print(f"medsage: submitted to the Ray cluster at {args.address} as job {sid}", flush=True)
 
     def stop(signum, frame):
@@ -91,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         client.stop_job(sid)
         print(f"medsage: stopped job {sid}", file=sys.stderr, flush=True)
         return 130
-    if result.exit_code is None:  # it never ran: e.g. the runtime env could not be set up on the node
-        print(f"medsage: job {sid} {result.status}: {result.message}", file=sys.stderr)
-        return 1
-    return result.exit_code
+    if result.node:
+        print(f"medsage: job {sid} ran on Ray node {result.node}", flush=True)
+    if result.exit_code is not None:
+        return result.exit_code
+    said = [line[len(EXIT_MARK):] for line in client.get_job_logs(sid).splitlines() if line.startswith(EXIT_MARK)]
+    if said and said[-1].strip().isdigit():
+        return int(said[-1])
+    print(f"medsage: job {sid} {result.status}: {result.message}", file=sys.stderr)  # it never ran: e.g. no runtime env
+    return 1
 
 
 if __name__ == "__main__":

@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     where = f" (a job of the Ray cluster at {engine.ray_address(cfg)})" if engine.ray_address(cfg) else ""
     print(f"launching{where}:\n  {printable}", flush=True)
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
-    rc = run_logged(engine.driver_command(cfg, command), out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
+    rc = run_logged(engine.driver_command(cfg, command), out_dir / layout.RL_LOG,
+                    env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc

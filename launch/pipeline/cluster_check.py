@@ -84,9 +84,9 @@ def cluster_problems(client, run_folder: str | Path, pythons: dict[str, list[str
     fitting = [n for n in found if n["resources"].get("GPU", 0) >= gpus_per_node]
     if len(fitting) < nodes:
         have = "; ".join(f"{_describe(n)}: {n['resources'].get('GPU', 0):g} GPU" for n in found)
-        problems.append(f"cluster.nnodes={nodes} with cluster.gpus_per_node={gpus_per_node}, but {len(fitting)} node(s) "
-                        f"of the cluster have that many GPUs ({have}). Fix: start Ray on more nodes (`ray start "
-                        f"--address=<head>:6379` on each), or lower cluster.nnodes / cluster.gpus_per_node")
+        problems.append(f"cluster.nnodes={nodes} with cluster.gpus_per_node={gpus_per_node}, but {len(fitting)} "
+                        f"node(s) of the cluster have that many GPUs ({have}). Fix: start Ray on more nodes "
+                        "(`ray start --address=<head>:6379` on each), or lower cluster.nnodes / cluster.gpus_per_node")
     return problems
 
 

@@ -177,7 +177,8 @@ class _Gate:
         self.path.unlink(missing_ok=True)
 
 
-def run_stages(stages: list[Stage], connect, *, resume_hint: str, nodes: tuple[int, int] = (1, 0)) -> list[StageOutcome]:
+def run_stages(stages: list[Stage], connect, *, resume_hint: str,
+               nodes: tuple[int, int] = (1, 0)) -> list[StageOutcome]:
     """Run ``stages`` in order; stop at the first failure (reported, not raised).
 
     ``connect()`` returns a ``ray_jobs.ClusterStart``; it is called only if a stage is to run. Each

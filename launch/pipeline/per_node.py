@@ -1,6 +1,6 @@
 """One command per node of the Ray cluster this process runs in, ranked as torchrun's multi-node launch wants.
 
-    python -m medsage.launch.pipeline.per_node --nodes 2 --gpus-per-node 8 [--env K=V ...] -- llamafactory-cli train x.yaml
+    python -m medsage.launch.pipeline.per_node --nodes 2 --gpus-per-node 8 [--env K=V ...] -- llamafactory-cli train x
 
 Ray places the nodes: a placement group of ``--nodes`` bundles on distinct nodes (STRICT_SPREAD), each holding
 ``--gpus-per-node`` GPUs (Ray sets the task's CUDA_VISIBLE_DEVICES to them), and one task per bundle runs the
@@ -31,7 +31,8 @@ PLACEMENT_PATIENCE_S = 600.0  # how long the nodes' resources may stay busy befo
 
 def placed(nodes: int, gpus_per_node: int, command: list[str], env: dict[str, str], python: str) -> list[str]:
     """The command line that runs ``command`` with ``env`` once on each of ``nodes`` nodes (``python``: the stage's)."""
-    out = [python, "-m", "medsage.launch.pipeline.per_node", "--nodes", str(nodes), "--gpus-per-node", str(gpus_per_node)]
+    out = [python, "-m", "medsage.launch.pipeline.per_node", "--nodes", str(nodes),
+           "--gpus-per-node", str(gpus_per_node)]
     for key, value in env.items():
         out += ["--env", f"{key}={value}"]
     return [*out, "--", *command]
@@ -49,12 +50,12 @@ def _node_address() -> tuple[str, int]:
 
 
 def _run_on_node(command: list[str], env: dict[str, str], rank: int) -> dict:
-    """A Ray task: ``command`` under the shim, its output line by line into this worker's log (forwarded to the driver)."""
+    """A Ray task: ``command`` under the shim, its output line by line into this worker's log (Ray forwards it)."""
     import ray
 
     full = {**os.environ, **env}
-    # the tools the command calls (LLaMA-Factory's launcher calls `torchrun`) from its own environment's bin/
-    full["PATH"] = os.pathsep.join([os.path.dirname(command[0]), full.get("PATH", "")]) if os.sep in command[0] else full["PATH"]
+    if os.path.isabs(command[0]):  # what it calls by name (LLaMA-Factory's launcher: `torchrun`) from its own bin/
+        full["PATH"] = os.pathsep.join([os.path.dirname(command[0]), full.get("PATH", "")])
     shim = [sys.executable, "-m", "medsage.launch.pipeline.per_node", "--child", "--", *command]
     proc = subprocess.Popen(shim, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     for line in iter(proc.stdout.readline, b""):
@@ -79,7 +80,8 @@ def _nodes_summary(ray) -> str:
     for node in ray.nodes():
         if node.get("Alive"):
             res = node.get("Resources", {})
-            rows.append(f"{node['NodeID'][:12]} ({node['NodeManagerAddress']}): {res.get('GPU', 0):g} GPU, {res.get('CPU', 0):g} CPU")
+            rows.append(f"{node['NodeID'][:12]} ({node['NodeManagerAddress']}): {res.get('GPU', 0):g} GPU, "
+                        f"{res.get('CPU', 0):g} CPU")
     return "; ".join(rows) or "none alive"
 
 
@@ -95,11 +97,13 @@ def launch(nodes: int, gpus_per_node: int, command: list[str], env: dict[str, st
 
     ray.init(address="auto", log_to_driver=True)  # the cluster of the job this runs in (RAY_ADDRESS)
     bundle = {"CPU": 1.0, **({"GPU": float(gpus_per_node)} if gpus_per_node else {})}
-    fitting = [n for n in ray.nodes() if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in bundle.items())]
+    fitting = [n for n in ray.nodes()
+               if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in bundle.items())]
     if len(fitting) < nodes:
-        print(f"medsage: the Ray cluster has {len(fitting)} node(s) with {gpus_per_node} GPU(s) and a CPU, and this run "
-              f"needs {nodes} (cluster.nnodes={nodes}, cluster.gpus_per_node={gpus_per_node}). Nodes: {_nodes_summary(ray)}. "
-              "Start more nodes (`ray start --address=<head>:6379` on each) or lower cluster.nnodes.", file=sys.stderr)
+        print(f"medsage: the Ray cluster has {len(fitting)} node(s) with {gpus_per_node} GPU(s) and a CPU, and this "
+              f"run needs {nodes} (cluster.nnodes={nodes}, cluster.gpus_per_node={gpus_per_node}). Nodes: "
+              f"{_nodes_summary(ray)}. Start more nodes (`ray start --address=<head>:6379` on each) or lower "
+              "cluster.nnodes.", file=sys.stderr)
         return 2
     pg = placement_group([bundle] * nodes, strategy="STRICT_SPREAD")
     if not pg.wait(timeout_seconds=patience_s):
@@ -124,7 +128,7 @@ def launch(nodes: int, gpus_per_node: int, command: list[str], env: dict[str, st
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 result = ray.get(done[0])
-            except (ray.exceptions.RayError, KeyboardInterrupt) as err:
+            except ray.exceptions.RayError as err:  # the task itself failed (its node died, it was cancelled)
                 result = {"rank": refs[done[0]], "node": "?", "ip": "?", "exit": 1}
                 print(f"medsage: node rank {refs[done[0]]} failed in Ray: {err}", file=sys.stderr, flush=True)
             print(f"medsage: node rank {result['rank']} ran on Ray node {result['node']} ({result['ip']}), "
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1, help="how many nodes (one command each)")
     parser.add_argument("--gpus-per-node", type=int, default=0, help="GPUs each node's command holds")
     parser.add_argument("--env", action="append", type=_pair, default=[], help="NAME=VALUE for every node (repeatable)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the shim a task runs the command under
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the shim a task runs it under
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

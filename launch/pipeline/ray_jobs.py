@@ -186,9 +186,10 @@ def jobs_client(address: str) -> "JobSubmissionClient":  # noqa: F821
     try:
         return JobSubmissionClient(address)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError, grpc errors
-        raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
-                           "Check that it is running (`ray status` on its head node) and that this machine reaches "
-                           "the port: ray://head:10001 (Ray Client), http://head:8265 (dashboard) or head:6379 (GCS)") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason}. Check that it is running (`ray "
+                           "status` on its head node) and that this machine reaches the port: ray://head:10001 "
+                           "(Ray Client), http://head:8265 (dashboard) or head:6379 (GCS)") from None
     finally:
         os.environ.update(hidden)
 

@@ -55,7 +55,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medsage.launch.pipeline.submit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m medsage.launch.pipeline.submit",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--address", required=True, help="ray://head:10001 | http://head:8265 | head:6379")
     parser.add_argument("--python", help="the interpreter of the job's Ray workers (runtime_env py_executable)")
     parser.add_argument("--env", action="append", type=_pair, default=[], help="NAME=VALUE for the job (repeatable)")

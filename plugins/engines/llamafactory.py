@@ -118,7 +118,8 @@ def effective_batch(args: dict, cluster: Any) -> tuple[int, str]:
     how = f"{per_device} per device x {accum} accumulation x {gpus} {'GPU' if gpus == 1 else 'GPUs'}" \
           f" x {nodes} {'node' if nodes == 1 else 'nodes'} = {total}"
     if cluster["accelerator"] != "gpu":
-        how = f"{per_device} per step x {accum} accumulation x {nodes} CPU {'process' if nodes == 1 else 'processes'} = {total}"
+        processes = "1 CPU process" if nodes == 1 else f"{nodes} CPU processes"
+        how = f"{per_device} per step x {accum} accumulation x {processes} = {total}"
     return total, how
 
 

@@ -172,14 +172,14 @@ def worker_env(cfg) -> dict[str, str]:
 
 def ray_address(cfg) -> str | None:
     """The running cluster ``medsage rl`` submits verl's driver to (``driver_command``): ``cluster.ray_address``, else
-    ``RAY_ADDRESS``; None when it is a Ray job already (a pipeline stage: its cluster is the job's) or no cluster is named."""
+    ``RAY_ADDRESS``; None when it is a Ray job already (a pipeline stage: its cluster is the job's) or none is named."""
     from medsage.launch.pipeline.ray_jobs import configured_address, in_ray_job
 
     return None if in_ray_job() else configured_address(cfg.cluster.ray_address)
 
 
 def joins_cluster(cfg) -> bool:
-    """Whether verl's driver runs as a job of a running cluster (its ``ray.init`` joins it) rather than starting its own."""
+    """Whether verl's driver runs as a job of a running cluster (its ``ray.init`` joins it), not on a Ray of its own."""
     from medsage.launch.pipeline.ray_jobs import in_ray_job
 
     return in_ray_job() or ray_address(cfg) is not None

@@ -106,7 +106,8 @@ sft:
     assert set(ranks) == {"0", "1"} and set(ranks.values()) == {nodes.head, nodes.node2}, log[-3000:]
     assert "world size: 2" in log and log.count("distributed training: True") == 2
     manifest = json.loads((sft_dir / "run_001" / "medsage_manifest.json").read_text())
-    assert manifest["status"] == "finished" and manifest["attempts"][-1]["mode"] == "ray" and len(manifest["losses"]) == 3
+    assert manifest["status"] == "finished" and manifest["attempts"][-1]["mode"] == "ray"
+    assert len(manifest["losses"]) == 3  # 12 samples, 2 per rank per step, 2 ranks: 3 steps
     assert (sft_dir / "run_001" / "model.safetensors").exists()
 
 

@@ -97,7 +97,8 @@ def test_gpu_launch_uses_torchrun_through_llamafactory(tiny_sft_overrides, sft_s
 def test_multi_node_sft_is_one_torchrun_per_node_placed_by_ray(monkeypatch, tmp_path):
     """Several nodes need a Ray cluster; in one (a pipeline stage is a Ray job) Ray places LLaMA-Factory's own
     torchrun launch once per node; from outside, with an address of any form, that launch is submitted as a job."""
-    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}, "ray_address": None}
+    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {},
+               "ray_address": None}
     config = tmp_path / "x.yaml"
     for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR", "MASTER_ADDR", "NODE_RANK"):
         monkeypatch.delenv(var, raising=False)
@@ -129,7 +130,8 @@ def test_multi_node_sft_is_one_torchrun_per_node_placed_by_ray(monkeypatch, tmp_
         assert inner[1:3] == ["-m", "medsage.launch.pipeline.per_node"] and inner[inner.index("--") + 1:][1] == "train"
     assert lf.effective_batch({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16}, cluster)[0] == 512
     cpu_nodes = {**cluster, "accelerator": "cpu", "gpus_per_node": 0}
-    assert lf.effective_batch({"per_device_train_batch_size": 2}, cpu_nodes) == (4, "2 per step x 1 accumulation x 2 CPU processes = 4")
+    assert lf.effective_batch({"per_device_train_batch_size": 2}, cpu_nodes) == (
+        4, "2 per step x 1 accumulation x 2 CPU processes = 4")
 
 
 def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):
@@ -156,5 +158,5 @@ def test_unset_and_unknown_recipe_values_fail_clearly(tmp_path, sft_dataset, cap
     data_dir, _ = sft_dataset
     assert main(["--dry-run", "model=tiny", f"data.dataset_dir={data_dir}"]) == 2
     assert "model.path" in capsys.readouterr().err
-    assert main(["--dry-run", "cluster=a100_8x", f"data.dataset_dir={data_dir}"]) == 2
-    assert "a100_8x" in capsys.readouterr().err
+    assert main(["--dry-run", "cluster=a100_16x", f"data.dataset_dir={data_dir}"]) == 2  # no such recipe
+    assert "a100_16x" in capsys.readouterr().err

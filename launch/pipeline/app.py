@@ -40,8 +40,8 @@ def _job(cfg) -> None:
         raise SystemExit(f"medsage pipeline: {err}") from None
     if cluster.nnodes > 1 and existing_cluster(cluster.ray_address) is None:
         raise SystemExit(f"medsage pipeline: cluster {cluster.name} has {cluster.nnodes} nodes, which only a running "
-                         "Ray cluster joins: start one (docs/multinode.md) and set cluster.ray_address=ray://head:10001 "
-                         "(or http://head:8265, or RAY_ADDRESS)")
+                         "Ray cluster joins: start one (docs/multinode.md) and set "
+                         "cluster.ray_address=ray://head:10001 (or http://head:8265, or RAY_ADDRESS)")
     if problem := synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)

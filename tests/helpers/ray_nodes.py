@@ -34,7 +34,7 @@ from ray.cluster_utils import Cluster
 a = json.loads(sys.argv[1])
 cluster = Cluster(initialize_head=True, head_node_args=dict(
     node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-    dashboard_port=a["dashboard"], ray_client_server_port=a["client"]))
+    dashboard_port=a["dashboard"], ray_client_server_port=a["client"], dashboard_agent_listen_port=a["agent"]))
 hidden = None
 if a["hidden"]:
     # Only what starts after this (node 2) lives in the new mount namespace; the head node's processes do not.
@@ -81,7 +81,8 @@ class Nodes:
 def start(hidden: Path | None = None, timeout_s: float = 240.0) -> Nodes:
     """Start the head node and node 2 (custom resource ``node2``); ``hidden``: see the module docstring."""
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths live under it
-    ports = {"dashboard": _free_port(), "client": _free_port()}
+    # Ray's fixed defaults (8265, 10001, 52365 for the head's dashboard agent) may be another cluster's on this machine
+    ports = {"dashboard": _free_port(), "client": _free_port(), "agent": _free_port()}
     env = {**os.environ, "RAY_TMPDIR": str(temp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)

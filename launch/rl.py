@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.dry_run:
         print(f"not launched: dry_run=true\ncommand:\n  {printable}")
         return 0
-    if cfg.cluster.accelerator == "gpu":  # the CPU route (medsage.plugins.engines.verl_cpu) needs no GPU facts
+    if cfg.cluster.accelerator == "gpu" and not engine.ray_address(cfg):
+        # the CPU route (medsage.plugins.engines.verl_cpu) needs no GPU facts; on a cluster address verl's driver
+        # runs as a job there, where the pipeline's cluster check has looked at every node
         report = preflight_report(cfg, verl_cfg)
         if not report.ok:
             # launched nothing: a failure, so a pipeline marks the stage failed and its rerun runs it again
@@ -347,11 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"already trained: checkpoint of step {done} of {planned}; not launched again"
               + (f"\nfinal model: {final}" if final else ""))
         return 0 if final else 1
-    print(f"launching:\n  {printable}", flush=True)
+    where = f" (a job of the Ray cluster at {engine.ray_address(cfg)})" if engine.ray_address(cfg) else ""
+    print(f"launching{where}:\n  {printable}", flush=True)
     if (earlier := keep_earlier_attempt(out_dir)) is not None:  # verl's file logger truncates its file on start
         print(f"the metrics of the earlier attempt are kept in {earlier.name}")
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
-    rc = run_logged(command, out_dir / layout.RL_LOG, env={**os.environ, **engine.driver_env(cfg)})
+    rc = run_logged(engine.driver_command(cfg, command), out_dir / layout.RL_LOG,
+                    env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
     return rc

@@ -35,6 +35,20 @@ def hydra_value(v: Any) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _stage_cluster(cluster) -> str:
+    """``cluster=${stage_cluster:${cluster}}``: the pipeline's whole cluster as the value of one override of a stage
+    command, so every ``cluster.*`` key given to ``medsage pipeline`` (``cluster.gpus_per_node=8``) reaches the stage.
+
+    The Ray address is left out (null): a stage runs as a job of that cluster, and its own Ray calls (verl, the
+    SFT's per-node launch) join it through the job's ``RAY_ADDRESS``; so the address is not part of a stage's key.
+    """
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.to_container(cluster, resolve=True) if OmegaConf.is_config(cluster) else dict(cluster)
+    value["ray_address"] = None
+    return hydra_value(value)
+
+
 def _layout_name(ref: str) -> str:
     """``${layout:launch.SFT_FIRST_RUN}``: a name from ``medsage.<package>.layout``, the module where the
     stage that writes the file declares it (data_pipeline/layout.py, eval/layout.py, launch/layout.py)."""
@@ -49,10 +63,12 @@ def _layout_name(ref: str) -> str:
 
 def register_resolvers() -> None:
     """``${hv:...}``: stage commands in recipes/stages/ pass recipe values on as Hydra overrides.
+    ``${stage_cluster:...}``: the pipeline's cluster, as a stage command receives it.
     ``${layout:...}``: the file names a stage writes, as its layout module declares them."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("hv", hydra_value, replace=True)
+    OmegaConf.register_new_resolver("stage_cluster", _stage_cluster, replace=True)
     OmegaConf.register_new_resolver("layout", _layout_name, replace=True)
 
 

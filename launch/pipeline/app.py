@@ -26,11 +26,22 @@ def _job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from medsage.config import ClusterConfig, ConfigError, typed
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
+    from medsage.launch.pipeline.ray_jobs import ClusterError, existing_cluster
 
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     run_dir = Path(cfg.run_root).resolve() / cfg.name
+    try:
+        cluster = typed(ClusterConfig, cfg.cluster, f"recipes/cluster/{hc.runtime.choices.get('cluster')}.yaml",
+                        prefix="cluster.")
+    except ConfigError as err:
+        raise SystemExit(f"medsage pipeline: {err}") from None
+    if cluster.nnodes > 1 and existing_cluster(cluster.ray_address) is None:
+        raise SystemExit(f"medsage pipeline: cluster {cluster.name} has {cluster.nnodes} nodes, which only a running "
+                         "Ray cluster joins: start one (docs/multinode.md) and set "
+                         "cluster.ray_address=ray://head:10001 (or http://head:8265, or RAY_ADDRESS)")
     if problem := synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
@@ -46,7 +57,11 @@ def _job(cfg) -> None:
     cpu = cfg.cluster.accelerator == "cpu"
     connect = functools.partial(_cluster, cfg.cluster.ray_address, cfg.ray_num_cpus or (8 if cpu else None),
                                 1 if cpu else None)
-    outcomes = run_stages(stages, connect, resume_hint=resume)
+    try:
+        outcomes = run_stages(stages, connect, resume_hint=resume,
+                              nodes=(cluster.nnodes, cluster.gpus_per_node if cluster.accelerator == "gpu" else 0))
+    except (PipelineError, ClusterError) as err:
+        raise SystemExit(f"medsage pipeline: {err}") from None
     note = _data_note(outcomes)
     atomic_write_json(job_dir / layout.PIPELINE, {
         "name": cfg.name, "overrides": overrides, "label": cfg.label, "order": [o.stage for o in outcomes],

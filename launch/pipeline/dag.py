@@ -62,6 +62,7 @@ class Stage:
     store: Path
     env: str | None = None  # a virtualenv folder, "uv:..." or None for this interpreter
     after: list["Stage"] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)  # what its job holds on its node (StageSpec)
 
     @cached_property
     def key(self) -> str:  # once per plan: it hashes recipe files and every upstream key
@@ -90,6 +91,10 @@ class StageSpec:
     overrides: list[str] = field(default_factory=list)   # appended to argv (the recipe's <stage>_overrides)
     env: str | None = None                               # a cluster.envs key; None: this interpreter
     enabled: bool = True                                 # false leaves the stage out (Table 5's SFT row: no RL)
+    # Ray resources its job holds on one node while the command runs (GPU, CPU, memory or a custom resource such
+    # as {node2: 1}): Ray starts it on a node that has them free; none: the head node. Where it ran is not part of
+    # its key. Evaluation holds the node's GPUs; SFT and RL place their own GPU workers (per-node launch, verl).
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = None) -> list[Stage]:
@@ -119,7 +124,8 @@ def plan_stages(spec: dict[str, dict], store: str | Path, envs: dict | None = No
                 raise PipelineError(f"stage {name!r} refers to {{{ref}}}, which is not an earlier stage{later}; "
                                     f"stages so far: {', '.join(stages) or 'none'}")
             after.append(stages[ref])
-        stages[name] = Stage(name, argv, store, envs.get(entry.env) if entry.env else None, after)
+        stages[name] = Stage(name, argv, store, envs.get(entry.env) if entry.env else None, after,
+                             {k: float(v) for k, v in entry.resources.items() if v})
     return list(stages.values())
 
 
@@ -171,14 +177,18 @@ class _Gate:
         self.path.unlink(missing_ok=True)
 
 
-def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageOutcome]:
+def run_stages(stages: list[Stage], connect, *, resume_hint: str,
+               nodes: tuple[int, int] = (1, 0)) -> list[StageOutcome]:
     """Run ``stages`` in order; stop at the first failure (reported, not raised).
 
     ``connect()`` returns a ``ray_jobs.ClusterStart``; it is called only if a stage is to run. Each
     stage's environment is resolved once, before that (a missing one stops the pipeline before its
-    first stage and before Ray starts). While an embedded cluster is still starting, a stage whose turn
-    comes runs as a local process (``local_jobs``); the others are Ray jobs, and on the embedded cluster
-    the next stage's job is submitted ahead, behind a ``_Gate``.
+    first stage and before Ray starts). On a cluster that was running already (possibly many nodes) the
+    cluster check runs first (``cluster_check.cluster_problems``: the store and each stage's interpreter on
+    every node, and ``nodes`` = (nnodes, gpus_per_node) nodes with that many GPUs); a problem raises
+    ``PipelineError`` before any stage. While an embedded cluster is still starting, a stage whose turn comes
+    runs as a local process (``local_jobs``); the others are Ray jobs, and on the embedded cluster the next
+    stage's job is submitted ahead, behind a ``_Gate``.
     """
     import tempfile
 
@@ -195,6 +205,18 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
     job_envs = {s.env: runtime_env_for(s.env, {EXIT_WITH_PARENT_ENV: "1", "OMP_NUM_THREADS": threads}) for s in todo}
     cluster = connect() if todo else None
     embedded = bool(todo) and cluster.embedded
+    if todo and not embedded:
+        from medsage.launch.pipeline.cluster_check import cluster_problems
+
+        users: dict[str, list[str]] = {}
+        for s in todo:
+            users.setdefault(pythons[s.env], []).append(s.name)
+        problems = cluster_problems(cluster.client(), todo[0].store, users, *nodes)
+        if problems:
+            raise PipelineError("the Ray cluster is not ready for this run (nothing was started):\n  - "
+                                + "\n  - ".join(problems))
+        print(f"cluster check: every node reads the stage store {todo[0].store} and has the stages' interpreters "
+              f"({', '.join(users)})", flush=True)
     gates_dir = Path(tempfile.mkdtemp(prefix="medsage-gates-")) if embedded else None
     ahead: dict[str, tuple[str, _Gate | None]] = {}
 
@@ -206,7 +228,8 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
     def start(stage: Stage) -> tuple[str, _Gate | None]:
         gate = _Gate(gates_dir, stage.name) if gates_dir else None
         entry = entrypoint(stage)
-        return submit(cluster.client(), gate.wrap(entry) if gate else entry, runtime_env=job_envs[stage.env]), gate
+        return submit(cluster.client(), gate.wrap(entry) if gate else entry, runtime_env=job_envs[stage.env],
+                      resources=stage.resources), gate
 
     def submit_next(stage: Stage) -> None:
         """Once the cluster is up, the stage after ``stage`` waits at its gate on it."""
@@ -223,7 +246,7 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
                 print(f"{head} done before, skipped ({stage.out_dir})", flush=True)
                 outcomes.append(StageOutcome(stage.name, "done-before", stage.out_dir))
                 continue
-            local = (stage.name not in ahead and embedded and not cluster.ready()
+            local = (stage.name not in ahead and embedded and not cluster.ready() and not stage.resources
                      and may_run_locally(stage.argv, stage.env))
             resumed = " (resuming)" if previous else ""
             where = " (here, while the Ray cluster starts)" if local else ""
@@ -245,12 +268,14 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str) -> list[StageO
             ended = time.time()
             status = "finished" if result.ok else "failed"
             _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,
-                            job=result.submission_id)
+                            job=result.submission_id, node=result.node)
             if result.ok:
-                print(f"{head} finished in {ended - started:.0f} s -> {stage.out_dir}", flush=True)
+                on = f" on node {result.node}" if result.node and not embedded else ""
+                print(f"{head} finished in {ended - started:.0f} s{on} -> {stage.out_dir}", flush=True)
                 outcomes.append(StageOutcome(stage.name, "finished", stage.out_dir))
                 continue
-            print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}\n"
+            why = f" ({result.message})" if result.exit_code is None and result.message else ""
+            print(f"{head} FAILED: job {result.status}, exit status {result.exit_code}{why}\n"
                   f"---- last lines of {result.log_path} ----\n{result.log_tail(25)}\n----\n"
                   f"Fix the cause, then resume with:\n  {resume_hint}", flush=True)
             outcomes.append(StageOutcome(stage.name, "failed", stage.out_dir, f"exit status {result.exit_code}"))

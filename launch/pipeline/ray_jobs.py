@@ -1,8 +1,13 @@
 """Run stage commands as Ray jobs (Ray Jobs API) on the configured cluster.
 
-``ray_cluster(address)`` yields a Jobs API client. With no address it uses a Ray cluster already
-running on this machine (``RAY_ADDRESS`` or the dashboard on 127.0.0.1:8265); when none is running it
-starts an embedded one bound to 127.0.0.1 only and stops exactly what it started on exit.
+``ray_cluster(address)`` yields a Jobs API client. ``address`` is any form Ray's Jobs API takes: a Ray Client
+address (``ray://head:10001``), the dashboard (``http://head:8265``) or the GCS (``head:6379``). With none it uses
+``RAY_ADDRESS`` or a Ray cluster already running on this machine (the dashboard on 127.0.0.1:8265); when none
+is running it starts an embedded one bound to 127.0.0.1 only and stops exactly what it started on exit.
+
+Inside a Ray job (a pipeline stage) ``RAY_ADDRESS`` is the job's own cluster, which every Ray call of the
+stage joins (``in_ray_job``); a command run outside any job with an address is submitted there as a job
+(``launch/pipeline/submit.py``), so a ``ray.init`` never sees an address it does not take (``http://``).
 
 Why ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for the embedded cluster: Ray resolves 127.0.0.1 to the
 machine's interface address (``resolve_ip_for_localhost``) unless cluster mode is off, and then its
@@ -37,6 +42,10 @@ from medsage.runtime import stage_python
 DEFAULT_LOCAL_DASHBOARD = "http://127.0.0.1:8265"
 
 
+class ClusterError(RuntimeError):
+    """The configured Ray cluster cannot be reached; the message names the address and what to check."""
+
+
 @dataclass
 class JobResult:
     submission_id: str
@@ -44,6 +53,7 @@ class JobResult:
     exit_code: int | None
     message: str
     log_path: Path
+    node: str | None = None  # the Ray node id the job's command ran on (None: a local run)
 
     @property
     def ok(self) -> bool:
@@ -141,14 +151,47 @@ def _lean():
                 os.environ[key] = value
 
 
+# Ray's job supervisor sets this (the job's runtime_env, as JSON) for every job's entrypoint, with RAY_ADDRESS.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_ray_job() -> bool:
+    """Whether this process is (a child of) a Ray job's entrypoint: its ``RAY_ADDRESS`` is then the job's cluster."""
+    return JOB_CONFIG_ENV in os.environ
+
+
+def configured_address(address: str | None = None) -> str | None:
+    """The running cluster a command is pointed at: ``address`` (``cluster.ray_address``), else ``RAY_ADDRESS``."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def existing_cluster(address: str | None = None) -> str | None:
-    """The dashboard address of the cluster to use: ``address``, an http ``RAY_ADDRESS``, or one running on
-    127.0.0.1; None when an embedded cluster must be started."""
-    address = address or (os.environ.get("RAY_ADDRESS", "") if os.environ.get("RAY_ADDRESS", "").startswith("http")
-                          else None)
+    """The address of the cluster to use: ``configured_address``, or the dashboard of one running on 127.0.0.1;
+    None when an embedded cluster must be started."""
+    address = configured_address(address)
     if not address and _reachable(DEFAULT_LOCAL_DASHBOARD):
         address = DEFAULT_LOCAL_DASHBOARD
     return address
+
+
+def jobs_client(address: str) -> "JobSubmissionClient":  # noqa: F821
+    """A Jobs API client for ``address`` (``ray://``, ``http(s)://`` or ``host:port``), exactly that one.
+
+    Ray's client lets ``RAY_ADDRESS`` (and ``RAY_API_SERVER_ADDRESS``) in the environment override the address it
+    is given; here the address medsage was told wins, so it is hidden from the environment while the client starts.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    hidden = {k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if k in os.environ}
+    try:
+        return JobSubmissionClient(address)
+    except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError, grpc errors
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason}. Check that it is running (`ray "
+                           "status` on its head node) and that this machine reaches the port: ray://head:10001 "
+                           "(Ray Client), http://head:8265 (dashboard) or head:6379 (GCS)") from None
+    finally:
+        os.environ.update(hidden)
 
 
 @contextmanager
@@ -157,9 +200,7 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
     """A Jobs API client for ``address``, an already running local cluster, or an embedded one."""
     address = existing_cluster(address)
     if address:
-        from ray.job_submission import JobSubmissionClient
-
-        yield JobSubmissionClient(address)
+        yield jobs_client(address)
         return
 
     _loopback_only()
@@ -247,9 +288,26 @@ def _exit_on_sigterm() -> None:
             lambda record: "SIGTERM handler is not set" not in record.getMessage())
 
 
+def entrypoint_resources(resources: dict[str, float] | None) -> dict:
+    """``{GPU: 8, CPU: 2, memory: 1e9, node2: 1}`` as ``submit_job``'s entrypoint arguments; zero amounts left out.
+
+    The job's command holds them while it runs, so Ray starts it on a node that has them free (without any,
+    a job's command runs on the head node).
+    """
+    resources = {k: v for k, v in (resources or {}).items() if v}
+    out = {f"entrypoint_{arg}": resources.pop(key) for key, arg in
+           (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")) if key in resources}
+    if "entrypoint_memory" in out:
+        out["entrypoint_memory"] = int(out["entrypoint_memory"])
+    if resources:
+        out["entrypoint_resources"] = resources
+    return out
+
+
 def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submission_id: str | None = None,
-           patience_s: float = 180.0) -> str:
-    """Submit ``entrypoint`` (a shell command) as a job; its submission id.
+           resources: dict[str, float] | None = None, patience_s: float = 180.0) -> str:
+    """Submit ``entrypoint`` (a shell command) as a job holding ``resources`` (``entrypoint_resources``); its
+    submission id.
 
     Just after a cluster's start its dashboard may not know the node's agent yet and answers "No
     available agent to submit job, please try again later": that answer is retried for ``patience_s`` (a loaded
@@ -258,19 +316,22 @@ def submit(client, entrypoint: str, *, runtime_env: dict | None = None, submissi
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id)
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or {}, submission_id=submission_id,
+                                     **entrypoint_resources(resources))
         except RuntimeError as err:
             if "No available agent" not in str(err) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
 
-def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.2, echo: bool = False) -> JobResult:
-    """Wait for job ``sid`` to end (no fixed sleep: see module docstring); save its whole log to ``log_path``."""
+def wait(client, sid: str, log_path: str | Path | None, *, poll_s: float = 0.2, echo: bool = False) -> JobResult:
+    """Wait for job ``sid`` to end (no fixed sleep: see module docstring); save its whole log to ``log_path``
+    (None: only echoed)."""
     from medsage.io import atomic_write_text
 
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_path is not None:
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     printed, interval = 0, 0.02
     while True:
         status = client.get_job_status(sid)
@@ -282,29 +343,31 @@ def wait(client, sid: str, log_path: str | Path, *, poll_s: float = 0.2, echo: b
             break
         time.sleep(interval)
         interval = min(poll_s, interval * 1.5)
-    atomic_write_text(log_path, client.get_job_logs(sid))
+    if log_path is not None:
+        atomic_write_text(log_path, client.get_job_logs(sid))
     info = client.get_job_info(sid)
     return JobResult(sid, str(status.value if hasattr(status, "value") else status),
-                     getattr(info, "driver_exit_code", None), info.message or "", log_path)
+                     getattr(info, "driver_exit_code", None), info.message or "", log_path,
+                     getattr(info, "driver_node_id", None))
 
 
-def run_job(client, entrypoint: str, log_path: str | Path, *, runtime_env: dict | None = None,
-            submission_id: str | None = None, poll_s: float = 0.2, echo: bool = False) -> JobResult:
+def run_job(client, entrypoint: str, log_path: str | Path | None, *, runtime_env: dict | None = None,
+            submission_id: str | None = None, resources: dict[str, float] | None = None, poll_s: float = 0.2,
+            echo: bool = False) -> JobResult:
     """Submit ``entrypoint`` (a shell command), wait for it, save its whole log to ``log_path``."""
-    sid = submit(client, entrypoint, runtime_env=runtime_env, submission_id=submission_id)
+    sid = submit(client, entrypoint, runtime_env=runtime_env, submission_id=submission_id, resources=resources)
     return wait(client, sid, log_path, poll_s=poll_s, echo=echo)
 
 
 def runtime_env_for(env: str | None, env_vars: dict[str, str] | None = None) -> dict:
-    """Ray runtime_env for a stage environment: a virtualenv folder or ``uv:pkg1,pkg2``; None: this one.
+    """Ray runtime_env for a stage environment: a virtualenv folder or ``uv:pkg1,pkg2``; None: this interpreter.
 
     The entrypoint itself is run with the environment's python (``medsage.runtime.stage_python``); ``py_executable``
-    makes the job's Ray workers (verl's actors) use it too.
+    makes the job's Ray workers (verl's actors, the SFT's per-node launch) use it too, on whichever node they
+    land: the same path on every node (``launch/pipeline/cluster_check.py`` checks it), never the cluster's own.
     """
     out: dict = {"env_vars": dict(env_vars or {})}
-    if env is None:
-        return out
-    if env.startswith("uv:"):
+    if env is not None and env.startswith("uv:"):
         out["uv"] = [p for p in env[3:].split(",") if p]
         return out
     out["py_executable"] = stage_python(env)

@@ -8,8 +8,9 @@
 - ``load_schema(python)``: reads those dataclasses in the Python environment that will train
   (it may be another virtualenv, ``cluster.envs.sft``) and caches the result per LLaMA-Factory and
   transformers version, so a warm ``medsage sft`` does not pay the ~10 s torch/transformers import.
-- ``plan_launch(cluster, yaml)``: ``llamafactory_train.py <yaml>`` (``llamafactory-cli train`` plus medsage's
-  checkpoint-load check) in the stage environment's Python on CPU; on GPUs the same script under torchrun.
+- ``plan_launch(cluster, yaml)``: ``llamafactory_train.py <yaml>`` (LLaMA-Factory's training plus medsage's
+  checkpoint-load check) in the stage environment's Python on CPU; on GPUs the same script on every rank under
+  torchrun; on a Ray cluster, and across nodes, one such launch per node placed by Ray.
 
 Run as a script (``python llamafactory.py --schema``) this file prints the schema of the
 LLaMA-Factory importable by that interpreter; it needs nothing but the standard library and
@@ -122,18 +123,17 @@ def lf_args(cfg: Any, output_dir: str | Path) -> dict:
 
 
 def effective_batch(args: dict, cluster: Any) -> tuple[int, str]:
-    """Sequences per optimizer step and how it multiplies out (one process on CPU)."""
+    """Sequences per optimizer step and how it multiplies out (one process per node on CPU)."""
     per_device = int(args.get("per_device_train_batch_size", 8))
     accum = int(args.get("gradient_accumulation_steps", 1))
-    if cluster["accelerator"] == "gpu":
-        gpus, nodes = int(cluster["gpus_per_node"]), int(cluster["nnodes"])
-    else:
-        gpus, nodes = 1, 1
+    nodes = int(cluster["nnodes"])
+    gpus = int(cluster["gpus_per_node"]) if cluster["accelerator"] == "gpu" else 1
     total = per_device * accum * gpus * nodes
     how = f"{per_device} per device x {accum} accumulation x {gpus} {'GPU' if gpus == 1 else 'GPUs'}" \
           f" x {nodes} {'node' if nodes == 1 else 'nodes'} = {total}"
     if cluster["accelerator"] != "gpu":
-        how = f"{per_device} per step x {accum} accumulation x 1 CPU process = {total}"
+        processes = "1 CPU process" if nodes == 1 else f"{nodes} CPU processes"
+        how = f"{per_device} per step x {accum} accumulation x {processes} = {total}"
     return total, how
 
 
@@ -260,7 +260,7 @@ class Launch:
 
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)  # set on top of os.environ
-    mode: str = "cpu"  # cpu | torchrun
+    mode: str = "cpu"  # cpu | torchrun | ray (one torchrun per node, placed by Ray)
     processes: int = 1
 
     def describe(self) -> str:
@@ -275,29 +275,56 @@ def plan_launch(cluster: Any, config_path: str | Path, record: str | Path | None
 
     from medsage.runtime import stage_python
 
+def plan_launch(cluster: Any, config_path: str | Path, record: str | Path | None = None) -> Launch:
+    """How LLaMA-Factory trains ``config_path`` on ``cluster`` (a composed ``recipes/cluster/`` dict), always through
+    ``llamafactory_train.py`` (``llamafactory-cli train`` plus medsage's checkpoint-load check; ``record``: where the
+    trainer writes that check).
+
+    - CPU, one node: the script, no GPU visible.
+    - GPUs: the script's ``--torchrun`` mode, which starts torchrun with NPROC_PER_NODE=gpus_per_node and
+      NNODES=nnodes (and NODE_RANK / MASTER_ADDR / MASTER_PORT of its node) on every rank, as LLaMA-Factory's own
+      launcher does; not ``llamafactory-cli train`` with FORCE_TORCHRUN=1, whose launcher runs its own script on
+      each rank, without the check.
+    - Inside a Ray cluster (a pipeline stage, or ``cluster.ray_address``) with GPUs, and on several nodes always:
+      Ray places that launch once per node, each holding the node's GPUs, with NODE_RANK / MASTER_ADDR /
+      MASTER_PORT set per node (``launch/pipeline/per_node.py``); on CPU one gloo process per node.
+    - ``cluster.ray_address`` (or ``RAY_ADDRESS``) outside any Ray job: the launch is submitted to that cluster as
+      a job (``launch/pipeline/submit.py``), since ``ray.init`` does not take every address the cluster has.
+    """
+    from medsage.launch.pipeline import per_node, submit
+    from medsage.launch.pipeline.ray_jobs import configured_address, in_ray_job
+    from medsage.plugins.engines.llamafactory_train import RECORD_ENV
+    from medsage.runtime import stage_python
+
     python = stage_python((cluster.get("envs") or {}).get("sft"))
-    script = [str(Path(__file__).with_name("llamafactory_train.py")), str(config_path)]
-    base = {"DISABLE_VERSION_CHECK": "1", **({RECORD_ENV: str(record)} if record else {})}
-    if cluster["accelerator"] != "gpu":
-        return Launch([python, *script], {**base, "CUDA_VISIBLE_DEVICES": ""}, "cpu", 1)
+    script = str(Path(__file__).with_name("llamafactory_train.py"))
+    gpu = cluster["accelerator"] == "gpu"
     gpus, nodes = int(cluster["gpus_per_node"]), int(cluster["nnodes"])
-    if gpus < 1 or nodes < 1:
+    if nodes < 1 or (gpu and gpus < 1):
         raise LlamaFactoryArgError(f"cluster {cluster.get('name')}: gpus_per_node={gpus} nnodes={nodes}")
-    # torchrun directly, not `llamafactory-cli train` with FORCE_TORCHRUN=1: LLaMA-Factory's launcher would run its
-    # own script on each rank, without medsage's callback. The environment is what that launcher sets (OPTIM_TORCH).
-    env = {**base, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_NCCL_AVOID_RECORD_STREAMS": "1"}
-    if nodes == 1:
-        rendezvous = ["--standalone"]  # torchrun picks a free local port
+    in_job = in_ray_job()
+    address = None if in_job else configured_address(cluster.get("ray_address"))
+    if nodes > 1 and not (in_job or address):
+        raise LlamaFactoryArgError(
+            f"cluster {cluster.get('name')} has {nodes} nodes: medsage places one torchrun per node through Ray. Set "
+            "cluster.ray_address to the running cluster (ray://head:10001 or http://head:8265), or run SFT as a stage "
+            "of `medsage pipeline` on it (docs/multinode.md)")
+    env = {"DISABLE_VERSION_CHECK": "1", **({RECORD_ENV: str(record)} if record else {})}
+    if gpu or nodes > 1:
+        cmd = [python, script, "--torchrun", str(config_path)]
+        env.update(NPROC_PER_NODE=str(gpus if gpu else 1), NNODES=str(nodes))
+        # what LLaMA-Factory's launcher sets for its torchrun (OPTIM_TORCH); CPU across nodes: one gloo process each
+        env.update({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_NCCL_AVOID_RECORD_STREAMS": "1"}
+                   if gpu else {"CUDA_VISIBLE_DEVICES": ""})
     else:
-        # Every node runs the same command; torchrun needs the rendezvous host and this node's rank.
-        missing = [v for v in ("MASTER_ADDR", "NODE_RANK") if not os.environ.get(v)]
-        if missing:
-            raise LlamaFactoryArgError(f"cluster {cluster.get('name')} has {nodes} nodes: set {' and '.join(missing)}"
-                                       " in the environment of each node (MASTER_PORT optional)")
-        rendezvous = ["--nnodes", str(nodes), "--node_rank", os.environ["NODE_RANK"],
-                      "--master_addr", os.environ["MASTER_ADDR"], "--master_port", os.environ.get("MASTER_PORT", "29500")]
-    cmd = [python, "-m", "torch.distributed.run", *rendezvous, "--nproc_per_node", str(gpus), *script]
-    return Launch(cmd, env, "torchrun", gpus * nodes)
+        cmd = [python, script, str(config_path)]
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    mode, processes = ("torchrun", gpus * nodes) if gpu else ("cpu", nodes)
+    if nodes > 1 or (gpu and (in_job or address)):
+        cmd, env, mode = per_node.placed(nodes, gpus if gpu else 0, cmd, env, python), {}, "ray"
+    if address:
+        cmd, env = submit.wrap(address, cmd, python=python, env=env), {}
+    return Launch(cmd, env, mode, processes)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The training process of ``medsage sft``: ``llamafactory-cli train <yaml>`` plus medsage's checkpoint-load check.
 
-    python llamafactory_train.py <llamafactory_sft.yaml>                          (CPU)
-    python -m torch.distributed.run ... llamafactory_train.py <llamafactory_sft.yaml>    (GPUs: every rank)
+    python llamafactory_train.py <llamafactory_sft.yaml>               (CPU: one process)
+    python llamafactory_train.py --torchrun <llamafactory_sft.yaml>    (GPUs, or nodes: torchrun starts every rank)
 
 It calls LLaMA-Factory's ``run_exp`` with one more callback, through LLaMA-Factory's own extension point
 (``run_exp(callbacks=...)``); everything else is LLaMA-Factory's. Why the callback: transformers 5 saves a
@@ -118,7 +118,27 @@ def _write_record(record: dict) -> None:
     os.replace(tmp, path)
 
 
+def torchrun_command(args: list[str], environ=os.environ) -> list[str]:
+    """This script under torchrun on every rank of this node, from the variables LLaMA-Factory's own launcher reads
+    (NPROC_PER_NODE, NNODES; with several nodes NODE_RANK and MASTER_ADDR, MASTER_PORT 29500 unless set), read when
+    the launch runs: Ray's per-node placement (launch/pipeline/per_node.py) sets the rank and address per node."""
+    nproc, nnodes = environ.get("NPROC_PER_NODE", "1"), environ.get("NNODES", "1")
+    if nnodes == "1":
+        rendezvous = ["--standalone"]  # torchrun picks a free local port
+    else:
+        missing = [v for v in ("MASTER_ADDR", "NODE_RANK") if not environ.get(v)]
+        if missing:
+            raise SystemExit(f"llamafactory_train.py: NNODES={nnodes} needs {' and '.join(missing)} on every node")
+        rendezvous = ["--nnodes", nnodes, "--node_rank", environ["NODE_RANK"], "--master_addr",
+                      environ["MASTER_ADDR"], "--master_port", environ.get("MASTER_PORT", "29500")]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, "--nproc_per_node", nproc,
+            os.path.abspath(__file__), *args]
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--torchrun"]:  # the launcher: every rank runs this script again, without the flag
+        command = torchrun_command(sys.argv[2:])
+        os.execv(command[0], command)
     # LLaMA-Factory reads the YAML (and any key=value overrides) from sys.argv, as `llamafactory-cli train` does.
     from llamafactory.train.tuner import run_exp
 

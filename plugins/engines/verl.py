@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -194,34 +193,61 @@ def worker_env(cfg) -> dict[str, str]:
 
 
 def ray_address(cfg) -> str | None:
-    """The cluster verl joins: the recipe's, or the one whose job this is (the pipeline's); None: its own."""
-    return cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS") or None
+    """The running cluster ``medsage rl`` submits verl's driver to (``driver_command``): ``cluster.ray_address``, else
+    ``RAY_ADDRESS``; None when it is a Ray job already (a pipeline stage: its cluster is the job's) or none is named."""
+    from medsage.launch.pipeline.ray_jobs import configured_address, in_ray_job
+
+    return None if in_ray_job() else configured_address(cfg.cluster.ray_address)
+
+
+def joins_cluster(cfg) -> bool:
+    """Whether verl's driver runs as a job of a running cluster (its ``ray.init`` joins it), not on a Ray of its own."""
+    from medsage.launch.pipeline.ray_jobs import in_ray_job
+
+    return in_ray_job() or ray_address(cfg) is not None
 
 
 def driver_env(cfg) -> dict[str, str]:
     """Environment of verl's driver process (``python -m verl.trainer.main_ppo``)."""
     env = worker_env(cfg)
-    if ray_address(cfg):
+    if joins_cluster(cfg):
         # a job's driver: Ray refuses a ray.init runtime_env that repeats a field of the job's (verl
         # always passes py_executable); ours names the same interpreter (ray_overrides), so let it win
         env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
-    elif int(cfg.cluster.nnodes) == 1:
+    else:
         # Ray resolves 127.0.0.1 to the interface address unless cluster mode is off
         # (medsage.launch.pipeline.ray_jobs); its own cluster must stay on loopback
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
 
 
-def ray_overrides(cfg, world: int) -> dict[str, Any]:
-    """How verl's own ``ray.init`` starts: joining a running cluster, or a local one on 127.0.0.1."""
-    init: dict[str, Any] = {"runtime_env": {"env_vars": worker_env(cfg)}}
+def driver_command(cfg, command: list[str]) -> list[str]:
+    """``command`` (verl's driver) as ``medsage rl`` runs it: as it is, or, when ``ray_address`` names a cluster,
+    submitted to that cluster as a job with ``driver_env`` (``launch/pipeline/submit.py``): ``ray.init`` takes a
+    GCS or Ray Client address but not the dashboard's ``http://``, and inside the job every form works."""
     address = ray_address(cfg)
-    if address:
+    if address is None:
+        return command
+    from medsage.launch.pipeline.submit import wrap
+
+    from medsage.runtime import stage_python
+
+    return wrap(address, command, python=stage_python(cfg.cluster.envs.rl), env=driver_env(cfg))
+
+
+def ray_overrides(cfg, world: int) -> dict[str, Any]:
+    """How verl's own ``ray.init`` starts: joining the cluster its job runs on, or a local one on 127.0.0.1."""
+    init: dict[str, Any] = {"runtime_env": {"env_vars": worker_env(cfg)}}
+    if joins_cluster(cfg):
         from medsage.runtime import stage_python
 
-        init["address"] = str(address)
+        init["address"] = "auto"  # the job's own cluster (RAY_ADDRESS): verl's driver always runs as a job here
         init["runtime_env"]["py_executable"] = stage_python(cfg.cluster.envs.rl)
-    elif int(cfg.cluster.nnodes) == 1:  # several nodes need their real addresses
+    elif int(cfg.cluster.nnodes) > 1:
+        raise RLConfigError(f"cluster.nnodes={cfg.cluster.nnodes}: verl spans several nodes of a running Ray cluster; "
+                            "set cluster.ray_address (ray://head:10001 or http://head:8265) or run RL as a stage "
+                            "of `medsage pipeline` on it (docs/multinode.md)")
+    else:
         init.update({"_node_ip_address": "127.0.0.1", "include_dashboard": False})
         if cfg.cluster.accelerator == "cpu":
             # a logical GPU per rank for verl's resource pools; its placement groups (trainer ranks,

@@ -10,6 +10,8 @@ import pytest
 from medsage.launch.sft import SftError, main, run_sft
 from medsage.plugins.engines import llamafactory as lf
 
+TRAIN_SCRIPT = __import__("pathlib").Path(lf.__file__).with_name("llamafactory_train.py")
+
 
 def test_paper_recipe_composes_with_the_papers_settings(tmp_path, sft_dataset, sft_schema_cache, capsys):
     data_dir, dataset = sft_dataset
@@ -90,29 +92,67 @@ def test_gpu_launch_runs_the_training_script_under_torchrun(tiny_sft_overrides, 
                                           "sft.gradient_accumulation_steps=8")], dry_run=True)
     launch = result.launch
     assert launch.mode == "torchrun" and launch.processes == gpus
-    assert launch.cmd[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    assert launch.cmd[4:6] == ["--nproc_per_node", str(gpus)]
-    assert launch.cmd[6].endswith("plugins/engines/llamafactory_train.py")
-    assert launch.cmd[7:] == [str(result.run_dir / "llamafactory_sft.yaml")]
+    assert launch.cmd == [sys.executable, str(TRAIN_SCRIPT), "--torchrun", str(result.run_dir / "llamafactory_sft.yaml")]
+    assert (launch.env["NPROC_PER_NODE"], launch.env["NNODES"]) == (str(gpus), "1")
     assert "CUDA_VISIBLE_DEVICES" not in launch.env
     assert result.args["bf16"] is True and result.args["deepspeed"].endswith("zero3.json")
     assert f"2 per device x 8 accumulation x {gpus} GPU" in capsys.readouterr().out
 
 
-def test_multi_node_needs_the_rendezvous_address(monkeypatch, tmp_path):
-    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {}}
-    monkeypatch.delenv("MASTER_ADDR", raising=False)
-    monkeypatch.delenv("NODE_RANK", raising=False)
-    monkeypatch.delenv("MASTER_PORT", raising=False)
-    with pytest.raises(lf.LlamaFactoryArgError, match="set MASTER_ADDR and NODE_RANK"):
-        lf.plan_launch(cluster, tmp_path / "x.yaml")
-    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
-    monkeypatch.setenv("NODE_RANK", "1")
-    launch = lf.plan_launch(cluster, tmp_path / "x.yaml")
-    assert launch.cmd[3:13] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1", "--master_port",
-                                "29500", "--nproc_per_node", "4"]
-    assert launch.processes == 8
+def test_multi_node_sft_is_one_torchrun_per_node_placed_by_ray(monkeypatch, tmp_path):
+    """Several nodes need a Ray cluster; in one (a pipeline stage is a Ray job) Ray places LLaMA-Factory's own
+    torchrun launch once per node; from outside, with an address of any form, that launch is submitted as a job."""
+    cluster = {"name": "two_nodes", "accelerator": "gpu", "nnodes": 2, "gpus_per_node": 4, "envs": {},
+               "ray_address": None}
+    config = tmp_path / "x.yaml"
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR", "MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(lf.LlamaFactoryArgError, match=r"has 2 nodes: .*Set cluster\.ray_address"):
+        lf.plan_launch(cluster, config)
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a job's command, with RAY_ADDRESS
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    launch = lf.plan_launch(cluster, config)
+    assert (launch.mode, launch.processes, launch.env) == ("ray", 8, {})
+    cmd = launch.cmd
+    assert cmd[1:3] == ["-m", "medsage.launch.pipeline.per_node"]
+    assert (cmd[cmd.index("--nodes") + 1], cmd[cmd.index("--gpus-per-node") + 1]) == ("2", "4")
+    env = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd[:cmd.index("--")]) if a == "--env")
+    assert (env["NPROC_PER_NODE"], env["NNODES"]) == ("4", "2")
+    assert "NODE_RANK" not in env and "MASTER_ADDR" not in env  # per node, from Ray's placement (per_node.py)
+    inner = cmd[cmd.index("--") + 1:]
+    assert inner[1:] == [str(TRAIN_SCRIPT), "--torchrun", str(config)]  # torchrun from the node's own variables
+    one_node = lf.plan_launch({**cluster, "nnodes": 1}, config)  # in a job, one GPU node too: Ray finds its GPUs
+    assert one_node.mode == "ray" and one_node.cmd[one_node.cmd.index("--nodes") + 1] == "1"
+    cpu = lf.plan_launch({**cluster, "nnodes": 1, "accelerator": "cpu", "gpus_per_node": 0}, config)
+    assert cpu.mode == "cpu" and cpu.cmd[1:] == [str(TRAIN_SCRIPT), str(config)]  # the demo's: trains where its job is
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    monkeypatch.delenv("RAY_ADDRESS")
+    for address in ("http://head:8265", "ray://head:10001"):
+        launch = lf.plan_launch({**cluster, "ray_address": address}, config)
+        assert launch.cmd[1:5] == ["-m", "medsage.launch.pipeline.submit", "--address", address] and launch.env == {}
+        inner = launch.cmd[launch.cmd.index("--") + 1:]
+        assert inner[1:3] == ["-m", "medsage.launch.pipeline.per_node"]
+        assert inner[inner.index("--") + 1:][1:] == [str(TRAIN_SCRIPT), "--torchrun", str(config)]
+
     assert lf.effective_batch({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16}, cluster)[0] == 512
+    cpu_nodes = {**cluster, "accelerator": "cpu", "gpus_per_node": 0}
+    assert lf.effective_batch({"per_device_train_batch_size": 2}, cpu_nodes) == (
+        4, "2 per step x 1 accumulation x 2 CPU processes = 4")
+
+
+def test_the_torchrun_launch_reads_its_node_from_the_environment():
+    from medsage.plugins.engines.llamafactory_train import torchrun_command
+
+    one = torchrun_command(["x.yaml"], {"NPROC_PER_NODE": "8", "NNODES": "1"})
+    assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8", str(TRAIN_SCRIPT),
+                       "x.yaml"]
+    two = torchrun_command(["x.yaml"], {"NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "1",
+                                        "MASTER_ADDR": "10.0.0.1"})
+    assert two[3:11] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1", "--master_port", "29500"]
+    with pytest.raises(SystemExit, match="NNODES=2 needs MASTER_ADDR and NODE_RANK"):
+        torchrun_command(["x.yaml"], {"NNODES": "2"})
 
 
 def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):
@@ -139,8 +179,8 @@ def test_unset_and_unknown_recipe_values_fail_clearly(tmp_path, sft_dataset, cap
     data_dir, _ = sft_dataset
     assert main(["--dry-run", "model=tiny", f"data.dataset_dir={data_dir}"]) == 2
     assert "model.path" in capsys.readouterr().err
-    assert main(["--dry-run", "cluster=a100_8x", f"data.dataset_dir={data_dir}"]) == 2
-    assert "a100_8x" in capsys.readouterr().err
+    assert main(["--dry-run", "cluster=a100_16x", f"data.dataset_dir={data_dir}"]) == 2  # no such recipe
+    assert "a100_16x" in capsys.readouterr().err
 
 
 def test_a_second_sft_on_an_output_folder_in_use_stops_at_once(tiny_sft_overrides, tmp_path, sft_schema_cache):

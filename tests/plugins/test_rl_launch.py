@@ -178,11 +178,42 @@ def test_verl_starts_its_ray_on_loopback_or_joins_the_pipelines(tmp_path, monkey
     env_vars = own["+ray_kwargs.ray_init.runtime_env.env_vars"]
     assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "medsage.plugins.engines.verl_cpu"
     assert env_vars["MEDSAGE_FREEZE_VISION_TOWER"] == "1"
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what Ray sets for a job's entrypoint
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # what Ray sets for a job's entrypoint,
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # with this
     joined = engine.ray_overrides(cfg, 1)
-    assert joined["+ray_kwargs.ray_init.address"] == "127.0.0.1:6379"
+    assert joined["+ray_kwargs.ray_init.address"] == "auto"  # the job's own cluster
     assert "+ray_kwargs.ray_init.num_gpus" not in joined and "+ray_kwargs.ray_init._node_ip_address" not in joined
     assert engine.driver_env(cfg)["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
+    assert engine.driver_command(cfg, ["verl"]) == ["verl"]  # a job already: the driver runs where it is
+
+
+@pytest.mark.parametrize("address", ["http://head:8265", "ray://head:10001", "head:6379"])
+def test_standalone_rl_with_a_cluster_address_submits_verls_driver_as_a_job(address, tmp_path, monkeypatch):
+    """ray.init refuses a dashboard address ("Invalid Ray address"); the Jobs API takes every form, and inside the job
+    verl's ray.init joins with address=auto. The GPUs are the cluster's, so no local CUDA check stops the launch."""
+    from medsage.plugins.engines import verl as engine
+
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = _cfg(tmp_path, f"cluster.ray_address={address}", "cluster.nnodes=2", "cluster.gpus_per_node=8")
+    out = tmp_path / "run"
+    out.mkdir()
+    overrides = dict(o.split("=", 1) for o in rl_launch.verl_overrides(cfg, out))
+    assert overrides["+ray_kwargs.ray_init.address"] == "auto"
+    assert (overrides["trainer.nnodes"], overrides["trainer.n_gpus_per_node"]) == ("2", "8")
+    command = engine.driver_command(cfg, ["python", "-m", "verl.trainer.main_ppo", "x=1"])
+    assert command[1:5] == ["-m", "medsage.launch.pipeline.submit", "--address", address]
+    assert command[command.index("--") + 1:] == ["python", "-m", "verl.trainer.main_ppo", "x=1"]
+    assert "RAY_OVERRIDE_JOB_RUNTIME_ENV=1" in command and "MEDSAGE_FREEZE_VISION_TOWER=1" in command
+    assert rl_launch._no_launch_reason(cfg) is None
+
+
+def test_rl_over_several_nodes_needs_a_cluster(tmp_path, monkeypatch, capsys):
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        monkeypatch.delenv(var, raising=False)
+    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path}", "cluster=a100_8x_2nodes", "dry_run=true",
+                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    assert rc == 2 and "cluster.nnodes=2: verl spans several nodes of a running Ray cluster" in capsys.readouterr().err
 
 
 def test_verls_hydra_run_folder_is_inside_the_output_dir(tmp_path, monkeypatch, capsys):

@@ -30,7 +30,7 @@ def _item(row: dict[str, Any]):
 def compute_score(reward_inputs: list[dict[str, Any]], reward: str = "composite",
                   reward_params: dict | None = None, **_: Any) -> list[dict[str, float]]:
     from medsage.plugins.rewards import engine_reward, on_grid
-    from medsage.plugins.rewards.accuracy import accuracy_reward
+    from medsage.plugins.rewards.accuracy import recipe_accuracy
     from medsage.plugins.rewards.composite import CompositeReward
     from medsage.plugins.rewards.format import format_reward
 
@@ -40,5 +40,6 @@ def compute_score(reward_inputs: list[dict[str, Any]], reward: str = "composite"
     scorer = engine_reward(reward, reward_params)
     overall = ([o["overall"] for o in scorer.score_batch(items)] if isinstance(scorer, CompositeReward)
                else [scorer(it)["overall"] for it in items])
-    return [{"overall": on_grid(o), "format": format_reward(it), "accuracy": accuracy_reward(it)}
+    accuracy = engine_reward("accuracy", recipe_accuracy(reward, reward_params))  # the recipe's rule, as verl's
+    return [{"overall": on_grid(o), "format": format_reward(it), "accuracy": accuracy(it)["overall"]}
             for o, it in zip(overall, items)]

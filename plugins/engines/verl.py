@@ -57,16 +57,20 @@ def response_length(rl) -> int:
 
 
 def agent_loop_file(cfg, out_dir: Path) -> Path:
-    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α and the request."""
+    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α, the request, the τ1/τ2
+    budgets and ``accuracy``, the reward recipe's accuracy rule (its trigger a1 != y and r_sc are the reward's)."""
     from omegaconf import OmegaConf
 
     from medsage.io import atomic_write_text
+    from medsage.plugins.rewards.accuracy import recipe_accuracy
 
     entry: dict[str, Any] = {"name": "medsage_self_check",
                              "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
                              "alpha": float(cfg.rl.alpha), "retry": bool(cfg.rl.retry),
                              "tau1_max_tokens": int(cfg.rl.max_response_length),
-                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens)}
+                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens),
+                             "accuracy": recipe_accuracy(cfg.reward.name, OmegaConf.to_container(cfg.reward.params,
+                                                                                                resolve=True))}
     if cfg.rl.request:
         entry["request"] = str(cfg.rl.request)
     return atomic_write_text(out_dir / "agent_loop.yaml", OmegaConf.to_yaml(OmegaConf.create([entry])))

@@ -13,7 +13,8 @@ to retry and τ1 is kept.
 
 Registered with verl as ``medsage_self_check``; select it with
 ``actor_rollout_ref.rollout.agent.default_agent_loop=medsage_self_check``. ``medsage rl`` writes an
-agent-loop config file carrying α and the request text (``agent_loop_config_path``).
+agent-loop config file carrying α, the request text and the accuracy rule of the reward recipe
+(``agent_loop_config_path``): a1 != y and r_sc are decided by the rule that scores the outcome.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from medsage.plugins.self_check.advantage import (
     LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
-from medsage.plugins.rewards.accuracy import answer_correct
+from medsage.plugins.rewards.accuracy import AccuracyReward
 from medsage.plugins.rewards.self_check import self_check_success
 from medsage.prompts import SELF_CHECK_REQUEST
 from medsage.scaffold import CHECK_TAG, split_retry
@@ -36,6 +37,29 @@ from medsage.scaffold import CHECK_TAG, split_retry
 AGENT_NAME = "medsage_self_check"
 CHECK_OPEN, CHECK_CLOSE = f"<{CHECK_TAG}>", f"</{CHECK_TAG}>"
 DEFAULT_REQUEST = SELF_CHECK_REQUEST  # one text for RL and the SFT retry rows (medsage.prompts)
+
+
+_RULES: dict[str, AccuracyReward] = {}
+
+
+def accuracy_rule(params) -> AccuracyReward:
+    """The ``AccuracyReward`` of the agent-loop file's ``accuracy`` node, built once per event loop: verl builds
+    a loop per rollout, and an LLM judge's client should be one per worker (its connections belong to the
+    worker's event loop)."""
+    import asyncio
+    import json
+
+    from omegaconf import DictConfig, OmegaConf
+
+    params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params or {})
+    try:
+        running = id(asyncio.get_running_loop())
+    except RuntimeError:
+        running = None
+    key = json.dumps([params, running], sort_keys=True, default=str)
+    if key not in _RULES:
+        _RULES[key] = AccuracyReward(**params)
+    return _RULES[key]
 
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -63,7 +87,8 @@ def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int
 @register(AGENT_NAME)
 class SelfCheckAgentLoop(AgentLoopBase):
     def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, retry: bool = True,
-                 tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None, **kwargs):
+                 tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None,
+                 accuracy: dict[str, Any] | None = None, **kwargs):
         if CHECK_OPEN in request or CHECK_CLOSE in request:
             raise ValueError(f"the self-check request must not contain {CHECK_OPEN} or {CHECK_CLOSE}: "
                              "the loop opens the span itself and the reward splits on the first one")
@@ -71,6 +96,9 @@ class SelfCheckAgentLoop(AgentLoopBase):
         self.alpha = float(alpha)
         self.request = request
         self.retry = bool(retry)
+        # The run's one accuracy rule (the reward recipe's, which medsage rl writes into the agent-loop
+        # file): it decides the trigger (a1 != y) and r_sc exactly as the outcome reward scores them.
+        self.accuracy = accuracy_rule(accuracy)
         self.response_length = self.rollout_config.response_length
         # τ1 and (check + τ2) each get their own generation budget (paper: 1024 each); the response
         # verl pads to holds both plus the request (medsage rl sizes response_length from them)
@@ -100,6 +128,12 @@ class SelfCheckAgentLoop(AgentLoopBase):
             image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
             mm_processor_kwargs=self._get_mm_processor_kwargs(mm.get("audios")),
         )
+
+    async def _correct(self, text: str, item) -> bool:
+        """The accuracy rule on one trajectory; an LLM judge's call is a served model's time, like generation."""
+        if self.accuracy.judge is None:
+            return self.accuracy.correct(text, item)
+        return await self._timed("server", self.accuracy.correct_async(text, item))
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -145,7 +179,7 @@ class SelfCheckAgentLoop(AgentLoopBase):
             assistant_logprobs=out1.log_probs or None))
         spans = _extend_spans([], merged, [SPAN_TAU1] * len(out1.token_ids))
         tau1 = self._decode(out1.token_ids)
-        first_correct = answer_correct(tau1, item)
+        first_correct = await self._correct(tau1, item)
 
         retried, sc_reward, tau2_truncated, retry_tokens = False, 0.0, False, 0
         if self.retry and not first_correct:
@@ -172,7 +206,7 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 spans = _extend_spans(spans, merged, labels)
                 parts = split_retry(CHECK_OPEN + self._decode(out2.token_ids))
                 revised = parts[2] if parts is not None else ""
-                sc_reward = self_check_success(tau1, revised, item)
+                sc_reward = self_check_success(first_correct, await self._correct(revised, item))
 
         full = merged.token_ids
         response_ids = full[len(full) - len(mask):]

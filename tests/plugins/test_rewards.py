@@ -77,6 +77,19 @@ def test_self_check_reward_is_eq10():
     assert sc(item(traj("yes")))["overall"] == 0.0  # no retry, no self-check reward
 
 
+def test_self_check_reward_judges_with_the_accuracy_rule():
+    """r_sc is paid when the run's accuracy rule calls a1 wrong and a2 right, not by a rule of its own."""
+    semantic_only = "nodule in the left lung"  # the reference says "left lung nodule"
+    response = traj("liver") + render_check("Re-read the region.") + traj(semantic_only)
+    it = item(response, gt="left lung nodule", qtype="open")
+    assert build_reward("self_check")(it)["overall"] == 1.0
+    assert build_reward("self_check", {"open_match": "exact"})(it)["overall"] == 0.0
+    assert build_reward("accuracy", {"open_match": "exact"})(it)["overall"] == 0.0  # the same verdict on a2
+    # a composite's self_check component judges with its accuracy component's rule
+    comp = CompositeReward(weights={"accuracy": 1.0, "self_check": 1.0}, components={"accuracy": {"open_match": "exact"}})
+    assert comp(it) == {"overall": 0.0, "accuracy": 0.0, "self_check": 0.0}
+
+
 def test_rule_scorer_checks():
     good = RuleScorer().checks(parse_lenient(traj()))
     assert all(good.values())

@@ -45,7 +45,8 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     assert v.reward.custom_reward_function.reward_kwargs.reward_params.weights.accuracy == 1.0
     loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
     assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                         "alpha": 0.2, "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024}]
+                         "alpha": 0.2, "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024,
+                         "accuracy": {"open_match": "semantic"}}]
     assert ar.rollout.name == "vllm" and v.trainer.rollout_data_dir == str(tmp_path / "run" / "rollouts")
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
 
@@ -78,6 +79,21 @@ def test_grpo_and_alpha_override(tmp_path):
     rl_launch.verl_overrides(cfg, tmp_path / "run")
     loop_cfg = yaml.safe_load(open(tmp_path / "run" / "agent_loop.yaml"))
     assert loop_cfg[0]["alpha"] == 0.15 and loop_cfg[0]["request"] == "Check again, please."
+
+
+def test_the_agent_loop_file_names_the_rewards_accuracy_rule(tmp_path):
+    """The retry's trigger and r_sc judge with the reward recipe's accuracy rule, written in the loop's file."""
+    def loop_accuracy(*extra):
+        cfg = _cfg(tmp_path, *extra)
+        rl_launch.verl_overrides(cfg, tmp_path / "run")
+        return yaml.safe_load(open(tmp_path / "run" / "agent_loop.yaml"))[0]["accuracy"]
+
+    assert loop_accuracy("reward.params.components.accuracy.open_match=exact") == {"open_match": "exact"}
+    judge = {"base_url": "http://127.0.0.1:8000/v1", "model": "judge"}
+    got = loop_accuracy("reward=accuracy", "reward.params.open_match=llm", "+reward.params.judge.base_url=" + judge["base_url"],
+                        "+reward.params.judge.model=judge", "reward.params.threshold=0.9")
+    assert got["open_match"] == "llm" and got["judge"] == judge and got["threshold"] == 0.9
+    assert loop_accuracy("reward=format") == {}  # no accuracy term in the reward: the default rule
 
 
 def test_verl_rejects_a_bad_key_and_inconsistent_batches(tmp_path):

@@ -160,6 +160,16 @@ def compose_verl_config(overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
+def verl_algorithm(algorithm):
+    """verl's ``algorithm`` section without medsage's estimator setting (α), which verl's AlgoConfig does not
+    declare; verl's trainer hands the section to the estimator as it is, α included."""
+    from omegaconf import OmegaConf
+
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
+
+    return OmegaConf.masked_copy(algorithm, [k for k in algorithm if k != ALPHA_KEY])
+
+
 def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]:
     """verl's own checks on a composed config (no GPU needed); returns what medsage registered."""
     from verl.trainer.config import AlgoConfig
@@ -167,9 +177,10 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
     import medsage.plugins.self_check.verl_plugin as plugin
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
 
     try:
-        algo = omega_conf_to_dataclass(config.algorithm, dataclass_type=AlgoConfig)
+        algo = omega_conf_to_dataclass(verl_algorithm(config.algorithm), dataclass_type=AlgoConfig)
         validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except (AssertionError, ValueError, TypeError) as err:
         raise RLConfigError(f"verl's config validation failed: {err}") from err
@@ -177,6 +188,8 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     get_adv_estimator_fn(algo.adv_estimator)  # an unknown estimator fails here, not on the cluster
+    if algo.adv_estimator == "medsage_self_check" and config.algorithm.get(ALPHA_KEY) is None:
+        raise RLConfigError(f"adv_estimator=medsage_self_check needs algorithm.{ALPHA_KEY} (α of Eq. 11; rl.alpha)")
     if algo.adv_estimator == "medsage_self_check" and config.trainer.use_v1:
         raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.self_check.verl_plugin)")
     kwargs = config.reward.custom_reward_function.get("reward_kwargs") or {}

@@ -1,7 +1,8 @@
 """medsage's RL recipe as verl 0.9.1 settings: the overrides ``medsage rl`` hands ``verl.trainer.main_ppo``.
 
 ``verl_overrides`` translates a composed ``recipes/rl.yaml`` (batch sizes from the paper's per-device
-batch and accumulation, the agent-loop file with α, the request and the τ1/τ2 budgets, the reward
+batch and accumulation, α for the estimator, the agent-loop file with the request, the τ1/τ2 budgets and the
+accuracy rule, the reward
 function, the checkpoint and rollout-dump folders).
 
 ``cpu_overrides`` and ``launch_env`` are the CPU route's half (``medsage.plugins.engines.verl_cpu``):
@@ -57,7 +58,7 @@ def response_length(rl) -> int:
 
 
 def agent_loop_file(cfg, out_dir: Path) -> Path:
-    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α, the request, the τ1/τ2
+    """verl's agent-loop config (``agent_loop_config_path``): the loop class with the request, the τ1/τ2
     budgets and ``accuracy``, the reward recipe's accuracy rule (its trigger a1 != y and r_sc are the reward's)."""
     from omegaconf import OmegaConf
 
@@ -66,7 +67,7 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
 
     entry: dict[str, Any] = {"name": "medsage_self_check",
                              "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                             "alpha": float(cfg.rl.alpha), "retry": bool(cfg.rl.retry),
+                             "retry": bool(cfg.rl.retry),
                              "tau1_max_tokens": int(cfg.rl.max_response_length),
                              "tau2_max_tokens": int(cfg.rl.retry_max_tokens),
                              "accuracy": recipe_accuracy(cfg.reward.name, OmegaConf.to_container(cfg.reward.params,
@@ -79,6 +80,8 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
 def verl_overrides(cfg, out_dir: Path) -> list[str]:
     """The verl Hydra overrides for a composed recipe (the command line verl's main_ppo receives)."""
     from omegaconf import OmegaConf
+
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
 
     rl, cluster = cfg.rl, cfg.cluster
     world = max(1, int(cluster.nnodes) * max(1, int(cluster.gpus_per_node)))
@@ -93,6 +96,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "data.image_key": "images",
         "data.filter_overlong_prompts": True,
         "algorithm.adv_estimator": "medsage_self_check" if rl.retry else "grpo",
+        **({f"+algorithm.{ALPHA_KEY}": float(rl.alpha)} if rl.retry else {}),  # α of Eq. 11: the estimator's
         "algorithm.use_kl_in_reward": False,
         "critic.enable": False,  # GRPO: no value model
         "actor_rollout_ref.model.path": str(cfg.model.path),

@@ -13,8 +13,9 @@ to retry and τ1 is kept.
 
 Registered with verl as ``medsage_self_check``; select it with
 ``actor_rollout_ref.rollout.agent.default_agent_loop=medsage_self_check``. ``medsage rl`` writes an
-agent-loop config file carrying α, the request text and the accuracy rule of the reward recipe
-(``agent_loop_config_path``): a1 != y and r_sc are decided by the rule that scores the outcome.
+agent-loop config file carrying the request text, the τ1/τ2 budgets and the accuracy rule of the reward recipe
+(``agent_loop_config_path``): a1 != y and r_sc are decided by the rule that scores the outcome. The loop
+records r_sc; α is the advantage estimator's (``advantage.ALPHA_KEY``), applied there alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    ALPHA_KEY, LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE,
+    SPAN_TAU1, SPAN_TAU2, SPANS_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import AccuracyReward
@@ -86,14 +88,16 @@ def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int
 
 @register(AGENT_NAME)
 class SelfCheckAgentLoop(AgentLoopBase):
-    def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, retry: bool = True,
+    def __init__(self, *args, request: str = DEFAULT_REQUEST, retry: bool = True,
                  tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None,
                  accuracy: dict[str, Any] | None = None, **kwargs):
         if CHECK_OPEN in request or CHECK_CLOSE in request:
             raise ValueError(f"the self-check request must not contain {CHECK_OPEN} or {CHECK_CLOSE}: "
                              "the loop opens the span itself and the reward splits on the first one")
+        if "alpha" in kwargs:  # verl's base class would take it silently and nothing would apply it
+            raise ValueError("the self-check agent loop records r_sc; α is the advantage estimator's: set "
+                             f"algorithm.{ALPHA_KEY} (medsage rl writes it from rl.alpha), not the loop's alpha")
         super().__init__(*args, **kwargs)
-        self.alpha = float(alpha)
         self.request = request
         self.retry = bool(retry)
         # The run's one accuracy rule (the reward recipe's, which medsage rl writes into the agent-loop
@@ -225,7 +229,6 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 SPANS_KEY: spans[:n],
                 RETRIED_KEY: retried,
                 SC_REWARD_KEY: sc_reward,
-                SC_ADVANTAGE_KEY: self.alpha * sc_reward,
                 "medsage_first_correct": first_correct,
                 TAU1_TRUNCATED_KEY: tau1_truncated,
                 TAU2_TRUNCATED_KEY: tau2_truncated,

@@ -47,7 +47,6 @@ def _batch():
             adv_mod.SPANS_KEY: spans_col,
             adv_mod.RETRIED_KEY: np.array(RETRIED, dtype=object),
             adv_mod.SC_REWARD_KEY: np.array(R_SC, dtype=object),
-            adv_mod.SC_ADVANTAGE_KEY: np.array([ALPHA * r for r in R_SC], dtype=object),
         },
     )
 
@@ -68,7 +67,7 @@ def test_exact_per_token_advantages():
     data = _batch()
     adv, returns = adv_mod.compute_self_check_advantage(
         data.batch["token_level_rewards"], data.batch["response_mask"], data.non_tensor_batch["uid"],
-        config={"norm_adv_by_std_in_grpo": True}, non_tensor_batch=data.non_tensor_batch)
+        config={"norm_adv_by_std_in_grpo": True, adv_mod.ALPHA_KEY: ALPHA}, non_tensor_batch=data.non_tensor_batch)
     assert torch.allclose(adv, torch.tensor(EXPECTED, dtype=adv.dtype), atol=1e-4), adv
     assert torch.equal(adv, returns)
 
@@ -76,26 +75,53 @@ def test_exact_per_token_advantages():
 def test_through_verls_compute_advantage_and_registry():
     """verl's own entry (ray_trainer.compute_advantage) with the name resolved from verl's registry."""
     import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what `import verl` loads through the entry point)
+    from omegaconf import OmegaConf
     from verl.trainer.config import AlgoConfig
     from verl.trainer.ppo import ray_trainer
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     assert get_adv_estimator_fn("medsage_self_check") is adv_mod.compute_self_check_advantage
-    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check",
-                                         config=AlgoConfig(adv_estimator="medsage_self_check"))
+    # what verl's trainer passes: its algorithm section as composed (a DictConfig), α included
+    algorithm = OmegaConf.create({"adv_estimator": "medsage_self_check", "norm_adv_by_std_in_grpo": True,
+                                  adv_mod.ALPHA_KEY: ALPHA})
+    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config=algorithm)
     assert torch.allclose(data.batch["advantages"], torch.tensor(EXPECTED), atol=1e-4)
     # every other estimator still goes through verl's own code
     grpo = ray_trainer.compute_advantage(_batch(), adv_estimator="grpo", config=AlgoConfig(adv_estimator="grpo"))
     assert grpo.batch["advantages"][1, 0].item() == pytest.approx(HI, abs=1e-4)
 
 
-def test_alpha_zero_gives_check_tokens_nothing():
+def _advantages(alpha):
     data = _batch()
-    data.non_tensor_batch[adv_mod.SC_ADVANTAGE_KEY] = np.zeros(6, dtype=object)
     adv, _ = adv_mod.compute_self_check_advantage(
         data.batch["token_level_rewards"], data.batch["response_mask"], data.non_tensor_batch["uid"],
-        non_tensor_batch=data.non_tensor_batch)
-    assert adv[1, 4].item() == 0.0 and adv[1, 6].item() == pytest.approx(HI, abs=1e-4)
+        config={adv_mod.ALPHA_KEY: alpha}, non_tensor_batch=data.non_tensor_batch)
+    return adv
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.15, 0.5])
+def test_alpha_changes_the_check_tokens_and_nothing_else(alpha):
+    """α is the estimator's: the same batch (the loop's r_sc) trained with another α differs on the check
+    tokens of corrected retries alone, by (α - α') · r_sc."""
+    base, other = _advantages(ALPHA), _advantages(alpha)
+    check = torch.tensor([[s == C for s in spans] + [False] * (L - len(spans)) for spans in SPANS])
+    corrected = torch.tensor(R_SC).unsqueeze(-1).bool()
+    assert torch.equal(base[~check], other[~check])  # every other token bit-identical
+    assert torch.allclose(other[check & corrected], torch.full_like(other[check & corrected], alpha))
+    assert torch.equal(other[check & ~corrected], torch.zeros_like(other[check & ~corrected]))
+    assert adv_mod.SC_REWARD_KEY in _batch().non_tensor_batch and not any("advantage" in k for k in _batch().non_tensor_batch)
+
+
+def test_alpha_is_required_and_the_loop_refuses_one():
+    from medsage.plugins.self_check.loop import SelfCheckAgentLoop
+
+    data = _batch()
+    with pytest.raises(ValueError, match="algorithm.self_check_alpha"):
+        adv_mod.compute_self_check_advantage(data.batch["token_level_rewards"], data.batch["response_mask"],
+                                             data.non_tensor_batch["uid"], config={},
+                                             non_tensor_batch=data.non_tensor_batch)
+    with pytest.raises(ValueError, match="estimator"):  # an old agent-loop file's alpha is not dropped silently
+        SelfCheckAgentLoop.__init__(object.__new__(SelfCheckAgentLoop), None, alpha=0.2)
 
 
 def test_missing_spans_is_a_clear_error():
@@ -122,7 +148,7 @@ def test_step_metrics_include_self_check_rates():
     import medsage.plugins.self_check.verl_plugin  # noqa: F401
     from verl.trainer.ppo import ray_trainer
 
-    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={})
+    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={adv_mod.ALPHA_KEY: ALPHA})
     n = len(SPANS)
     data.batch["token_level_scores"] = data.batch["token_level_rewards"]
     data.batch["prompts"] = torch.ones(n, 4, dtype=torch.long)

@@ -72,9 +72,9 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
 
     loop_file = tmp_path / "forced_loop.yaml"
     loop_file.write_text(yaml.safe_dump([{"name": "medsage_self_check", "_target_": "forced_check_loop.ForcedCheckLoop",
-                                          "alpha": 0.2, "tau1_max_tokens": 24, "tau2_max_tokens": 24,
+                                          "tau1_max_tokens": 24, "tau2_max_tokens": 24,
                                           "request": "Check the answer."}]))
-    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1",
+    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1", "rl.alpha=0.35",
                       extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}"])
     steps = console_step_metrics(log)
     assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps
@@ -83,7 +83,7 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
     retried = [r for r in rows if "check" in r]
     assert retried, rows
     assert all(r["tau1"] == 0.0 for r in retried)                 # τ1 of a retry is never credited
-    assert any(r["check"] == pytest.approx(0.2) for r in retried)  # α · r_sc on the check tokens
+    assert any(r["check"] == pytest.approx(0.35) for r in retried)  # α · r_sc on the check tokens (the estimator's α)
     if len({r["score"] for r in dump}) > 1:
         assert any(abs(r.get("tau2", 0.0)) > 0 for r in retried)  # GRPO's outcome advantage on τ2
     else:  # every revision was right: the batch-normalised outcome gives τ2 exactly 0, only the check is credited

@@ -136,6 +136,9 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         # it keeps until the advantage step; its default v1 path also needs transfer_queue
         "trainer.use_v1": False,
         "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
+        # tells the loop a validation pass, which then answers once, without the answer-key retry
+        "+actor_rollout_ref.rollout.agent.agent_loop_manager_class":
+            "medsage.plugins.self_check.manager.SelfCheckAgentLoopManager",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
         # main_ppo is a Hydra app: its run folder (main_ppo.log, .hydra/) would be ./outputs/<date>/ in the cwd
         "hydra.run.dir": str(out_dir / layout.RL_HYDRA_DIR),

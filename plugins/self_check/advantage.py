@@ -38,6 +38,9 @@ SPAN_NAMES = {SPAN_NONE: "none", SPAN_TAU1: "tau1", SPAN_CHECK: "check", SPAN_TA
 SPANS_KEY = "medsage_span_ids"            # list[int], one code per response token
 RETRIED_KEY = "medsage_retried"           # bool: a1 was wrong, a check and τ2 followed
 SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc (0 for samples not retried)
+FIRST_CORRECT_KEY = "medsage_first_correct"  # bool: a1 = y (the run's accuracy rule)
+FINAL_CORRECT_KEY = "medsage_final_correct"  # bool: the final answer (a2 if retried, else a1) = y
+VALIDATE_KEY = "medsage_validate"         # row column verl's validation batches get (manager.py): no oracle retry
 TAU1_TRUNCATED_KEY = "medsage_tau1_truncated"  # bool: τ1 used its whole budget without ending
 TAU2_TRUNCATED_KEY = "medsage_tau2_truncated"  # bool: check + τ2 used its whole budget (retried only)
 RETRY_TOKENS_KEY = "medsage_retry_tokens"      # int: tokens the retry generated (check + τ2)
@@ -147,13 +150,33 @@ def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
         tokens = np.asarray(non_tensor_batch[RETRY_TOKENS_KEY], dtype=float)
         metrics["medsage/retry_tokens_per_rollout"] = float(tokens.mean())
         metrics["medsage/retry_tokens_per_retry"] = float(tokens[retried].mean()) if n_retried else 0.0
-    if "medsage_first_correct" in non_tensor_batch:
-        metrics["medsage/first_try_error_rate"] = float(1 - np.asarray(non_tensor_batch["medsage_first_correct"], dtype=float).mean())
+    if FIRST_CORRECT_KEY in non_tensor_batch:
+        first = np.asarray(non_tensor_batch[FIRST_CORRECT_KEY], dtype=bool)
+        metrics["medsage/first_try_error_rate"] = float(1 - first.mean()) if len(first) else 0.0
+        if FINAL_CORRECT_KEY in non_tensor_batch:
+            metrics.update(self_correction_metrics(first, np.asarray(non_tensor_batch[FINAL_CORRECT_KEY], dtype=bool)))
     if LOOP_SECONDS_KEY in non_tensor_batch:
         metrics["medsage/agent_loop_s"] = float(np.asarray(non_tensor_batch[LOOP_SECONDS_KEY], dtype=float).sum())
     if LOOP_VERL_SECONDS_KEY in non_tensor_batch:
         metrics["medsage/agent_loop_verl_s"] = float(np.asarray(non_tensor_batch[LOOP_VERL_SECONDS_KEY], dtype=float).sum())
     return metrics
+
+
+ORACLE_PREFIX = "medsage/oracle_retry/"  # training rollouts, whose retry is triggered by the answer key
+
+
+def self_correction_metrics(first: np.ndarray, final: np.ndarray) -> dict[str, float]:
+    """Acc@t1, Acc@t2, Δ(i→c) and Δ(c→i) over the rollouts of a training step (fractions of all rollouts).
+
+    The retry there is oracle-triggered (only a wrong a1 is retried), so Δ(c→i) is 0 by construction and
+    Acc@t2 is an upper bound on what the policy would reach deciding alone; validation never retries
+    (``manager.py``), so these numbers are kept apart from it, under their own prefix.
+    """
+    if not len(first):
+        return {}
+    return {f"{ORACLE_PREFIX}acc@t1": float(first.mean()), f"{ORACLE_PREFIX}acc@t2": float(final.mean()),
+            f"{ORACLE_PREFIX}delta_i2c": float((~first & final).mean()),
+            f"{ORACLE_PREFIX}delta_c2i": float((first & ~final).mean())}
 
 
 def register() -> None:

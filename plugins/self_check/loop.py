@@ -9,7 +9,7 @@ and the opening tag are context, not the policy's tokens: response_mask 0, span 
 response token gets a span id (``medsage.plugins.self_check.advantage``: none / τ1 / check / τ2), so the
 advantage estimator can route credit; the split between check and τ2 is the first token whose
 decoded prefix contains ``</CHECK>``. When τ1 already fills the response budget there is no room
-to retry and τ1 is kept.
+to retry and τ1 is kept. A validation pass never retries (``manager.py``): it answers as at deployment.
 
 Registered with verl as ``medsage_self_check``; select it with
 ``actor_rollout_ref.rollout.agent.default_agent_loop=medsage_self_check``. ``medsage rl`` writes an
@@ -27,8 +27,9 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    ALPHA_KEY, LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE,
-    SPAN_TAU1, SPAN_TAU2, SPANS_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY,
+    ALPHA_KEY, FINAL_CORRECT_KEY, FIRST_CORRECT_KEY, LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY,
+    RETRY_TOKENS_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY, TAU1_TRUNCATED_KEY,
+    TAU2_TRUNCATED_KEY, VALIDATE_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
 from medsage.plugins.rewards.accuracy import AccuracyReward
@@ -186,7 +187,11 @@ class SelfCheckAgentLoop(AgentLoopBase):
         first_correct = await self._correct(tau1, item)
 
         retried, sc_reward, tau2_truncated, retry_tokens = False, 0.0, False, 0
-        if self.retry and not first_correct:
+        final_correct = first_correct
+        # A validation pass answers once, as at deployment: the trigger is the answer key, an oracle
+        # (verl's validation flag reaches the loop as a row column: manager.py).
+        validate = bool(kwargs.get(VALIDATE_KEY, False))
+        if self.retry and not validate and not first_correct:
             previous = messages + [{"role": "assistant", "content": tau1}]
             updated = previous + [{"role": "user", "content": self.request}]
             ctx, ctx_mask, ctx_logprobs = await self._timed("verl", self.ct_merge_context_msg(
@@ -210,7 +215,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 spans = _extend_spans(spans, merged, labels)
                 parts = split_retry(CHECK_OPEN + self._decode(out2.token_ids))
                 revised = parts[2] if parts is not None else ""
-                sc_reward = self_check_success(first_correct, await self._correct(revised, item))
+                final_correct = await self._correct(revised, item)
+                sc_reward = self_check_success(first_correct, final_correct)
 
         full = merged.token_ids
         response_ids = full[len(full) - len(mask):]
@@ -229,7 +235,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 SPANS_KEY: spans[:n],
                 RETRIED_KEY: retried,
                 SC_REWARD_KEY: sc_reward,
-                "medsage_first_correct": first_correct,
+                FIRST_CORRECT_KEY: first_correct,
+                FINAL_CORRECT_KEY: final_correct,
                 TAU1_TRUNCATED_KEY: tau1_truncated,
                 TAU2_TRUNCATED_KEY: tau2_truncated,
                 RETRY_TOKENS_KEY: retry_tokens,

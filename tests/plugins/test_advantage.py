@@ -26,6 +26,7 @@ SPANS = [
 SCORES = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]        # outcome reward (of τ2 for a retry)
 RETRIED = [False, True, True, False, False, True]
 R_SC = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+FIRST_CORRECT = [not r for r in RETRIED]       # the oracle trigger: exactly the wrong first answers retry
 ALPHA = 0.2
 
 
@@ -47,6 +48,8 @@ def _batch():
             adv_mod.SPANS_KEY: spans_col,
             adv_mod.RETRIED_KEY: np.array(RETRIED, dtype=object),
             adv_mod.SC_REWARD_KEY: np.array(R_SC, dtype=object),
+            adv_mod.FIRST_CORRECT_KEY: np.array(FIRST_CORRECT, dtype=object),
+            adv_mod.FINAL_CORRECT_KEY: np.array([s > 0 for s in SCORES], dtype=object),
         },
     )
 
@@ -140,6 +143,11 @@ def test_metrics():
     m = adv_mod.self_check_metrics(_batch().non_tensor_batch)
     assert m["medsage/self_check_rate"] == pytest.approx(3 / 6)
     assert m["medsage/correction_rate"] == pytest.approx(1 / 3)
+    # the oracle-triggered retry's self-correction numbers, under their own names: 3 of 6 right at t1,
+    # 4 of 6 after the retry (a1 fixed), none turned wrong (only wrong answers are retried)
+    assert {k: round(v, 6) for k, v in m.items() if k.startswith("medsage/oracle_retry/")} == {
+        "medsage/oracle_retry/acc@t1": 0.5, "medsage/oracle_retry/acc@t2": round(4 / 6, 6),
+        "medsage/oracle_retry/delta_i2c": round(1 / 6, 6), "medsage/oracle_retry/delta_c2i": 0.0}
     assert adv_mod.self_check_metrics({}) == {}
 
 

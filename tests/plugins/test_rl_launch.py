@@ -48,6 +48,12 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
                          "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024,
                          "accuracy": {"open_match": "semantic"}}]
     assert ar.rollout.name == "vllm" and v.trainer.rollout_data_dir == str(tmp_path / "run" / "rollouts")
+    # verl's own loader finds the manager that tells the loop a validation pass (no answer-key retry there)
+    from verl.utils.import_utils import load_class_from_fqn
+
+    from medsage.plugins.self_check.manager import SelfCheckAgentLoopManager
+
+    assert load_class_from_fqn(ar.rollout.agent.agent_loop_manager_class) is SelfCheckAgentLoopManager
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
 
 

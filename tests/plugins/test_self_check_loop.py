@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -67,7 +68,7 @@ class TinyServer:
         return TokenOutput(token_ids=out[0, start:].tolist())
 
 
-def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, content=None, **loop_kwargs):
+def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, content=None, row=None, **loop_kwargs):
     from omegaconf import OmegaConf
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -85,7 +86,7 @@ def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, content=No
         return await loop.run({"temperature": 0, "max_tokens": max_tokens},
                               raw_prompt=[{"role": "user", "content": content or "Is there a lesion in the liver?"}],
                               reward_model={"ground_truth": ground_truth},
-                              extra_info={"question_type": question_type, "options": None, "id": "t0"})
+                              extra_info={"question_type": question_type, "options": None, "id": "t0"}, **(row or {}))
 
     return asyncio.run(go())
 
@@ -310,3 +311,30 @@ def test_trigger_asks_the_llm_judge_of_the_reward(tiny, monkeypatch):
     assert out.extra_fields[RETRIED_KEY] is False and out.extra_fields["medsage_first_correct"] is True
     assert len(server.calls) == 1 and len(asked) == 1
     assert "Candidate answer: pulmonary mass" in asked[0] and f"Reference answer: {REFERENCE}" in asked[0]
+
+
+def test_validation_answers_once_without_the_answer_key(tiny):
+    """A validation row (verl's validate flag, copied into the row by medsage's agent-loop worker) is answered
+    as at deployment: a wrong τ1 is not retried, since the trigger would be the answer key."""
+    from verl import DataProto
+
+    from medsage.plugins.self_check.advantage import FINAL_CORRECT_KEY, VALIDATE_KEY
+    from medsage.plugins.self_check.manager import mark_validation
+
+    tokenizer, _, model = tiny
+    batch = DataProto.from_dict(non_tensors={"raw_prompt": np.array([[], []], dtype=object)},
+                                meta_info={"validate": True})
+    mark_validation(batch)
+    row = {k: v[0] for k, v in batch.non_tensor_batch.items() if k != "raw_prompt"}
+    assert row == {VALIDATE_KEY: True}
+    training = DataProto.from_dict(non_tensors={"raw_prompt": np.array([[]], dtype=object)}, meta_info={})
+    mark_validation(training)
+    assert VALIDATE_KEY not in training.non_tensor_batch
+
+    server = TinyServer(model, _retry_script(tokenizer))
+    out = run_loop(tiny, server, "yes", "closed", row=row)
+    assert len(server.calls) == 1 and out.extra_fields[RETRIED_KEY] is False
+    assert out.extra_fields["medsage_first_correct"] is False and out.extra_fields[FINAL_CORRECT_KEY] is False
+    assert check_layout(out) == [SPAN_TAU1] * len(out.response_ids)
+    trained = run_loop(tiny, TinyServer(model, _retry_script(tokenizer)), "yes", "closed")
+    assert trained.extra_fields[RETRIED_KEY] is True  # the same row in training is retried

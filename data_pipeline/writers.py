@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from medsage.images import PixelBounds
 from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from medsage.prompts import PromptConfig, human_turn
 from medsage.data_pipeline.synthesis.retry import RETRY_KEY
@@ -87,11 +88,15 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
 # --------------------------------------------------------------------------------------------
 
 
-def _image_entry(path: str, embed: bool) -> dict:
-    return {"bytes": Path(path).read_bytes()} if embed else {"image": path}
+def _image_entry(path: str, embed: bool, pixels: PixelBounds | None = None) -> dict:
+    entry = {"bytes": Path(path).read_bytes()} if embed else {"image": path}
+    if pixels is not None:  # the keys qwen-vl-utils (verl's image loader) resizes by
+        entry.update(min_pixels=pixels.min_pixels, max_pixels=pixels.max_pixels)
+    return entry
 
 
-def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: bool = False) -> dict:
+def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: bool = False,
+             pixels: PixelBounds | None = None) -> dict:
     """One verl RL row. Schema (what the RL stage's reward reads back):
 
     - ``data_source``: the record's source (deeplesion, roboflow_coco, ...);
@@ -99,7 +104,9 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
       the human turn of ``prompt`` (``medsage.prompts.human_turn``: one ``<image>`` per image, a newline,
       the question, its options as ``A. text`` lines, the instruction), as in SFT and evaluation;
     - ``images``: ``[{"image": absolute path}]`` or, with ``embed_images``, ``[{"bytes": ...}]``
-      (verl's ``RLHFDataset._build_messages`` accepts both);
+      (verl's ``RLHFDataset._build_messages`` accepts both), with ``min_pixels`` / ``max_pixels`` when
+      ``pixels`` is given: the model recipe's bounds, which SFT resizes by too (without them qwen-vl-utils
+      lets one image take up to 16,384 tokens);
     - ``ability``: ``"medical_vqa"``;
     - ``reward_model``: ``{"style": "rule", "ground_truth": answer}``; the answer string exactly as the
       record holds it (``yes``/``no``; an option letter; the open answer text);
@@ -114,7 +121,7 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
     return {
         "data_source": sample.source,
         "prompt": messages,
-        "images": [_image_entry(p, embed_images) for p in sample.images],
+        "images": [_image_entry(p, embed_images, pixels) for p in sample.images],
         "ability": "medical_vqa",
         "reward_model": {"style": "rule", "ground_truth": sample.answer},
         "extra_info": {"id": sample.id, "index": index, "question_type": sample.question_type,
@@ -182,10 +189,10 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def write_verl_parquet(samples: list[Sample], path: str | Path, *, prompt: PromptConfig | None = None,
-                       embed_images: bool = False) -> Path:
+                       embed_images: bool = False, pixels: PixelBounds | None = None) -> Path:
     """Kept samples as one verl parquet file (schema in ``verl_row``); ``prompt`` defaults to lvkc."""
     prompt = prompt or PromptConfig.load()
-    rows = [verl_row(s, i, prompt, embed_images=embed_images)
+    rows = [verl_row(s, i, prompt, embed_images=embed_images, pixels=pixels)
             for i, s in enumerate(s for s in samples if s.kept)]
     return _write_parquet(Path(path), rows)
 

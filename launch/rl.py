@@ -199,6 +199,39 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     return registered
 
 
+def check_rl_data(config, *, dry_run: bool = False) -> None:
+    """Refuse a dataset verl would shrink without a word: every row of ``data.train_files`` and
+    ``data.val_files`` must fit ``data.max_prompt_length`` as verl counts it (``verl_data``). A dry run
+    checks only what is there to check (files present, a model folder that loads)."""
+    from medsage.plugins.engines.verl_data import overlong_report, prompt_lengths
+
+    files = []
+    for key in ("train_files", "val_files"):
+        value = config.data.get(key)
+        files += [str(f) for f in ([value] if isinstance(value, str) else list(value or [])) if str(f) not in files]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        if dry_run:
+            return
+        raise RLConfigError(f"train_files / val_files: no such file: {', '.join(missing)}")
+    model = config.actor_rollout_ref.model.path
+    try:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        if dry_run:
+            return
+        raise RLConfigError(f"model.path={model}: cannot load its processor to count prompt lengths ({err})") from err
+    for path in files:
+        try:
+            lengths = prompt_lengths(path, processor)
+        except (OSError, ValueError, KeyError) as err:
+            raise RLConfigError(f"{path}: cannot read its rows as verl would ({type(err).__name__}: {err})") from err
+        if (report := overlong_report(path, lengths, int(config.data.max_prompt_length))) is not None:
+            raise RLConfigError(report)
+
+
 # ------------------------------------------------------------------------------------------------
 # EasyR1
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +252,9 @@ def easyr1_config(cfg) -> dict[str, Any]:
         "data": {"train_files": str(cfg.train_files), "val_files": str(cfg.val_files or cfg.train_files),
                  "prompt_key": "problem", "answer_key": "answer", "image_key": "images",
                  "max_prompt_length": rl.max_prompt_length, "max_response_length": rl.max_response_length,
-                 "rollout_batch_size": sizes["train_batch_size"]},
+                 "rollout_batch_size": sizes["train_batch_size"],
+                 # the model recipe's bounds, as SFT and the verl rows use them
+                 "min_pixels": int(cfg.model.image_min_pixels), "max_pixels": int(cfg.model.image_max_pixels)},
         "algorithm": {"adv_estimator": "grpo", "use_kl_loss": rl.kl_coef > 0, "kl_coef": rl.kl_coef,
                       "kl_penalty": "low_var_kl"},
         "worker": {
@@ -290,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
         registered = validate_verl_config(verl_cfg)
+        check_rl_data(verl_cfg, dry_run=bool(cfg.dry_run))
         atomic_write_text(out_dir / layout.RL_VERL_CONFIG, OmegaConf.to_yaml(verl_cfg))
         atomic_write_text(out_dir / "verl_overrides.txt", "\n".join(overrides) + "\n")
     except (RLConfigError, ConfigError) as err:

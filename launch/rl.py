@@ -84,8 +84,13 @@ class RLSection:
     tensor_parallel: int
     save_freq: int
     test_freq: int
+    response_budget: str
     request: str | None = None
     rollout_batch_prompts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.response_budget not in ("per_turn", "whole"):
+            raise ValueError(f"rl.response_budget={self.response_budget!r}: expected per_turn or whole")
 
 
 @dataclass

@@ -53,8 +53,12 @@ def batch_sizes(rl, world: int) -> dict[str, int]:
 
 
 def response_length(rl) -> int:
-    """verl's response length: τ1's budget, plus the request and the retry's own budget when it retries."""
-    return int(rl.max_response_length) + (int(rl.request_budget) + int(rl.retry_max_tokens) if rl.retry else 0)
+    """verl's response length. ``rl.response_budget=per_turn``: τ1's budget, plus the request and the retry's
+    own budget when it retries (1,024 + 128 + 1,024). ``whole`` (B.1's limits): ``max_response_length`` holds
+    τ1, the request and the retry together, so a sequence stays within max_prompt + max_response (2,048)."""
+    if rl.retry and rl.response_budget == "per_turn":
+        return int(rl.max_response_length) + int(rl.request_budget) + int(rl.retry_max_tokens)
+    return int(rl.max_response_length)
 
 
 def agent_loop_file(cfg, out_dir: Path) -> Path:
@@ -69,7 +73,9 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
                              "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
                              "retry": bool(cfg.rl.retry),
                              "tau1_max_tokens": int(cfg.rl.max_response_length),
-                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens),
+                             # whole: the retry may use what τ1 and the request left of the one budget
+                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens if cfg.rl.response_budget == "per_turn"
+                                                    else cfg.rl.max_response_length),
                              "accuracy": recipe_accuracy(cfg.reward.name, OmegaConf.to_container(cfg.reward.params,
                                                                                                 resolve=True))}
     if cfg.rl.request:

@@ -105,8 +105,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
         # file): it decides the trigger (a1 != y) and r_sc exactly as the outcome reward scores them.
         self.accuracy = accuracy_rule(accuracy)
         self.response_length = self.rollout_config.response_length
-        # τ1 and (check + τ2) each get their own generation budget (paper: 1024 each); the response
-        # verl pads to holds both plus the request (medsage rl sizes response_length from them)
+        # τ1 and (check + τ2) each get a generation budget; the retry never gets more than what τ1 and the
+        # request left of verl's response length (medsage rl sizes it: rl.response_budget per_turn | whole)
         self.tau1_max_tokens = int(tau1_max_tokens or self.response_length)
         self.tau2_max_tokens = int(tau2_max_tokens or self.response_length)
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}

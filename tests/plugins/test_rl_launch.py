@@ -88,6 +88,20 @@ def test_grpo_and_alpha_override(tmp_path):
     assert loop_cfg[0]["request"] == "Check again, please."
 
 
+def test_paper_exact_response_budget(tmp_path):
+    """B.1: max sequence 2,048, max generation 1,024. per_turn gives a retried response up to 2,176 tokens;
+    whole keeps τ1, the request and the retry inside one 1,024-token response."""
+    _, per_turn, _ = _verl(tmp_path)
+    assert per_turn.data.max_prompt_length + per_turn.data.max_response_length == 3200
+    _, whole, _ = _verl(tmp_path, "rl.response_budget=whole")
+    assert (whole.data.max_prompt_length, whole.data.max_response_length) == (1024, 1024)
+    assert whole.actor_rollout_ref.rollout.response_length == 1024
+    loop = yaml.safe_load(open(whole.actor_rollout_ref.rollout.agent.agent_loop_config_path))[0]
+    assert (loop["tau1_max_tokens"], loop["tau2_max_tokens"]) == (1024, 1024)  # the loop caps the retry by what is left
+    with pytest.raises(rl_launch.ConfigError, match="response_budget"):
+        _cfg(tmp_path, "rl.response_budget=both")
+
+
 def test_alpha_has_one_default():
     """α is written once, in rl/rgrpo.yaml: grpo inherits it, the pipeline reads it, the loop has none."""
     import inspect

@@ -111,7 +111,9 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
     - ``reward_model``: ``{"style": "rule", "ground_truth": answer}``; the answer string exactly as the
       record holds it (``yes``/``no``; an option letter; the open answer text);
     - ``extra_info``: ``{"id", "index", "question_type" (closed|choice|open), "options", "modality",
-      "question"}``; the question text is what the trajectory scorer reads beside the response.
+      "question", "reference"}``; the question text is what the trajectory scorer reads beside the response,
+      ``reference`` the record's own trajectory segmented into its stages (``{loc, vis, know, con, answer}``,
+      null for a record without one), against which the format reward checks each stage's key information (A.4).
       ``options`` is letter -> text for choice questions and null otherwise; parquet stores it as a
       struct over every letter used in the file, so letters a row does not have read back as None:
       use ``rl_options(extra_info)`` to get the plain dict back.
@@ -126,8 +128,13 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
         "reward_model": {"style": "rule", "ground_truth": sample.answer},
         "extra_info": {"id": sample.id, "index": index, "question_type": sample.question_type,
                        "options": dict(sample.options) if sample.options else None, "modality": sample.modality,
-                       "question": sample.prompt_text()},
+                       "question": sample.prompt_text(), "reference": reference_stages(sample)},
     }
+
+
+def reference_stages(sample: Sample) -> dict[str, str] | None:
+    """The record's trajectory as its LVKC stages and answer, the format reward's reference (A.4)."""
+    return {k: v for k, v in sample.trajectory.to_dict().items() if k != "preamble"} if sample.trajectory else None
 
 
 def rl_options(extra_info: dict) -> dict[str, str] | None:
@@ -141,14 +148,15 @@ def rl_options(extra_info: dict) -> dict[str, str] | None:
 
 
 def easyr1_answer(sample: Sample) -> str:
-    """The EasyR1 answer cell: JSON ``{"answer", "question_type", "options"}``.
+    """The EasyR1 answer cell: JSON ``{"answer", "question_type", "options", "reference"}``.
 
     EasyR1 hands its reward function only the response and this cell (as ``ground_truth``), so the
-    question type and options travel inside it: a choice answer "B. Liver" is then judged against
+    question type, options and reference stages travel inside it: a choice answer "B. Liver" is then judged against
     the options as verl judges it, not as open text. ``read_easyr1_answer`` reads it back.
     """
     return json.dumps({"answer": sample.answer, "question_type": sample.question_type,
-                       "options": dict(sample.options) if sample.options else None}, ensure_ascii=False, sort_keys=True)
+                       "options": dict(sample.options) if sample.options else None,
+                       "reference": reference_stages(sample)}, ensure_ascii=False, sort_keys=True)
 
 
 def read_easyr1_answer(cell) -> tuple[str, dict]:
@@ -160,7 +168,8 @@ def read_easyr1_answer(cell) -> tuple[str, dict]:
         except json.JSONDecodeError:
             payload = None
         if isinstance(payload, dict) and "answer" in payload:
-            extra = {"question_type": payload.get("question_type"), "options": rl_options(payload)}
+            extra = {"question_type": payload.get("question_type"), "options": rl_options(payload),
+                     "reference": payload.get("reference")}
             return str(payload["answer"]), {k: v for k, v in extra.items() if v is not None}
     return str(cell), {}
 

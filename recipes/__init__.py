@@ -48,15 +48,18 @@ def _layout_name(ref: str) -> str:
 
 
 def recipe_value(recipe: str, key: str) -> Any:
-    """``${recipe:rl/rgrpo,alpha}``: ``key`` as the recipe file ``<recipes>/rl/rgrpo.yaml`` writes it, so a root
-    config takes a stage recipe's default instead of repeating it (the pipeline's α is rl/rgrpo.yaml's)."""
+    """``${recipe:rl/rgrpo,alpha}``: ``key`` (dotted for a nested one) as the recipe file
+    ``<recipes>/rl/rgrpo.yaml`` writes it, so a config takes another recipe's default instead of repeating
+    it (the pipeline's α is rl/rgrpo.yaml's)."""
     import yaml
 
     path = recipes_dir() / f"{recipe}.yaml"
     node = yaml.safe_load(path.read_text()) if path.is_file() else None
-    if not isinstance(node, dict) or key not in node:
-        raise ValueError(f"${{recipe:{recipe},{key}}}: {path} has no top-level {key!r}")
-    return node[key]
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"${{recipe:{recipe},{key}}}: {path} has no {key!r}")
+        node = node[part]
+    return node
 
 
 def register_resolvers() -> None:

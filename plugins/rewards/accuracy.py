@@ -104,9 +104,6 @@ def recipe_accuracy(reward: str, params: Mapping[str, Any] | None) -> dict[str, 
     """``AccuracyReward``'s parameters in a reward recipe (``reward.name``, ``reward.params``): the
     composite's ``components.accuracy``, the accuracy reward's own parameters, else none (the default
     rule: a reward without an accuracy term, e.g. format alone or a third-party reward, names no rule)."""
-    params = dict(params or {})
-    if reward == "accuracy":
-        return params
-    if reward == "composite":
-        return dict((params.get("components") or {}).get("accuracy") or {})
-    return {}
+    from medsage.plugins.rewards import recipe_component
+
+    return recipe_component(reward, dict(params or {}), "accuracy")

@@ -11,6 +11,8 @@ training step's self-correction metrics (``advantage.self_check_metrics``: Acc@t
 
 Selected through verl's own setting ``actor_rollout_ref.rollout.agent.agent_loop_manager_class`` (``medsage rl``
 writes it); the manager's ``agent_loop_workers_class`` is the attribute verl's manager reads for its worker class.
+Building the manager also installs medsage's trainer hooks (``verl_plugin.install_trainer_hooks``): a run
+that does not select it keeps verl's trainer as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ray
 from verl.experimental.agent_loop import AgentLoopManager, AgentLoopWorker
 
 from medsage.plugins.self_check.advantage import VALIDATE_KEY
+from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
 
 
 def mark_validation(batch) -> None:
@@ -36,3 +39,9 @@ class SelfCheckAgentLoopWorker(AgentLoopWorker):
 
 class SelfCheckAgentLoopManager(AgentLoopManager):
     agent_loop_workers_class = ray.remote(SelfCheckAgentLoopWorker)
+
+    def __init__(self, *args, **kwargs):
+        # verl builds the manager in its trainer's process before training: the one place a run has
+        # selected medsage, so the trainer hooks are installed here and in no other run
+        install_trainer_hooks()
+        super().__init__(*args, **kwargs)

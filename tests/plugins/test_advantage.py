@@ -77,11 +77,14 @@ def test_exact_per_token_advantages():
 
 def test_through_verls_compute_advantage_and_registry():
     """verl's own entry (ray_trainer.compute_advantage) with the name resolved from verl's registry."""
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what `import verl` loads through the entry point)
     from omegaconf import OmegaConf
     from verl.trainer.config import AlgoConfig
     from verl.trainer.ppo import ray_trainer
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
 
     assert get_adv_estimator_fn("medsage_self_check") is adv_mod.compute_self_check_advantage
     # what verl's trainer passes: its algorithm section as composed (a DictConfig), α included
@@ -153,8 +156,11 @@ def test_metrics():
 
 def test_step_metrics_include_self_check_rates():
     """verl's legacy trainer calls ray_trainer.compute_data_metrics each step; the plugin adds the rates."""
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401
     from verl.trainer.ppo import ray_trainer
+
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
 
     data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={adv_mod.ALPHA_KEY: ALPHA})
     n = len(SPANS)

@@ -53,49 +53,58 @@ def test_every_private_ray_module_medsage_imports_is_listed():
 
 PROBE = r"""
 import json, sys
-import torch
-import numpy as np
-from verl import DataProto
-from verl.trainer.config import AlgoConfig
-from verl.trainer.ppo import ray_trainer
-from verl.workers.engine.base import EngineRegistry
 
-if sys.argv[1] == "hooks":  # a medsage run: its agent-loop manager installs the trainer hooks
-    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
-    install_trainer_hooks()
+def probe(mode):
+    import numpy as np
+    import torch
+    from verl import DataProto
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo import ray_trainer
+    from verl.workers.engine.base import EngineRegistry
 
-g = torch.Generator().manual_seed(0)
-mask = (torch.rand(8, 6, generator=g) > 0.2).long()
-rewards = torch.zeros(8, 6)
-rewards[torch.arange(8), 5] = torch.rand(8, generator=g).round(decimals=3)
-data = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask},
-                           non_tensors={"uid": np.array(list("aaaabbbb"), dtype=object)})
-out = ray_trainer.compute_advantage(data, adv_estimator="grpo", config=AlgoConfig(adv_estimator="grpo"))
-fns = [ray_trainer.compute_advantage, ray_trainer.compute_data_metrics, ray_trainer.left_right_2_no_padding,
-       ray_trainer.RayPPOTrainer._log_rollout_data]
-print(json.dumps({"advantages": out.batch["advantages"].tolist(), "returns": out.batch["returns"].tolist(),
-                  "defined_in": [f.__code__.co_filename.rsplit("/", 3)[-3:] for f in fns],
-                  "engines": sorted(f"{k}" for k in EngineRegistry._engines.get("language_model", {}).get("fsdp2", {}))}))
+    if mode == "hooks":  # a medsage run: its agent-loop manager installs the trainer hooks
+        from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+        install_trainer_hooks()
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(8, 6, generator=g) > 0.2).long()
+    rewards = torch.zeros(8, 6)
+    rewards[torch.arange(8), 5] = torch.rand(8, generator=g).round(decimals=3)
+    data = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask},
+                               non_tensors={"uid": np.array(list("aaaabbbb"), dtype=object)})
+    out = ray_trainer.compute_advantage(data, adv_estimator="grpo", config=AlgoConfig(adv_estimator="grpo"))
+    fns = [ray_trainer.compute_advantage, ray_trainer.compute_data_metrics, ray_trainer.left_right_2_no_padding,
+           ray_trainer.RayPPOTrainer._log_rollout_data]
+    return {"advantages": out.batch["advantages"].tolist(), "returns": out.batch["returns"].tolist(),
+            "defined_in": [f.__code__.co_filename.rsplit("/", 3)[-3:] for f in fns],
+            "engines": sorted(str(k) for k in EngineRegistry._engines.get("language_model", {}).get("fsdp2", {}))}
+
+if __name__ == "__main__":
+    print(json.dumps(probe(sys.argv[1])))
 """
 
 
-def _probe(mode: str, plugins: str) -> dict:
+def _probe(script: Path, mode: str, plugins: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSAGE_") and k != "VERL_USE_EXTERNAL_MODULES"}
     env["VERL_USE_EXTERNAL_PLUGINS"] = plugins
-    proc = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_a_plain_verl_grpo_run_is_verls_own_with_medsage_installed():
+def test_a_plain_verl_grpo_run_is_verls_own_with_medsage_installed(tmp_path):
     """Same batch, same GRPO advantages, with verl loading medsage's plugin and without it (verl's own switch
     VERL_USE_EXTERNAL_PLUGINS=none); the plugin alone rebinds none of the trainer's functions and registers no
     engine; even with medsage's trainer hooks installed, a batch without medsage's columns gets verl's numbers."""
-    without = _probe("plain", "none")
-    loaded = _probe("plain", "auto")
+    import runpy
+
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    without = _probe(script, "plain", "none")  # verl's own switch: no plugin loaded
+    loaded = _probe(script, "plain", "auto")
     assert loaded["defined_in"] == without["defined_in"]  # the trainer's functions are verl's
     assert loaded["engines"] == without["engines"]  # no engine of medsage's shadows verl's
     assert loaded["advantages"] == without["advantages"] and loaded["returns"] == without["returns"]
-    hooked = _probe("hooks", "auto")
-    assert hooked["advantages"] == without["advantages"] and hooked["returns"] == without["returns"]
+    hooked = runpy.run_path(str(script))["probe"]("hooks")  # this process stands for a medsage run, hooks installed
     assert any(path[-1] == "verl_plugin.py" for path in hooked["defined_in"])  # the hooks exist, in medsage's runs
+    assert hooked["advantages"] == without["advantages"] and hooked["returns"] == without["returns"]

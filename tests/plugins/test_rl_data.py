@@ -70,23 +70,14 @@ def _verl_length(processor, row) -> int:
     """A row's prompt length the way verl's RLHFDataset computes it (its image loader, the processor)."""
     from verl.utils.dataset.vision_utils import process_image
 
-    parts, images = [], []
-    for piece in row["prompt"][-1]["content"].split("<image>"):
-        if parts or piece:
-            parts.append({"type": "text", "text": piece})
-        parts.append(None)
-    parts = [p for p in parts[:-1]]
-    content, k = [], 0
-    for p in parts:
-        if p is None:
-            entry = {key: v for key, v in row["images"][k].items() if v is not None}
-            content.append({"type": "image", **entry})
-            images.append(process_image(entry, image_patch_size=14))
-            k += 1
-        elif p["text"]:
-            content.append(p)
+    entries = [{k: v for k, v in e.items() if v is not None} for e in row["images"]]
+    pieces = row["prompt"][-1]["content"].split("<image>")
+    content = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
+    for entry, text in zip(entries, pieces[1:]):
+        content += [{"type": "image", **entry}] + ([{"type": "text", "text": text}] if text else [])
     messages = row["prompt"][:-1] + [{"role": "user", "content": content}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    images = [process_image(dict(e), image_patch_size=14) for e in entries]
     return len(processor(text=[text], images=images)["input_ids"][0])
 
 

@@ -42,6 +42,8 @@ def shard_file(stem: Path, name: str) -> Path:
 
 
 def rl_sample_files(out: Path, name: str = RL_SAMPLE) -> dict[str, Path]:
-    """The balanced SAGE-rl sample's files: verl parquet, EasyR1 JSON lines, records, summary."""
+    """The balanced SAGE-rl sample's files: verl parquet, EasyR1 JSON lines, records, the rows set aside
+    for the prompt budget, summary."""
     return {"verl": out / f"{name}.parquet", "easyr1": out / f"{name}.easyr1.jsonl",
-            "records": out / f"{name}.jsonl", "summary": out / f"{name}.summary.json"}
+            "records": out / f"{name}.jsonl", "rejected": out / f"{name}.rejected.jsonl",
+            "summary": out / f"{name}.summary.json"}

@@ -7,6 +7,13 @@ smaller than its share gives all it has and the rest is shared again among the o
 filling). Within a stratum the draw is seeded. Each row keeps its record, so the LVKC stage
 segmentation (``trajectory``) travels with it for the format reward.
 
+Before the draw, every question whose prompt is longer than the RL recipe's ``max_prompt_length`` is
+set aside with its reason (``<name>.rejected.jsonl``): verl's ``filter_overlong_prompts`` would drop it
+at start-up with no more than a count printed. Images are counted as the model sees them, resized into
+the model recipe's pixel bounds (the bounds SFT uses, written into every verl row). With the model's
+processor (``--model-path``) the whole prompt is counted as verl counts it
+(``medsage.plugins.engines.verl_data``); without it, the images alone, and ``medsage rl`` counts the rest.
+
 Written with the RL writers of ``data_pipeline.writers`` (verl parquet, EasyR1 jsonl) plus the
 records themselves (``sage_rl.jsonl``, stages included).
 """
@@ -14,14 +21,84 @@ records themselves (``sage_rl.jsonl``, stages included).
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from medsage.data_pipeline import layout
+from medsage.images import PixelBounds
 from medsage.records import Sample
 
 DEFAULT_TARGET = 10_000
 DEFAULT_KEYS = ("question_type", "modality")
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """What an RL prompt may hold: images resized into ``pixels``, at most ``max_prompt_tokens`` in all."""
+
+    pixels: PixelBounds
+    max_prompt_tokens: int
+
+
+def rl_budget(model: str | None = None, max_prompt_tokens: int | None = None) -> PromptBudget:
+    """The pixel bounds of ``recipes/model/<model>.yaml`` (the RL recipe's default model when None) and the
+    RL recipe's ``max_prompt_length`` (unless given): the values ``medsage rl`` and SFT use."""
+    from medsage.recipes import compose
+
+    cfg = compose("rl", [f"model={model}"] if model else [])
+    return PromptBudget(PixelBounds(int(cfg.model.image_min_pixels), int(cfg.model.image_max_pixels)),
+                        int(max_prompt_tokens or cfg.rl.max_prompt_length))
+
+
+def within_budget(pool: list[Sample], budget: PromptBudget, prompt=None,
+                  counter=None) -> tuple[list[Sample], list[dict]]:
+    """The pool's samples whose prompt fits the budget, and one reason row per sample that does not.
+
+    ``counter`` (a ``verl_data.PromptCounter`` for the model's processor) counts each row's whole prompt,
+    rendered with ``prompt`` (a ``PromptConfig``); without it only the images are counted."""
+    from medsage.data_pipeline.writers import verl_row
+    from medsage.images import image_size, vision_tokens
+
+    sizes: dict[str, tuple[int, int] | str] = {}
+    fits, rejected = [], []
+    for s in pool:
+        image_tokens, unreadable = [], None
+        for path in s.images:
+            if path not in sizes:
+                try:
+                    sizes[path] = image_size(path)
+                except (OSError, ValueError) as err:
+                    sizes[path] = f"{type(err).__name__}: {err}"
+            if isinstance(sizes[path], str):
+                unreadable = f"{path}: {sizes[path]}"
+                break
+            image_tokens.append(vision_tokens(*sizes[path], budget.pixels))
+        row = {"id": s.id, "images": list(s.images), "max_prompt_length": budget.max_prompt_tokens,
+               "min_pixels": budget.pixels.min_pixels, "max_pixels": budget.pixels.max_pixels}
+        if unreadable is not None:
+            rejected.append({**row, "reason": "unreadable-image", "detail": unreadable})
+            continue
+        if counter is not None:
+            length = counter.length(0, verl_row(s, 0, prompt, pixels=budget.pixels))
+            text, image_tokens = length.text_tokens, length.image_tokens
+        tokens = sum(image_tokens) + (text if counter is not None else 0)
+        if tokens <= budget.max_prompt_tokens:
+            fits.append(s)
+            continue
+        what = f"{text} text + {sum(image_tokens)} image tokens" if counter is not None else \
+            f"its images alone take {sum(image_tokens)} tokens"
+        rejected.append({**row, "reason": "prompt-over-limit" if counter is not None else "image-tokens-over-prompt-limit",
+                         "prompt_tokens": tokens, "image_tokens": sum(image_tokens),
+                         "detail": f"{what} at these pixel bounds, over max_prompt_length: verl's "
+                                   "filter_overlong_prompts would drop it"})
+    return fits, rejected
+
+
+def rejected_summary(rejected: list[dict], budget: PromptBudget, counted: str) -> dict:
+    return {"max_prompt_length": budget.max_prompt_tokens, "min_pixels": budget.pixels.min_pixels,
+            "max_pixels": budget.pixels.max_pixels, "counted": counted, "rejected": len(rejected),
+            "by_reason": dict(Counter(r["reason"] for r in rejected))}
 
 
 def stratum(sample: Sample, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,18 +164,24 @@ def balanced_sample(pool: list[Sample], target: int = DEFAULT_TARGET, keys: tupl
 
 
 def write_rl(chosen: list[Sample], out_dir: str | Path, summary: dict, name: str = layout.RL_SAMPLE,
-             prompt: str = "lvkc") -> dict[str, Path]:
-    """``<name>.parquet`` (verl), ``<name>.easyr1.jsonl`` (EasyR1), ``<name>.jsonl`` (records with stages)
+             prompt: str = "lvkc", budget: PromptBudget | None = None,
+             rejected: list[dict] = (), counted: str = "images") -> dict[str, Path]:
+    """``<name>.parquet`` (verl, images with ``budget``'s pixel bounds), ``<name>.easyr1.jsonl`` (EasyR1),
+    ``<name>.jsonl`` (records with stages), ``<name>.rejected.jsonl`` (what did not fit the budget, and why)
     and ``<name>.summary.json``; the prompts are ``recipes/prompt/<prompt>`` (a name or a YAML path)."""
     from medsage.data_pipeline.writers import write_easyr1, write_verl_parquet
-    from medsage.io import atomic_write_json
+    from medsage.io import atomic_write_json, atomic_write_jsonl
     from medsage.prompts import PromptConfig
     from medsage.records import write_records
 
     files = layout.rl_sample_files(Path(out_dir), name)
     chat = PromptConfig.load(prompt)
+    if budget is not None:
+        summary = {**summary, "prompt_budget": {**rejected_summary(list(rejected), budget, counted),
+                                                "file": str(files["rejected"])}}
     return {
-        "verl": write_verl_parquet(chosen, files["verl"], prompt=chat),
+        "rejected": atomic_write_jsonl(files["rejected"], list(rejected)),
+        "verl": write_verl_parquet(chosen, files["verl"], prompt=chat, pixels=budget.pixels if budget else None),
         "easyr1": write_easyr1(chosen, files["easyr1"], prompt=chat),
         "records": write_records(files["records"], chosen),
         "summary": atomic_write_json(files["summary"], summary),

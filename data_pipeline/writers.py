@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from medsage.images import PixelBounds
 from medsage.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from medsage.prompts import PromptConfig, human_turn
 from medsage.data_pipeline.synthesis.retry import RETRY_KEY
@@ -87,11 +88,15 @@ def write_llava_sft(samples: list[Sample], dataset_dir: str | Path, name: str = 
 # --------------------------------------------------------------------------------------------
 
 
-def _image_entry(path: str, embed: bool) -> dict:
-    return {"bytes": Path(path).read_bytes()} if embed else {"image": path}
+def _image_entry(path: str, embed: bool, pixels: PixelBounds | None = None) -> dict:
+    entry = {"bytes": Path(path).read_bytes()} if embed else {"image": path}
+    if pixels is not None:  # the keys qwen-vl-utils (verl's image loader) resizes by
+        entry.update(min_pixels=pixels.min_pixels, max_pixels=pixels.max_pixels)
+    return entry
 
 
-def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: bool = False) -> dict:
+def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: bool = False,
+             pixels: PixelBounds | None = None) -> dict:
     """One verl RL row. Schema (what the RL stage's reward reads back):
 
     - ``data_source``: the record's source (deeplesion, roboflow_coco, ...);
@@ -99,12 +104,16 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
       the human turn of ``prompt`` (``medsage.prompts.human_turn``: one ``<image>`` per image, a newline,
       the question, its options as ``A. text`` lines, the instruction), as in SFT and evaluation;
     - ``images``: ``[{"image": absolute path}]`` or, with ``embed_images``, ``[{"bytes": ...}]``
-      (verl's ``RLHFDataset._build_messages`` accepts both);
+      (verl's ``RLHFDataset._build_messages`` accepts both), with ``min_pixels`` / ``max_pixels`` when
+      ``pixels`` is given: the model recipe's bounds, which SFT resizes by too (without them qwen-vl-utils
+      lets one image take up to 16,384 tokens);
     - ``ability``: ``"medical_vqa"``;
     - ``reward_model``: ``{"style": "rule", "ground_truth": answer}``; the answer string exactly as the
       record holds it (``yes``/``no``; an option letter; the open answer text);
     - ``extra_info``: ``{"id", "index", "question_type" (closed|choice|open), "options", "modality",
-      "question"}``; the question text is what the trajectory scorer reads beside the response.
+      "question", "reference"}``; the question text is what the trajectory scorer reads beside the response,
+      ``reference`` the record's own trajectory segmented into its stages (``{loc, vis, know, con, answer}``,
+      null for a record without one), against which the format reward checks each stage's key information (A.4).
       ``options`` is letter -> text for choice questions and null otherwise; parquet stores it as a
       struct over every letter used in the file, so letters a row does not have read back as None:
       use ``rl_options(extra_info)`` to get the plain dict back.
@@ -114,13 +123,18 @@ def verl_row(sample: Sample, index: int, prompt: PromptConfig, *, embed_images: 
     return {
         "data_source": sample.source,
         "prompt": messages,
-        "images": [_image_entry(p, embed_images) for p in sample.images],
+        "images": [_image_entry(p, embed_images, pixels) for p in sample.images],
         "ability": "medical_vqa",
         "reward_model": {"style": "rule", "ground_truth": sample.answer},
         "extra_info": {"id": sample.id, "index": index, "question_type": sample.question_type,
                        "options": dict(sample.options) if sample.options else None, "modality": sample.modality,
-                       "question": sample.prompt_text()},
+                       "question": sample.prompt_text(), "reference": reference_stages(sample)},
     }
+
+
+def reference_stages(sample: Sample) -> dict[str, str] | None:
+    """The record's trajectory as its LVKC stages and answer, the format reward's reference (A.4)."""
+    return {k: v for k, v in sample.trajectory.to_dict().items() if k != "preamble"} if sample.trajectory else None
 
 
 def rl_options(extra_info: dict) -> dict[str, str] | None:
@@ -134,14 +148,15 @@ def rl_options(extra_info: dict) -> dict[str, str] | None:
 
 
 def easyr1_answer(sample: Sample) -> str:
-    """The EasyR1 answer cell: JSON ``{"answer", "question_type", "options"}``.
+    """The EasyR1 answer cell: JSON ``{"answer", "question_type", "options", "reference"}``.
 
     EasyR1 hands its reward function only the response and this cell (as ``ground_truth``), so the
-    question type and options travel inside it: a choice answer "B. Liver" is then judged against
+    question type, options and reference stages travel inside it: a choice answer "B. Liver" is then judged against
     the options as verl judges it, not as open text. ``read_easyr1_answer`` reads it back.
     """
     return json.dumps({"answer": sample.answer, "question_type": sample.question_type,
-                       "options": dict(sample.options) if sample.options else None}, ensure_ascii=False, sort_keys=True)
+                       "options": dict(sample.options) if sample.options else None,
+                       "reference": reference_stages(sample)}, ensure_ascii=False, sort_keys=True)
 
 
 def read_easyr1_answer(cell) -> tuple[str, dict]:
@@ -153,7 +168,8 @@ def read_easyr1_answer(cell) -> tuple[str, dict]:
         except json.JSONDecodeError:
             payload = None
         if isinstance(payload, dict) and "answer" in payload:
-            extra = {"question_type": payload.get("question_type"), "options": rl_options(payload)}
+            extra = {"question_type": payload.get("question_type"), "options": rl_options(payload),
+                     "reference": payload.get("reference")}
             return str(payload["answer"]), {k: v for k, v in extra.items() if v is not None}
     return str(cell), {}
 
@@ -182,10 +198,10 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def write_verl_parquet(samples: list[Sample], path: str | Path, *, prompt: PromptConfig | None = None,
-                       embed_images: bool = False) -> Path:
+                       embed_images: bool = False, pixels: PixelBounds | None = None) -> Path:
     """Kept samples as one verl parquet file (schema in ``verl_row``); ``prompt`` defaults to lvkc."""
     prompt = prompt or PromptConfig.load()
-    rows = [verl_row(s, i, prompt, embed_images=embed_images)
+    rows = [verl_row(s, i, prompt, embed_images=embed_images, pixels=pixels)
             for i, s in enumerate(s for s in samples if s.kept)]
     return _write_parquet(Path(path), rows)
 

@@ -88,6 +88,7 @@ class RLSection:
     tensor_parallel: int
     save_freq: int
     test_freq: int
+    response_budget: str
     request: str | None = None
     rollout_batch_prompts: int | None = None
 
@@ -111,6 +112,8 @@ class RLSection:
             problems.append(f"rl.gpu_memory_utilization={self.gpu_memory_utilization}: must be in (0, 1]")
         problems += [f"rl.{k}={getattr(self, k)}: must be -1 (never) or 1 or more" for k in ("save_freq", "test_freq")
                      if getattr(self, k) == 0 or getattr(self, k) < -1]
+        if self.response_budget not in ("per_turn", "whole"):
+            problems.append(f"rl.response_budget={self.response_budget!r}: expected per_turn or whole")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -189,6 +192,16 @@ def compose_verl_config(overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
+def verl_algorithm(algorithm):
+    """verl's ``algorithm`` section without medsage's estimator setting (α), which verl's AlgoConfig does not
+    declare; verl's trainer hands the section to the estimator as it is, α included."""
+    from omegaconf import OmegaConf
+
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
+
+    return OmegaConf.masked_copy(algorithm, [k for k in algorithm if k != ALPHA_KEY])
+
+
 def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]:
     """verl's own checks on a composed config (no GPU needed); returns what medsage registered."""
     from verl.trainer.config import AlgoConfig
@@ -196,9 +209,10 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
     import medsage.plugins.self_check.verl_plugin as plugin
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
 
     try:
-        algo = omega_conf_to_dataclass(config.algorithm, dataclass_type=AlgoConfig)
+        algo = omega_conf_to_dataclass(verl_algorithm(config.algorithm), dataclass_type=AlgoConfig)
         validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except (AssertionError, ValueError, TypeError) as err:
         raise RLConfigError(f"verl's config validation failed: {err}") from err
@@ -206,6 +220,8 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     get_adv_estimator_fn(algo.adv_estimator)  # an unknown estimator fails here, not on the cluster
+    if algo.adv_estimator == "medsage_self_check" and config.algorithm.get(ALPHA_KEY) is None:
+        raise RLConfigError(f"adv_estimator=medsage_self_check needs algorithm.{ALPHA_KEY} (α of Eq. 11; rl.alpha)")
     if algo.adv_estimator == "medsage_self_check" and config.trainer.use_v1:
         raise RLConfigError("adv_estimator=medsage_self_check needs trainer.use_v1=false (see medsage.plugins.self_check.verl_plugin)")
     kwargs = config.reward.custom_reward_function.get("reward_kwargs") or {}
@@ -213,6 +229,39 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
         raise RLConfigError("the composite reward normalised within the batch needs trainer.use_v1=false "
                             "(medsage.plugins.engines.verl_reward.normalise_batch runs at the legacy trainer's advantage step)")
     return registered
+
+
+def check_rl_data(config, *, dry_run: bool = False) -> None:
+    """Refuse a dataset verl would shrink without a word: every row of ``data.train_files`` and
+    ``data.val_files`` must fit ``data.max_prompt_length`` as verl counts it (``verl_data``). A dry run
+    checks only what is there to check (files present, a model folder that loads)."""
+    from medsage.plugins.engines.verl_data import overlong_report, prompt_lengths
+
+    files = []
+    for key in ("train_files", "val_files"):
+        value = config.data.get(key)
+        files += [str(f) for f in ([value] if isinstance(value, str) else list(value or [])) if str(f) not in files]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        if dry_run:
+            return
+        raise RLConfigError(f"train_files / val_files: no such file: {', '.join(missing)}")
+    model = config.actor_rollout_ref.model.path
+    try:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        if dry_run:
+            return
+        raise RLConfigError(f"model.path={model}: cannot load its processor to count prompt lengths ({err})") from err
+    for path in files:
+        try:
+            lengths = prompt_lengths(path, processor)
+        except (OSError, ValueError, KeyError) as err:
+            raise RLConfigError(f"{path}: cannot read its rows as verl would ({type(err).__name__}: {err})") from err
+        if (report := overlong_report(path, lengths, int(config.data.max_prompt_length))) is not None:
+            raise RLConfigError(report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,7 +284,9 @@ def easyr1_config(cfg) -> dict[str, Any]:
         "data": {"train_files": str(cfg.train_files), "val_files": str(cfg.val_files or cfg.train_files),
                  "prompt_key": "problem", "answer_key": "answer", "image_key": "images",
                  "max_prompt_length": rl.max_prompt_length, "max_response_length": rl.max_response_length,
-                 "rollout_batch_size": sizes["train_batch_size"]},
+                 "rollout_batch_size": sizes["train_batch_size"],
+                 # the model recipe's bounds, as SFT and the verl rows use them
+                 "min_pixels": int(cfg.model.image_min_pixels), "max_pixels": int(cfg.model.image_max_pixels)},
         "algorithm": {"adv_estimator": "grpo", "use_kl_loss": rl.kl_coef > 0, "kl_coef": rl.kl_coef,
                       "kl_penalty": "low_var_kl"},
         "worker": {
@@ -305,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = verl_overrides(cfg, out_dir)
         verl_cfg = compose_verl_config(overrides)
         registered = validate_verl_config(verl_cfg)
+        check_rl_data(verl_cfg, dry_run=bool(cfg.dry_run))
         atomic_write_text(out_dir / layout.RL_VERL_CONFIG, OmegaConf.to_yaml(verl_cfg))
         atomic_write_text(out_dir / "verl_overrides.txt", "\n".join(overrides) + "\n")
     except (RLConfigError, ConfigError) as err:

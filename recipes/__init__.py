@@ -61,15 +61,32 @@ def _layout_name(ref: str) -> str:
         raise ValueError(f"${{layout:{ref}}}: no such name in medsage.{package}.layout ({err})") from None
 
 
+def recipe_value(recipe: str, key: str) -> Any:
+    """``${recipe:rl/rgrpo,alpha}``: ``key`` (dotted for a nested one) as the recipe file
+    ``<recipes>/rl/rgrpo.yaml`` writes it, so a config takes another recipe's default instead of repeating
+    it (the pipeline's α is rl/rgrpo.yaml's)."""
+    import yaml
+
+    path = recipes_dir() / f"{recipe}.yaml"
+    node = yaml.safe_load(path.read_text()) if path.is_file() else None
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"${{recipe:{recipe},{key}}}: {path} has no {key!r}")
+        node = node[part]
+    return node
+
+
 def register_resolvers() -> None:
     """``${hv:...}``: stage commands in recipes/stages/ pass recipe values on as Hydra overrides.
     ``${stage_cluster:...}``: the pipeline's cluster, as a stage command receives it.
-    ``${layout:...}``: the file names a stage writes, as its layout module declares them."""
+    ``${layout:...}``: the file names a stage writes, as its layout module declares them.
+    ``${recipe:...}``: a value one recipe file declares (``recipe_value``)."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("hv", hydra_value, replace=True)
     OmegaConf.register_new_resolver("stage_cluster", _stage_cluster, replace=True)
     OmegaConf.register_new_resolver("layout", _layout_name, replace=True)
+    OmegaConf.register_new_resolver("recipe", recipe_value, replace=True)
 
 
 def recipes_dir() -> Path:

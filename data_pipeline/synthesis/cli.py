@@ -2,6 +2,7 @@
 
     medsage data synth run --records pool.jsonl --out out/synth [hydra overrides]
     medsage data synth rl --kept out/synth/kept.jsonl --out out/rl [--target 10000] [--by question_type,modality]
+        [--model qwen2_5_vl_7b] [--max-prompt-length 1024]
 
 ``run`` composes ``recipes/synthesis/default.yaml`` with the overrides (``synthesizer=llm
 client.base_url=... client.model=... verify.mode=llm``) and prints the final report.
@@ -35,6 +36,25 @@ def add_arguments(p) -> None:
     rl.add_argument("--name", default=layout.RL_SAMPLE, help="file name stem")
     rl.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the human turn, as in "
                                                       "SFT and evaluation")
+    rl.add_argument("--model", default=None, help="recipes/model/<name>: its image pixel bounds go into the rows "
+                                                  "(default: the RL recipe's model)")
+    rl.add_argument("--max-prompt-length", type=int, default=None,
+                    help="prompt tokens a row may take (default: the RL recipe's rl.max_prompt_length)")
+    rl.add_argument("--model-path", default=None,
+                    help="the model folder (or hub id) whose processor counts each whole prompt as verl will (needs "
+                         "transformers); without it only the images are counted and medsage rl counts the rest")
+
+
+def prompt_counter(model_path: str):
+    """verl's prompt-length count for ``model_path``'s processor (``medsage.plugins.engines.verl_data``)."""
+    try:
+        from transformers import AutoProcessor
+    except ImportError as err:
+        raise ValueError(f"--model-path needs transformers in this environment ({err}); leave it out to count "
+                         "images only (medsage rl counts the whole prompt)") from err
+    from medsage.plugins.engines.verl_data import PromptCounter
+
+    return PromptCounter(AutoProcessor.from_pretrained(model_path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             print(redact(json.dumps(result.report, indent=2)))
             print(summary_line(result.report), flush=True)
             return 0
-        from medsage.data_pipeline.rl_sample import balanced_sample, write_rl
+        from medsage.data_pipeline.rl_sample import balanced_sample, rl_budget, within_budget, write_rl
         from medsage.records import read_records
 
-        pool = list(read_records(args.kept))
+        from medsage.prompts import PromptConfig
+
+        budget = rl_budget(args.model, args.max_prompt_length)
+        counter = prompt_counter(args.model_path) if args.model_path else None
+        pool, rejected = within_budget(list(read_records(args.kept)), budget, PromptConfig.load(args.prompt), counter)
+        if rejected and not pool:
+            raise ValueError(f"{args.kept}: no question fits the prompt budget ({len(rejected)} set aside, e.g. "
+                             f"{rejected[0]['id']}: {rejected[0]['detail']}); raise --max-prompt-length or lower the "
+                             "model recipe's image_max_pixels")
         chosen, summary = balanced_sample(pool, args.target, tuple(k for k in args.by.split(",") if k), args.seed)
-        paths = write_rl(chosen, args.out, summary, args.name, args.prompt)
+        paths = write_rl(chosen, args.out, summary, args.name, args.prompt, budget, rejected,
+                         "text and images" if counter else "images")
         print(json.dumps({**summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
         return 0
     except (RecordError, RegistryError, HydraException, CallError, FolderLocked, ValueError, OSError) as err:

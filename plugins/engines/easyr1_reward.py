@@ -29,10 +29,8 @@ def _item(row: dict[str, Any]):
 
 def compute_score(reward_inputs: list[dict[str, Any]], reward: str = "composite",
                   reward_params: dict | None = None, **_: Any) -> list[dict[str, float]]:
-    from medsage.plugins.rewards import engine_reward, on_grid
-    from medsage.plugins.rewards.accuracy import accuracy_reward
+    from medsage.plugins.rewards import engine_reward, on_grid, recipe_component
     from medsage.plugins.rewards.composite import CompositeReward
-    from medsage.plugins.rewards.format import format_reward
 
     if not isinstance(reward_inputs, list):
         raise TypeError("EasyR1 passes a list of reward inputs; is worker.reward.reward_type batch?")
@@ -40,5 +38,7 @@ def compute_score(reward_inputs: list[dict[str, Any]], reward: str = "composite"
     scorer = engine_reward(reward, reward_params)
     overall = ([o["overall"] for o in scorer.score_batch(items)] if isinstance(scorer, CompositeReward)
                else [scorer(it)["overall"] for it in items])
-    return [{"overall": on_grid(o), "format": format_reward(it), "accuracy": accuracy_reward(it)}
+    # the columns as the recipe's own components score them (its accuracy rule, its format weight)
+    accuracy, fmt = (engine_reward(name, recipe_component(reward, reward_params, name)) for name in ("accuracy", "format"))
+    return [{"overall": on_grid(o), "format": fmt(it)["overall"], "accuracy": accuracy(it)["overall"]}
             for o, it in zip(overall, items)]

@@ -1,7 +1,8 @@
 """medsage's RL recipe as verl 0.9.1 settings: the overrides ``medsage rl`` hands ``verl.trainer.main_ppo``.
 
 ``verl_overrides`` translates a composed ``recipes/rl.yaml`` (batch sizes from the paper's per-device
-batch and accumulation, the agent-loop file with α, the request and the τ1/τ2 budgets, the reward
+batch and accumulation, α for the estimator, the agent-loop file with the request, the τ1/τ2 budgets and the
+accuracy rule, the reward
 function, the checkpoint and rollout-dump folders).
 
 ``cpu_overrides`` and ``launch_env`` are the CPU route's half (``medsage.plugins.engines.verl_cpu``):
@@ -51,21 +52,31 @@ def batch_sizes(rl, world: int) -> dict[str, int]:
 
 
 def response_length(rl) -> int:
-    """verl's response length: τ1's budget, plus the request and the retry's own budget when it retries."""
-    return int(rl.max_response_length) + (int(rl.request_budget) + int(rl.retry_max_tokens) if rl.retry else 0)
+    """verl's response length. ``rl.response_budget=per_turn``: τ1's budget, plus the request and the retry's
+    own budget when it retries (1,024 + 128 + 1,024). ``whole`` (B.1's limits): ``max_response_length`` holds
+    τ1, the request and the retry together, so a sequence stays within max_prompt + max_response (2,048)."""
+    if rl.retry and rl.response_budget == "per_turn":
+        return int(rl.max_response_length) + int(rl.request_budget) + int(rl.retry_max_tokens)
+    return int(rl.max_response_length)
 
 
 def agent_loop_file(cfg, out_dir: Path) -> Path:
-    """verl's agent-loop config (``agent_loop_config_path``): the loop class with α and the request."""
+    """verl's agent-loop config (``agent_loop_config_path``): the loop class with the request, the τ1/τ2
+    budgets and ``accuracy``, the reward recipe's accuracy rule (its trigger a1 != y and r_sc are the reward's)."""
     from omegaconf import OmegaConf
 
     from medsage.io import atomic_write_text
+    from medsage.plugins.rewards.accuracy import recipe_accuracy
 
     entry: dict[str, Any] = {"name": "medsage_self_check",
                              "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                             "alpha": float(cfg.rl.alpha), "retry": bool(cfg.rl.retry),
+                             "retry": bool(cfg.rl.retry),
                              "tau1_max_tokens": int(cfg.rl.max_response_length),
-                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens)}
+                             # whole: the retry may use what τ1 and the request left of the one budget
+                             "tau2_max_tokens": int(cfg.rl.retry_max_tokens if cfg.rl.response_budget == "per_turn"
+                                                    else cfg.rl.max_response_length),
+                             "accuracy": recipe_accuracy(cfg.reward.name, OmegaConf.to_container(cfg.reward.params,
+                                                                                                resolve=True))}
     if cfg.rl.request:
         entry["request"] = str(cfg.rl.request)
     return atomic_write_text(out_dir / "agent_loop.yaml", OmegaConf.to_yaml(OmegaConf.create([entry])))
@@ -74,6 +85,8 @@ def agent_loop_file(cfg, out_dir: Path) -> Path:
 def verl_overrides(cfg, out_dir: Path) -> list[str]:
     """The verl Hydra overrides for a composed recipe (the command line verl's main_ppo receives)."""
     from omegaconf import OmegaConf
+
+    from medsage.plugins.self_check.advantage import ALPHA_KEY
 
     rl, cluster = cfg.rl, cfg.cluster
     world = max(1, int(cluster.nnodes) * max(1, int(cluster.gpus_per_node)))
@@ -88,6 +101,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         "data.image_key": "images",
         "data.filter_overlong_prompts": True,
         "algorithm.adv_estimator": "medsage_self_check" if rl.retry else "grpo",
+        **({f"+algorithm.{ALPHA_KEY}": float(rl.alpha)} if rl.retry else {}),  # α of Eq. 11: the estimator's
         "algorithm.use_kl_in_reward": False,
         "critic.enable": False,  # GRPO: no value model
         "actor_rollout_ref.model.path": str(cfg.model.path),
@@ -127,6 +141,9 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
         # it keeps until the advantage step; its default v1 path also needs transfer_queue
         "trainer.use_v1": False,
         "actor_rollout_ref.rollout.agent.default_agent_loop": "medsage_self_check",
+        # tells the loop a validation pass, which then answers once, without the answer-key retry
+        "+actor_rollout_ref.rollout.agent.agent_loop_manager_class":
+            "medsage.plugins.self_check.manager.SelfCheckAgentLoopManager",
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": str(agent_loop_file(cfg, out_dir)),
         # main_ppo is a Hydra app: its run folder (main_ppo.log, .hydra/) would be ./outputs/<date>/ in the cwd
         "hydra.run.dir": str(out_dir / layout.RL_HYDRA_DIR),

@@ -17,7 +17,9 @@ bit-identical). ``medsage rl`` turns it on with ``MEDSAGE_FREEZE_VISION_TOWER=1`
 runtime environment of verl's workers (verl hands its engine no actor config to read a flag from).
 
 Registered in verl's ``EngineRegistry`` under the vendor key ``(cuda, nvidia)``, which verl looks up
-before its own device-only ``cuda`` entry; the CPU route registers its subclass for ``cpu``.
+before its own device-only ``cuda`` entry, in processes whose environment has ``FREEZE_ENV`` (medsage's
+runs; any other verl run keeps verl's engine); the CPU route registers its subclass for ``cpu``. The
+mRoPE fix is installed with medsage's trainer hooks (``verl_plugin.install_trainer_hooks``).
 """
 
 from __future__ import annotations
@@ -75,15 +77,14 @@ def ragged_positions(pack):
             out["position_ids"] = _ragged_at_2(pos)
         return out
 
-    packed._medsage_ragged = True
     return packed
 
 
 def register() -> None:
-    from verl.trainer.ppo import ray_trainer
-
-    if not getattr(ray_trainer.left_right_2_no_padding, "_medsage_ragged", False):
-        ray_trainer.left_right_2_no_padding = ragged_positions(ray_trainer.left_right_2_no_padding)
+    """The frozen-tower engine for verl's FSDP workers, in medsage's runs only: ``medsage rl`` puts
+    ``FREEZE_ENV`` (1 or 0) in their environment; a verl run without it keeps verl's own engine."""
+    if FREEZE_ENV not in os.environ:
+        return
     backends = EngineRegistry._engines.get("language_model", {})
     if ("cuda", "nvidia") not in backends.get("fsdp2", {}):
         EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cuda",

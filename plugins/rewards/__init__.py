@@ -63,6 +63,17 @@ def build_reward(name: str, params: dict[str, Any] | None = None) -> Callable[[R
     return call
 
 
+def recipe_component(reward: str, params: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """The parameters a reward recipe (``reward.name``, ``reward.params``) gives the reward ``name``: the
+    composite's ``components.<name>``, the reward's own parameters when it is ``name``, else none."""
+    params = dict(params or {})
+    if reward == name:
+        return params
+    if reward == "composite":
+        return dict((params.get("components") or {}).get(name) or {})
+    return {}
+
+
 _ENGINE_REWARDS: dict[str, Any] = {}
 REWARD_GRID = 2.0 ** -12  # engines' outcome rewards are multiples of this
 

@@ -41,6 +41,8 @@ class CompositeReward:
         if "composite" in self.weights:
             raise ValueError("a composite cannot contain itself")
         params = dict(components or {})
+        if "self_check" in self.weights and "self_check" not in params:  # r_sc judges with the accuracy rule
+            params["self_check"] = params.get("accuracy")
         self._parts = {name: build_reward(name, params.get(name)) for name in self.weights}
         self.normalize = normalize
 

@@ -11,6 +11,10 @@ Per response token, by the span the agent loop recorded for it (``medsage.plugin
 A is GRPO's: ``verl.trainer.ppo.core_algos.compute_grpo_outcome_advantage`` on the outcome reward
 of each rollout (for a retry, the reward of its revised trajectory), grouped by prompt uid.
 
+α is applied here and only here: the agent loop records r_sc, and α is the estimator's setting,
+``algorithm.self_check_alpha`` of verl's config (``ALPHA_KEY``; ``medsage rl`` writes it from ``rl.alpha``,
+whose one default is ``recipes/rl/rgrpo.yaml``), read from the algorithm config verl hands every estimator.
+
 The estimator is registered in verl's own registry as ``medsage_self_check``
 (``algorithm.adv_estimator=medsage_self_check``). verl hands a registered estimator only tensors;
 the span ids travel in ``non_tensor_batch``, which ``medsage.plugins.self_check.verl_plugin`` passes in the
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 ESTIMATOR_NAME = "medsage_self_check"
+ALPHA_KEY = "self_check_alpha"  # verl's algorithm config: α of Eq. 11 (``+algorithm.self_check_alpha=0.2``)
 
 # Span codes of response tokens; the agent loop writes one per response token.
 SPAN_NONE, SPAN_TAU1, SPAN_CHECK, SPAN_TAU2 = 0, 1, 2, 3
@@ -32,8 +37,10 @@ SPAN_NAMES = {SPAN_NONE: "none", SPAN_TAU1: "tau1", SPAN_CHECK: "check", SPAN_TA
 # Keys the agent loop writes into its extra fields (they arrive as non_tensor_batch columns).
 SPANS_KEY = "medsage_span_ids"            # list[int], one code per response token
 RETRIED_KEY = "medsage_retried"           # bool: a1 was wrong, a check and τ2 followed
-SC_ADVANTAGE_KEY = "medsage_sc_advantage"  # float: α · r_sc (0 for samples not retried)
-SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc
+SC_REWARD_KEY = "medsage_sc_reward"       # float: r_sc (0 for samples not retried)
+FIRST_CORRECT_KEY = "medsage_first_correct"  # bool: a1 = y (the run's accuracy rule)
+FINAL_CORRECT_KEY = "medsage_final_correct"  # bool: the final answer (a2 if retried, else a1) = y
+VALIDATE_KEY = "medsage_validate"         # row column verl's validation batches get (manager.py): no oracle retry
 TAU1_TRUNCATED_KEY = "medsage_tau1_truncated"  # bool: τ1 used its whole budget without ending
 TAU2_TRUNCATED_KEY = "medsage_tau2_truncated"  # bool: check + τ2 used its whole budget (retried only)
 RETRY_TOKENS_KEY = "medsage_retry_tokens"      # int: tokens the retry generated (check + τ2)
@@ -54,15 +61,17 @@ def span_tensor(span_ids: Any, shape: tuple[int, int]):
     return out
 
 
-def route_token_credit(outcome_advantage, spans, retried, sc_advantage, response_mask):
-    """Eq. 11-12 routing. ``outcome_advantage`` is (batch, length) GRPO advantage (constant per row).
+def route_token_credit(outcome_advantage, spans, retried, sc_reward, alpha: float, response_mask):
+    """Eq. 11-12 routing. ``outcome_advantage`` is (batch, length) GRPO advantage (constant per row),
+    ``sc_reward`` each sample's r_sc; the check tokens of a retried sample get α · r_sc.
 
     Returns the per-token advantages; see the module docstring for the rule.
     """
     import torch
 
     retried = torch.as_tensor(np.asarray(retried, dtype=bool)).unsqueeze(-1)
-    sc = torch.as_tensor(np.asarray(sc_advantage, dtype=np.float32)).unsqueeze(-1).to(outcome_advantage.dtype)
+    r_sc = torch.as_tensor(np.asarray(sc_reward, dtype=np.float32)).unsqueeze(-1).to(outcome_advantage.dtype)
+    sc = alpha * r_sc
     outcome_tokens = torch.where(retried, spans == SPAN_TAU2, spans == SPAN_TAU1)
     check_tokens = retried & (spans == SPAN_CHECK)
     adv = torch.where(outcome_tokens, outcome_advantage, torch.zeros_like(outcome_advantage))
@@ -81,12 +90,17 @@ def compute_self_check_advantage(token_level_rewards, response_mask, index: np.n
             f"({SPANS_KEY!r} in non_tensor_batch). Run with actor_rollout_ref.rollout.agent.default_agent_loop="
             "medsage_self_check and make sure verl imported medsage's plugin (entry point group verl.plugins)."
         )
-    norm = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
+    alpha = None if config is None else config.get(ALPHA_KEY)
+    if alpha is None or not float(alpha) >= 0:
+        raise ValueError(f"adv_estimator={ESTIMATOR_NAME} needs α of Eq. 11 as algorithm.{ALPHA_KEY} >= 0 in verl's "
+                         f"config (got {alpha!r}): medsage rl writes it from rl.alpha; by hand "
+                         f"+algorithm.{ALPHA_KEY}=0.2")
+    norm = bool(config.get("norm_adv_by_std_in_grpo", True))
     outcome, _ = compute_grpo_outcome_advantage(token_level_rewards, response_mask, index, epsilon=epsilon,
                                                 norm_adv_by_std_in_grpo=norm)
     spans = span_tensor(non_tensor_batch[SPANS_KEY], tuple(response_mask.shape))
-    adv = route_token_credit(outcome, spans, non_tensor_batch[RETRIED_KEY], non_tensor_batch[SC_ADVANTAGE_KEY],
-                             response_mask)
+    adv = route_token_credit(outcome, spans, non_tensor_batch[RETRIED_KEY], non_tensor_batch[SC_REWARD_KEY],
+                             float(alpha), response_mask)
     return adv, adv
 
 
@@ -136,13 +150,33 @@ def self_check_metrics(non_tensor_batch: dict) -> dict[str, float]:
         tokens = np.asarray(non_tensor_batch[RETRY_TOKENS_KEY], dtype=float)
         metrics["medsage/retry_tokens_per_rollout"] = float(tokens.mean())
         metrics["medsage/retry_tokens_per_retry"] = float(tokens[retried].mean()) if n_retried else 0.0
-    if "medsage_first_correct" in non_tensor_batch:
-        metrics["medsage/first_try_error_rate"] = float(1 - np.asarray(non_tensor_batch["medsage_first_correct"], dtype=float).mean())
+    if FIRST_CORRECT_KEY in non_tensor_batch:
+        first = np.asarray(non_tensor_batch[FIRST_CORRECT_KEY], dtype=bool)
+        metrics["medsage/first_try_error_rate"] = float(1 - first.mean()) if len(first) else 0.0
+        if FINAL_CORRECT_KEY in non_tensor_batch:
+            metrics.update(self_correction_metrics(first, np.asarray(non_tensor_batch[FINAL_CORRECT_KEY], dtype=bool)))
     if LOOP_SECONDS_KEY in non_tensor_batch:
         metrics["medsage/agent_loop_s"] = float(np.asarray(non_tensor_batch[LOOP_SECONDS_KEY], dtype=float).sum())
     if LOOP_VERL_SECONDS_KEY in non_tensor_batch:
         metrics["medsage/agent_loop_verl_s"] = float(np.asarray(non_tensor_batch[LOOP_VERL_SECONDS_KEY], dtype=float).sum())
     return metrics
+
+
+ORACLE_PREFIX = "medsage/oracle_retry/"  # training rollouts, whose retry is triggered by the answer key
+
+
+def self_correction_metrics(first: np.ndarray, final: np.ndarray) -> dict[str, float]:
+    """Acc@t1, Acc@t2, Δ(i→c) and Δ(c→i) over the rollouts of a training step (fractions of all rollouts).
+
+    The retry there is oracle-triggered (only a wrong a1 is retried), so Δ(c→i) is 0 by construction and
+    Acc@t2 is an upper bound on what the policy would reach deciding alone; validation never retries
+    (``manager.py``), so these numbers are kept apart from it, under their own prefix.
+    """
+    if not len(first):
+        return {}
+    return {f"{ORACLE_PREFIX}acc@t1": float(first.mean()), f"{ORACLE_PREFIX}acc@t2": float(final.mean()),
+            f"{ORACLE_PREFIX}delta_i2c": float((~first & final).mean()),
+            f"{ORACLE_PREFIX}delta_c2i": float((first & ~final).mean())}
 
 
 def register() -> None:

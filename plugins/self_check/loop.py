@@ -9,11 +9,13 @@ and the opening tag are context, not the policy's tokens: response_mask 0, span 
 response token gets a span id (``medsage.plugins.self_check.advantage``: none / τ1 / check / τ2), so the
 advantage estimator can route credit; the split between check and τ2 is the first token whose
 decoded prefix contains ``</CHECK>``. When τ1 already fills the response budget there is no room
-to retry and τ1 is kept.
+to retry and τ1 is kept. A validation pass never retries (``manager.py``): it answers as at deployment.
 
 Registered with verl as ``medsage_self_check``; select it with
 ``actor_rollout_ref.rollout.agent.default_agent_loop=medsage_self_check``. ``medsage rl`` writes an
-agent-loop config file carrying α and the request text (``agent_loop_config_path``).
+agent-loop config file carrying the request text, the τ1/τ2 budgets and the accuracy rule of the reward recipe
+(``agent_loop_config_path``): a1 != y and r_sc are decided by the rule that scores the outcome. The loop
+records r_sc; α is the advantage estimator's (``advantage.ALPHA_KEY``), applied there alone.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from medsage.plugins.self_check.advantage import (
-    LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY, RETRY_TOKENS_KEY, SC_ADVANTAGE_KEY, TAU1_TRUNCATED_KEY, TAU2_TRUNCATED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    ALPHA_KEY, FINAL_CORRECT_KEY, FIRST_CORRECT_KEY, LOOP_SECONDS_KEY, LOOP_VERL_SECONDS_KEY, RETRIED_KEY,
+    RETRY_TOKENS_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY, TAU1_TRUNCATED_KEY,
+    TAU2_TRUNCATED_KEY, VALIDATE_KEY,
 )
 from medsage.plugins.rewards import reward_input_from_row
-from medsage.plugins.rewards.accuracy import answer_correct
+from medsage.plugins.rewards.accuracy import AccuracyReward
 from medsage.plugins.rewards.self_check import self_check_success
 from medsage.prompts import SELF_CHECK_REQUEST
 from medsage.scaffold import CHECK_TAG, split_retry
@@ -36,6 +40,29 @@ from medsage.scaffold import CHECK_TAG, split_retry
 AGENT_NAME = "medsage_self_check"
 CHECK_OPEN, CHECK_CLOSE = f"<{CHECK_TAG}>", f"</{CHECK_TAG}>"
 DEFAULT_REQUEST = SELF_CHECK_REQUEST  # one text for RL and the SFT retry rows (medsage.prompts)
+
+
+_RULES: dict[str, AccuracyReward] = {}
+
+
+def accuracy_rule(params) -> AccuracyReward:
+    """The ``AccuracyReward`` of the agent-loop file's ``accuracy`` node, built once per event loop: verl builds
+    a loop per rollout, and an LLM judge's client should be one per worker (its connections belong to the
+    worker's event loop)."""
+    import asyncio
+    import json
+
+    from omegaconf import DictConfig, OmegaConf
+
+    params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params or {})
+    try:
+        running = id(asyncio.get_running_loop())
+    except RuntimeError:
+        running = None
+    key = json.dumps([params, running], sort_keys=True, default=str)
+    if key not in _RULES:
+        _RULES[key] = AccuracyReward(**params)
+    return _RULES[key]
 
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -62,18 +89,24 @@ def _extend_spans(spans: list[int], merge_result, labels: list[int]) -> list[int
 
 @register(AGENT_NAME)
 class SelfCheckAgentLoop(AgentLoopBase):
-    def __init__(self, *args, alpha: float = 0.2, request: str = DEFAULT_REQUEST, retry: bool = True,
-                 tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None, **kwargs):
+    def __init__(self, *args, request: str = DEFAULT_REQUEST, retry: bool = True,
+                 tau1_max_tokens: int | None = None, tau2_max_tokens: int | None = None,
+                 accuracy: dict[str, Any] | None = None, **kwargs):
         if CHECK_OPEN in request or CHECK_CLOSE in request:
             raise ValueError(f"the self-check request must not contain {CHECK_OPEN} or {CHECK_CLOSE}: "
                              "the loop opens the span itself and the reward splits on the first one")
+        if "alpha" in kwargs:  # verl's base class would take it silently and nothing would apply it
+            raise ValueError("the self-check agent loop records r_sc; α is the advantage estimator's: set "
+                             f"algorithm.{ALPHA_KEY} (medsage rl writes it from rl.alpha), not the loop's alpha")
         super().__init__(*args, **kwargs)
-        self.alpha = float(alpha)
         self.request = request
         self.retry = bool(retry)
+        # The run's one accuracy rule (the reward recipe's, which medsage rl writes into the agent-loop
+        # file): it decides the trigger (a1 != y) and r_sc exactly as the outcome reward scores them.
+        self.accuracy = accuracy_rule(accuracy)
         self.response_length = self.rollout_config.response_length
-        # τ1 and (check + τ2) each get their own generation budget (paper: 1024 each); the response
-        # verl pads to holds both plus the request (medsage rl sizes response_length from them)
+        # τ1 and (check + τ2) each get a generation budget; the retry never gets more than what τ1 and the
+        # request left of verl's response length (medsage rl sizes it: rl.response_budget per_turn | whole)
         self.tau1_max_tokens = int(tau1_max_tokens or self.response_length)
         self.tau2_max_tokens = int(tau2_max_tokens or self.response_length)
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
@@ -100,6 +133,12 @@ class SelfCheckAgentLoop(AgentLoopBase):
             image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
             mm_processor_kwargs=self._get_mm_processor_kwargs(mm.get("audios")),
         )
+
+    async def _correct(self, text: str, item) -> bool:
+        """The accuracy rule on one trajectory; an LLM judge's call is a served model's time, like generation."""
+        if self.accuracy.judge is None:
+            return self.accuracy.correct(text, item)
+        return await self._timed("server", self.accuracy.correct_async(text, item))
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -145,10 +184,14 @@ class SelfCheckAgentLoop(AgentLoopBase):
             assistant_logprobs=out1.log_probs or None))
         spans = _extend_spans([], merged, [SPAN_TAU1] * len(out1.token_ids))
         tau1 = self._decode(out1.token_ids)
-        first_correct = answer_correct(tau1, item)
+        first_correct = await self._correct(tau1, item)
 
         retried, sc_reward, tau2_truncated, retry_tokens = False, 0.0, False, 0
-        if self.retry and not first_correct:
+        final_correct = first_correct
+        # A validation pass answers once, as at deployment: the trigger is the answer key, an oracle
+        # (verl's validation flag reaches the loop as a row column: manager.py).
+        validate = bool(kwargs.get(VALIDATE_KEY, False))
+        if self.retry and not validate and not first_correct:
             previous = messages + [{"role": "assistant", "content": tau1}]
             updated = previous + [{"role": "user", "content": self.request}]
             ctx, ctx_mask, ctx_logprobs = await self._timed("verl", self.ct_merge_context_msg(
@@ -172,7 +215,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 spans = _extend_spans(spans, merged, labels)
                 parts = split_retry(CHECK_OPEN + self._decode(out2.token_ids))
                 revised = parts[2] if parts is not None else ""
-                sc_reward = self_check_success(tau1, revised, item)
+                final_correct = await self._correct(revised, item)
+                sc_reward = self_check_success(first_correct, final_correct)
 
         full = merged.token_ids
         response_ids = full[len(full) - len(mask):]
@@ -191,8 +235,8 @@ class SelfCheckAgentLoop(AgentLoopBase):
                 SPANS_KEY: spans[:n],
                 RETRIED_KEY: retried,
                 SC_REWARD_KEY: sc_reward,
-                SC_ADVANTAGE_KEY: self.alpha * sc_reward,
-                "medsage_first_correct": first_correct,
+                FIRST_CORRECT_KEY: first_correct,
+                FINAL_CORRECT_KEY: final_correct,
                 TAU1_TRUNCATED_KEY: tau1_truncated,
                 TAU2_TRUNCATED_KEY: tau2_truncated,
                 RETRY_TOKENS_KEY: retry_tokens,

@@ -1,20 +1,33 @@
-"""What verl imports at start-up: medsage's agent loop and advantage estimator.
+"""What verl imports at start-up: medsage's agent loop and advantage estimator, and the hooks medsage's runs need.
 
 Declared in pyproject under the entry-point group ``verl.plugins``; ``import verl`` (0.9.1) loads
-every module in that group in every verl process, Ray workers included, so the registrations below
-exist wherever verl looks them up. verl swallows a failing plugin import at debug level, so
-``medsage rl`` imports this module itself first and reports any error (``check_registered``).
+every module in that group in every verl process, Ray workers included. At import this module only
+adds names to verl's registries (the agent loop ``medsage_self_check``, the estimator
+``medsage_self_check``, and the frozen-tower engine in processes whose environment has medsage's
+``MEDSAGE_FREEZE_VISION_TOWER``): a verl run that selects none of them runs exactly as without medsage.
+verl swallows a failing plugin import at debug level, so ``medsage rl`` imports this module itself
+first and reports any error (``check_registered``).
 
-One hook beyond verl's registries: a registered advantage estimator receives tensors only, while
-the span ids recorded by the agent loop are ``non_tensor_batch`` columns. verl already passes
-``non_tensor_batch`` to its GDPO estimator; ``_pass_non_tensor_batch`` does the same for
-``medsage_self_check`` alone, and adds the self-check metrics to the step's metrics; verl's rollout
-dump (``trainer.rollout_data_dir``) gets each rollout's spans (τ1, request, check, τ2) with the
-advantage its tokens were trained with, which ``medsage view`` shows. Every other
-estimator goes through verl's own code, after the one batch step every estimator needs: the
-composite reward normalised within the batch (``verl_reward.normalise_batch``). This path needs verl's legacy trainer
-(``trainer.use_v1=false``): the v1 trainer fetches a fixed list of tensor fields for the advantage
-and the span ids never reach it.
+``install_trainer_hooks`` changes verl's legacy trainer, and only in a run that selected medsage's
+agent-loop manager (``medsage.plugins.self_check.manager``, which ``medsage rl`` sets and which calls it
+in the trainer's process when verl builds it):
+
+- a registered advantage estimator receives tensors only, while the span ids recorded by the agent
+  loop are ``non_tensor_batch`` columns. verl already passes ``non_tensor_batch`` to its GDPO estimator;
+  the hook on ``compute_advantage`` does the same for ``medsage_self_check`` alone, after the one batch
+  step every estimator of a medsage run needs: the composite reward normalised within the batch
+  (``verl_reward.normalise_batch``; a batch without medsage's reward columns is left as it is);
+- the self-check metrics join the step's metrics (``compute_data_metrics``);
+- verl's rollout dump (``trainer.rollout_data_dir``) gets each rollout's spans (τ1, request, check, τ2)
+  with the advantage its tokens were trained with, which ``medsage view`` shows (``_log_rollout_data``);
+- equal-length VLM batches pack with their mRoPE positions ragged where verl's workers expect them
+  (``verl_engine.ragged_positions`` on ``left_right_2_no_padding``).
+
+Every name these reach inside verl is listed, with the release it was checked on, in
+``medsage.plugins.engines.private_names``. This path needs verl's legacy trainer
+(``trainer.use_v1=false``): the v1 trainer fetches a fixed list of tensor fields for the advantage and
+the span ids never reach it. verl's open pull request #7473 would hand ``non_tensor_batch`` to the
+advantage step of the v1 trainer; with it the ``compute_advantage`` hook and the legacy trainer could go.
 """
 
 from __future__ import annotations
@@ -27,7 +40,9 @@ from medsage.plugins.self_check.advantage import SPANS_DUMP_KEY
 from medsage.plugins.self_check.loop import AGENT_NAME, SelfCheckAgentLoop  # noqa: F401  (registers the loop)
 
 
-def _pass_non_tensor_batch() -> None:
+def install_trainer_hooks() -> None:
+    """medsage's hooks on verl's legacy trainer (see the module docstring); idempotent. Called by medsage's
+    agent-loop manager, so only a run that selected it is changed."""
     from verl.trainer.ppo import ray_trainer
 
     if getattr(ray_trainer.compute_advantage, "_medsage_hook", False):
@@ -66,6 +81,7 @@ def _pass_non_tensor_batch() -> None:
     ray_trainer.compute_advantage = compute_advantage
     ray_trainer.compute_data_metrics = compute_data_metrics
     ray_trainer.RayPPOTrainer._log_rollout_data = log_rollout_data
+    ray_trainer.left_right_2_no_padding = verl_engine.ragged_positions(ray_trainer.left_right_2_no_padding)
 
 
 def check_registered() -> dict[str, str]:
@@ -81,5 +97,4 @@ def check_registered() -> dict[str, str]:
 
 
 advantage.register()
-_pass_non_tensor_batch()
 verl_engine.register()

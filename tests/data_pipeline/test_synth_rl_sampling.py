@@ -19,16 +19,23 @@ TRAJ = Trajectory(loc="The region lies in the upper abdomen.", vis="A bright rou
                   know="- Dense focal areas indicate lesions.", con="The focus supports the answer.", answer="Yes")
 
 
-def _pool(sizes: dict[tuple[str, str], int], per_record: int = 2) -> list[Sample]:
-    """``per_record`` RPA trajectories for each of ``n`` records per (question type, modality)."""
+def _pool(sizes: dict[tuple[str, str], int], per_record: int = 2, image_dir=None, side: int = 224) -> list[Sample]:
+    """``per_record`` RPA trajectories for each of ``n`` records per (question type, modality); with
+    ``image_dir``, each record's image is written there (``side`` x ``side`` pixels)."""
+    from PIL import Image
+
     pool = []
     for (qtype, modality), n in sizes.items():
         for i in range(n):
             rid = f"{qtype}-{modality}-{i}"
+            image = f"/img/{rid}.png"
+            if image_dir is not None:
+                image = str(image_dir / f"{rid}.png")
+                Image.new("RGB", (side, side), (90, 90, 90)).save(image)
             answer, options = {"closed": ("yes", None), "choice": ("A", {"A": "Lung", "B": "Liver"}),
                                "open": ("liver", None)}[qtype]
             for j in range(per_record):
-                pool.append(Sample(id=f"{rid}#r{j}-morphology", source="t", images=[f"/img/{rid}.png"],
+                pool.append(Sample(id=f"{rid}#r{j}-morphology", source="t", images=[image],
                                    question="Q?", answer=answer, question_type=qtype, options=options,
                                    modality=modality, trajectory=copy.deepcopy(TRAJ),
                                    metadata={"synth": {"record_id": rid, "roi_index": j}}))
@@ -74,7 +81,7 @@ def test_shortfall_and_bad_pool():
 def test_written_with_the_rl_writers_and_stages_kept(tmp_path):
     import pyarrow.parquet as pq
 
-    pool = _pool({("closed", "CT"): 6, ("choice", "MRI"): 6}, per_record=3)
+    pool = _pool({("closed", "CT"): 6, ("choice", "MRI"): 6}, per_record=3, image_dir=tmp_path)
     write_records(tmp_path / "kept.jsonl", pool)
     rc = main(["rl", "--kept", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "rl"), "--target", "8"])
     assert rc == 0
@@ -93,3 +100,30 @@ def test_cli_reports_a_bad_record_file(tmp_path, capsys):
     (tmp_path / "kept.jsonl").write_text('{"id": "x"}\n')
     assert main(["rl", "--kept", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "rl")]) == 2
     assert "kept.jsonl:1" in capsys.readouterr().err
+
+
+def test_rows_carry_the_models_pixel_bounds_and_overlong_questions_are_set_aside(tmp_path):
+    """A 1024x1024 image resized into Qwen2.5-VL-7B's bounds (1,003,520 px, as in SFT) is 980x980: 1,225 image
+    tokens, over the RL recipe's 1,024-token prompt, so verl would drop the row; it is set aside with its reason."""
+    import pyarrow.parquet as pq
+
+    small = _pool({("closed", "CT"): 4}, per_record=1, image_dir=tmp_path)
+    (tmp_path / "big").mkdir()
+    big = _pool({("open", "MRI"): 2}, per_record=2, image_dir=tmp_path / "big", side=1024)
+    write_records(tmp_path / "kept.jsonl", small + big)
+    rc = main(["rl", "--kept", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "rl"), "--target", "10",
+               "--model", "qwen2_5_vl_7b"])
+    assert rc == 0
+    rows = pq.read_table(tmp_path / "rl" / "sage_rl.parquet").to_pylist()
+    assert len(rows) == 4 and {r["extra_info"]["question_type"] for r in rows} == {"closed"}
+    assert all(img["min_pixels"] == 3136 and img["max_pixels"] == 1003520 for r in rows for img in r["images"])
+    rejected = [json.loads(line) for line in (tmp_path / "rl" / "sage_rl.rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rejected) == sorted(s.id for s in big)
+    assert {(r["reason"], r["image_tokens"], r["max_prompt_length"]) for r in rejected} == {
+        ("image-tokens-over-prompt-limit", 1225, 1024)}
+    summary = json.loads((tmp_path / "rl" / "sage_rl.summary.json").read_text())["prompt_budget"]
+    assert summary["rejected"] == 4 and summary["by_reason"] == {"image-tokens-over-prompt-limit": 4}
+    # the tiny model's bounds (64 tokens at most) fit every row
+    assert main(["rl", "--kept", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "tiny"), "--model", "tiny"]) == 0
+    assert len(pq.read_table(tmp_path / "tiny" / "sage_rl.parquet")) == 6
+    assert (tmp_path / "tiny" / "sage_rl.rejected.jsonl").read_text() == ""

@@ -103,6 +103,9 @@ def test_verl_parquet_is_read_by_verl_rlhf_dataset(records, tiny_model_dir, tmp_
         assert row["extra_info"]["question_type"] == sample.question_type
         assert rl_options(row["extra_info"]) == sample.options
         assert row["extra_info"]["question"] == sample.prompt_text()  # the trajectory scorer reads it
+        # the reference trajectory by stage, which the format reward checks each stage against (A.4)
+        assert row["extra_info"]["reference"] == ({k: getattr(sample.trajectory, k) for k in
+                                                   ("loc", "vis", "know", "con", "answer")} if sample.trajectory else None)
         assert row["index"] == i and row["data_source"] == sample.source
     # The chat template of the model turns the raw prompt into text with one vision span per image.
     text = processor.apply_chat_template(dataset[0]["raw_prompt"], add_generation_prompt=True, tokenize=False)

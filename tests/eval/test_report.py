@@ -56,6 +56,22 @@ def test_paper_numbers_are_transcribed_with_their_tables():
     assert paper["table2"]["rows"]["SFT+RL"]["VQA-RAD"][0] == 3.830
 
 
+def test_the_papers_own_inconsistency_is_noted_where_it_shows(tmp_path):
+    """Table 4's α = 0.20 row and Table 5's SFT + RL + Self are one setting printed with two sets of numbers,
+    the first being MedEyes' of Table 1: both tables say so in the report, and the claim holds on the numbers."""
+    paper = yaml.safe_load(PAPER_FILE.read_text())
+    alpha_02 = paper["table4"]["rows"]["Base + SC (α = 0.20)"][:3]
+    self_row = paper["table5"]["rows"]["SFT + RL + Self"][:3]
+    medeyes = paper["table1"]["groups"]["Medical-specific reasoning VLMs"]["MedEyes"][:3]
+    assert alpha_02 != self_row and alpha_02 == medeyes
+    written = write_report([tmp_path / "none"], tmp_path / "report")
+    for table in ("table4", "table5"):
+        text = written[f"{table}.md"].read_text()
+        assert "disagrees with itself" in text and "MedEyes" in text, table
+        assert "/".join(f"{v:g}" for v in alpha_02).replace("/", " / ") in text
+    assert written["report.md"].read_text().count("disagrees with itself") == 2
+
+
 def test_report_renders_tables_deltas_and_alpha_plot(tmp_path):
     runs = tmp_path / "runs"
     five = {"vqa_rad": 7, "slake": 8, "pathvqa": 6, "pmc_vqa": 5, "mmmu_med": 6}

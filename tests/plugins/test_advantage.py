@@ -26,6 +26,7 @@ SPANS = [
 SCORES = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]        # outcome reward (of τ2 for a retry)
 RETRIED = [False, True, True, False, False, True]
 R_SC = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+FIRST_CORRECT = [not r for r in RETRIED]       # the oracle trigger: exactly the wrong first answers retry
 ALPHA = 0.2
 
 
@@ -47,7 +48,8 @@ def _batch():
             adv_mod.SPANS_KEY: spans_col,
             adv_mod.RETRIED_KEY: np.array(RETRIED, dtype=object),
             adv_mod.SC_REWARD_KEY: np.array(R_SC, dtype=object),
-            adv_mod.SC_ADVANTAGE_KEY: np.array([ALPHA * r for r in R_SC], dtype=object),
+            adv_mod.FIRST_CORRECT_KEY: np.array(FIRST_CORRECT, dtype=object),
+            adv_mod.FINAL_CORRECT_KEY: np.array([s > 0 for s in SCORES], dtype=object),
         },
     )
 
@@ -68,34 +70,64 @@ def test_exact_per_token_advantages():
     data = _batch()
     adv, returns = adv_mod.compute_self_check_advantage(
         data.batch["token_level_rewards"], data.batch["response_mask"], data.non_tensor_batch["uid"],
-        config={"norm_adv_by_std_in_grpo": True}, non_tensor_batch=data.non_tensor_batch)
+        config={"norm_adv_by_std_in_grpo": True, adv_mod.ALPHA_KEY: ALPHA}, non_tensor_batch=data.non_tensor_batch)
     assert torch.allclose(adv, torch.tensor(EXPECTED, dtype=adv.dtype), atol=1e-4), adv
     assert torch.equal(adv, returns)
 
 
 def test_through_verls_compute_advantage_and_registry():
     """verl's own entry (ray_trainer.compute_advantage) with the name resolved from verl's registry."""
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what `import verl` loads through the entry point)
+    from omegaconf import OmegaConf
     from verl.trainer.config import AlgoConfig
     from verl.trainer.ppo import ray_trainer
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
+
     assert get_adv_estimator_fn("medsage_self_check") is adv_mod.compute_self_check_advantage
-    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check",
-                                         config=AlgoConfig(adv_estimator="medsage_self_check"))
+    # what verl's trainer passes: its algorithm section as composed (a DictConfig), α included
+    algorithm = OmegaConf.create({"adv_estimator": "medsage_self_check", "norm_adv_by_std_in_grpo": True,
+                                  adv_mod.ALPHA_KEY: ALPHA})
+    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config=algorithm)
     assert torch.allclose(data.batch["advantages"], torch.tensor(EXPECTED), atol=1e-4)
     # every other estimator still goes through verl's own code
     grpo = ray_trainer.compute_advantage(_batch(), adv_estimator="grpo", config=AlgoConfig(adv_estimator="grpo"))
     assert grpo.batch["advantages"][1, 0].item() == pytest.approx(HI, abs=1e-4)
 
 
-def test_alpha_zero_gives_check_tokens_nothing():
+def _advantages(alpha):
     data = _batch()
-    data.non_tensor_batch[adv_mod.SC_ADVANTAGE_KEY] = np.zeros(6, dtype=object)
     adv, _ = adv_mod.compute_self_check_advantage(
         data.batch["token_level_rewards"], data.batch["response_mask"], data.non_tensor_batch["uid"],
-        non_tensor_batch=data.non_tensor_batch)
-    assert adv[1, 4].item() == 0.0 and adv[1, 6].item() == pytest.approx(HI, abs=1e-4)
+        config={adv_mod.ALPHA_KEY: alpha}, non_tensor_batch=data.non_tensor_batch)
+    return adv
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.15, 0.5])
+def test_alpha_changes_the_check_tokens_and_nothing_else(alpha):
+    """α is the estimator's: the same batch (the loop's r_sc) trained with another α differs on the check
+    tokens of corrected retries alone, by (α - α') · r_sc."""
+    base, other = _advantages(ALPHA), _advantages(alpha)
+    check = torch.tensor([[s == C for s in spans] + [False] * (L - len(spans)) for spans in SPANS])
+    corrected = torch.tensor(R_SC).unsqueeze(-1).bool()
+    assert torch.equal(base[~check], other[~check])  # every other token bit-identical
+    assert torch.allclose(other[check & corrected], torch.full_like(other[check & corrected], alpha))
+    assert torch.equal(other[check & ~corrected], torch.zeros_like(other[check & ~corrected]))
+    assert adv_mod.SC_REWARD_KEY in _batch().non_tensor_batch and not any("advantage" in k for k in _batch().non_tensor_batch)
+
+
+def test_alpha_is_required_and_the_loop_refuses_one():
+    from medsage.plugins.self_check.loop import SelfCheckAgentLoop
+
+    data = _batch()
+    with pytest.raises(ValueError, match="algorithm.self_check_alpha"):
+        adv_mod.compute_self_check_advantage(data.batch["token_level_rewards"], data.batch["response_mask"],
+                                             data.non_tensor_batch["uid"], config={},
+                                             non_tensor_batch=data.non_tensor_batch)
+    with pytest.raises(ValueError, match="estimator"):  # an old agent-loop file's alpha is not dropped silently
+        SelfCheckAgentLoop.__init__(object.__new__(SelfCheckAgentLoop), None, alpha=0.2)
 
 
 def test_missing_spans_is_a_clear_error():
@@ -114,15 +146,23 @@ def test_metrics():
     m = adv_mod.self_check_metrics(_batch().non_tensor_batch)
     assert m["medsage/self_check_rate"] == pytest.approx(3 / 6)
     assert m["medsage/correction_rate"] == pytest.approx(1 / 3)
+    # the oracle-triggered retry's self-correction numbers, under their own names: 3 of 6 right at t1,
+    # 4 of 6 after the retry (a1 fixed), none turned wrong (only wrong answers are retried)
+    assert {k: round(v, 6) for k, v in m.items() if k.startswith("medsage/oracle_retry/")} == {
+        "medsage/oracle_retry/acc@t1": 0.5, "medsage/oracle_retry/acc@t2": round(4 / 6, 6),
+        "medsage/oracle_retry/delta_i2c": round(1 / 6, 6), "medsage/oracle_retry/delta_c2i": 0.0}
     assert adv_mod.self_check_metrics({}) == {}
 
 
 def test_step_metrics_include_self_check_rates():
     """verl's legacy trainer calls ray_trainer.compute_data_metrics each step; the plugin adds the rates."""
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401
     from verl.trainer.ppo import ray_trainer
 
-    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={})
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
+
+    data = ray_trainer.compute_advantage(_batch(), adv_estimator="medsage_self_check", config={adv_mod.ALPHA_KEY: ALPHA})
     n = len(SPANS)
     data.batch["token_level_scores"] = data.batch["token_level_rewards"]
     data.batch["prompts"] = torch.ones(n, 4, dtype=torch.long)

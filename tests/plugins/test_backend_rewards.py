@@ -87,5 +87,12 @@ def test_easyr1_batch_signature():
     assert [o["accuracy"] for o in out] == [1.0, 0.0, 1.0, 1.0]
     assert [o["format"] for o in out] == [1.0, 1.0, 0.0, 1.0]
     assert [o["overall"] for o in out] == [1.5, 0.5, 1.0, 1.5]
+    # the accuracy column is the recipe's rule, as verl's reward and the retry judge with it
+    row = [{"response": traj("nodule in the left lung"), "response_length": 40, "ground_truth": "left lung nodule"}]
+    weights = {"accuracy": 1.0, "format": 0.5}
+    semantic = easyr1_reward.compute_score(row, reward="composite", reward_params={"weights": weights})
+    exact = easyr1_reward.compute_score(row, reward="composite", reward_params={
+        "weights": weights, "components": {"accuracy": {"open_match": "exact"}}})
+    assert semantic[0]["accuracy"] == 1.0 and exact[0]["accuracy"] == 0.0
     with pytest.raises(TypeError, match="list of reward inputs"):
         easyr1_reward.compute_score({"response": "x"})

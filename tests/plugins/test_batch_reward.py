@@ -78,7 +78,9 @@ def test_identical_rollouts_get_zero_advantage_through_verls_estimator():
     from omegaconf import OmegaConf
     from verl.trainer.ppo import ray_trainer
 
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what verl imports: installs the batch step)
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
 
     # group g0: six identical correct rollouts; g1: three right, three wrong; g2: all without format
     responses = [traj("yes")] * 6 + [traj("yes")] * 3 + [traj("no")] * 3 + ["yes"] * 6

@@ -45,6 +45,55 @@ def test_format(text, expected):
     assert build_reward("format")(item(text))["overall"] == expected
 
 
+REFERENCE = {"loc": BOX, "vis": "A bright lesion with smooth margins.", "know": "Bright foci fit a lesion.",
+             "con": "A lesion is present, so yes.", "answer": "yes"}
+
+
+def test_format_checks_each_stages_key_information_against_the_reference():
+    """A.4: the reference segmented into stages; a stage keeps its key information when it shares a finding
+    word with the reference's same stage (the <LOC> label or anatomy, the visual finding, ...)."""
+    fmt = build_reward("format", {"key_info": 0.5})
+
+    def score(text, reference=REFERENCE):
+        return fmt(RewardInput(response=text, ground_truth="yes", question_type="closed",
+                               extra={"reference": reference}))["overall"]
+
+    assert score(traj()) == 1.0                                        # every stage keeps it
+    other_region = '{"box_2d": [300, 420, 520, 610], "label": "spleen"}'
+    assert score(traj(loc=other_region)) == 0.5 + 0.5 * 3 / 4          # <LOC> names another region
+    assert score(traj(loc="the left lower lobe", vis="Nothing of note.", know="Organs vary.",
+                      con="So yes.")) == 0.5                           # well formed, no key information at all
+    assert score(traj(), reference=None) == 1.0                        # no reference: structure alone
+    assert score("Yes.") == 0.0                                        # structure still gates everything
+    assert build_reward("format", {"key_info": 0.0})(item(traj(loc=other_region)))["overall"] == 1.0
+    with pytest.raises(ValueError, match="key_info"):
+        build_reward("format", {"key_info": 2.0})
+
+
+def test_the_rl_row_carries_the_reference_to_the_format_reward(tmp_path, demo_samples):
+    """From the verl parquet to verl's reward function: the composite's format term sees the reference."""
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf
+
+    from medsage.data_pipeline.writers import write_verl_parquet
+    from medsage.plugins.engines.verl_reward import compute_score
+    from medsage.recipes import compose
+
+    sample = next(s for s in demo_samples if s.trajectory is not None and s.kept)
+    row = pq.read_table(write_verl_parquet([sample], tmp_path / "rl.parquet")).to_pylist()[0]
+    reward = compose("rl", ["train_files=x"]).reward
+    params = OmegaConf.to_container(reward.params, resolve=True)
+    assert params["components"]["format"] == {"key_info": 0.5}
+    assert compose("rl", ["reward=format"]).reward.params.key_info == 0.5  # the one weight, reward/composite.yaml's
+    t = sample.trajectory
+    same = render(t.loc, t.vis, t.know, t.con, t.answer)
+    wrong = render('{"box_2d": [1, 1, 50, 50], "label": "zebra"}', "Zebra stripes.", "Zebras graze.", "Zebra, so.",
+                   t.answer)
+    score = lambda text: compute_score("d", text, row["reward_model"]["ground_truth"], row["extra_info"],  # noqa: E731
+                                       reward=reward.name, reward_params=params)
+    assert score(same)["format"] == 1.0 and score(wrong)["format"] == 0.5
+
+
 def test_format_judges_the_revised_trajectory():
     retry = traj("no") + "user\nplease check\nassistant\n" + render_check("The region was misread.") + traj("yes")
     assert build_reward("format")(item(retry))["overall"] == 1.0
@@ -77,6 +126,19 @@ def test_self_check_reward_is_eq10():
     assert sc(item(traj("yes")))["overall"] == 0.0  # no retry, no self-check reward
 
 
+def test_self_check_reward_judges_with_the_accuracy_rule():
+    """r_sc is paid when the run's accuracy rule calls a1 wrong and a2 right, not by a rule of its own."""
+    semantic_only = "nodule in the left lung"  # the reference says "left lung nodule"
+    response = traj("liver") + render_check("Re-read the region.") + traj(semantic_only)
+    it = item(response, gt="left lung nodule", qtype="open")
+    assert build_reward("self_check")(it)["overall"] == 1.0
+    assert build_reward("self_check", {"open_match": "exact"})(it)["overall"] == 0.0
+    assert build_reward("accuracy", {"open_match": "exact"})(it)["overall"] == 0.0  # the same verdict on a2
+    # a composite's self_check component judges with its accuracy component's rule
+    comp = CompositeReward(weights={"accuracy": 1.0, "self_check": 1.0}, components={"accuracy": {"open_match": "exact"}})
+    assert comp(it) == {"overall": 0.0, "accuracy": 0.0, "self_check": 0.0}
+
+
 def test_rule_scorer_checks():
     good = RuleScorer().checks(parse_lenient(traj()))
     assert all(good.values())
@@ -101,8 +163,12 @@ def test_consistency_loads_a_scorer_by_path(tmp_path, monkeypatch):
 
 
 def test_plain_reward_refuses_parameters():
-    with pytest.raises(TypeError, match="takes no parameters"):
-        build_reward("format", {"weight": 2})
+    REWARDS.register("plain_test")(lambda it: 1.0)
+    try:
+        with pytest.raises(TypeError, match="takes no parameters"):
+            build_reward("plain_test", {"weight": 2})
+    finally:
+        REWARDS.unregister("plain_test")
 
 
 def _share(composite, items, name):

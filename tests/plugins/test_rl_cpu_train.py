@@ -8,6 +8,7 @@ minutes on 2 cores), so the assertions of a run are gathered in one test. Only
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -72,23 +73,31 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
 
     loop_file = tmp_path / "forced_loop.yaml"
     loop_file.write_text(yaml.safe_dump([{"name": "medsage_self_check", "_target_": "forced_check_loop.ForcedCheckLoop",
-                                          "alpha": 0.2, "tau1_max_tokens": 24, "tau2_max_tokens": 24,
+                                          "tau1_max_tokens": 24, "tau2_max_tokens": 24,
                                           "request": "Check the answer."}]))
-    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1",
-                      extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}"])
+    val_dir = tmp_path / "validation"
+    out, log = train(tmp_path, tiny_model_dir, rl_parquet, "reward=accuracy", "rl.save_freq=-1", "rl.alpha=0.35",
+                      extra=[f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loop_file}",
+                             "trainer.val_before_train=true", f"trainer.validation_data_dir={val_dir}"])
     steps = console_step_metrics(log)
+    assert any(k.startswith("val-core/") for k in steps.pop(0)), log[-4000:]  # the validation before training
     assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps
     dump = dumped(out)
     rows = [dict((name, adv) for name, _, adv in r["medsage_spans"]) for r in dump]
     retried = [r for r in rows if "check" in r]
     assert retried, rows
     assert all(r["tau1"] == 0.0 for r in retried)                 # τ1 of a retry is never credited
-    assert any(r["check"] == pytest.approx(0.2) for r in retried)  # α · r_sc on the check tokens
+    assert any(r["check"] == pytest.approx(0.35) for r in retried)  # α · r_sc on the check tokens (the estimator's α)
     if len({r["score"] for r in dump}) > 1:
         assert any(abs(r.get("tau2", 0.0)) > 0 for r in retried)  # GRPO's outcome advantage on τ2
     else:  # every revision was right: the batch-normalised outcome gives τ2 exactly 0, only the check is credited
         assert all(r.get("tau2", 0.0) == 0.0 for r in retried)
     assert any(s["medsage/correction_rate"] > 0 for s in steps.values())
+    # the oracle-triggered retry's self-correction numbers, named apart from validation
+    assert all({"medsage/oracle_retry/acc@t1", "medsage/oracle_retry/delta_i2c"} <= set(s) for s in steps.values())
+    # validation answers once, as at deployment: this loop closes every check it opens, and no output has one
+    val = [json.loads(line) for f in sorted(val_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert len(val) == 8 and not any("CHECK>" in r["output"] for r in val), [r["output"] for r in val]
 
 
 def test_plain_grpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):

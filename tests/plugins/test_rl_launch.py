@@ -28,7 +28,7 @@ def _verl(tmp_path, *extra):
 
 def test_rgrpo_composes_into_verls_own_config(tmp_path):
     _, v, registered = _verl(tmp_path)
-    assert v.algorithm.adv_estimator == "medsage_self_check"
+    assert v.algorithm.adv_estimator == "medsage_self_check" and v.algorithm.self_check_alpha == 0.2  # α: the estimator's
     assert registered["adv_estimator"] == "medsage.plugins.self_check.advantage.compute_self_check_advantage"
     assert v.trainer.use_v1 is False
     ar = v.actor_rollout_ref
@@ -45,8 +45,15 @@ def test_rgrpo_composes_into_verls_own_config(tmp_path):
     assert v.reward.custom_reward_function.reward_kwargs.reward_params.weights.accuracy == 1.0
     loop_cfg = yaml.safe_load(open(ar.rollout.agent.agent_loop_config_path))
     assert loop_cfg == [{"name": "medsage_self_check", "_target_": "medsage.plugins.self_check.loop.SelfCheckAgentLoop",
-                         "alpha": 0.2, "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024}]
+                         "retry": True, "tau1_max_tokens": 1024, "tau2_max_tokens": 1024,
+                         "accuracy": {"open_match": "semantic"}}]
     assert ar.rollout.name == "vllm" and v.trainer.rollout_data_dir == str(tmp_path / "run" / "rollouts")
+    # verl's own loader finds the manager that tells the loop a validation pass (no answer-key retry there)
+    from verl.utils.import_utils import load_class_from_fqn
+
+    from medsage.plugins.self_check.manager import SelfCheckAgentLoopManager
+
+    assert load_class_from_fqn(ar.rollout.agent.agent_loop_manager_class) is SelfCheckAgentLoopManager
     assert list(ar.actor.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
     # no flash_attn in this (RL) environment: sdpa for the actor and reference model, so verl's own default
     # (flash_attention_2, workers/config/model.py) is never reached, and no flash-attn remove-padding
@@ -104,10 +111,55 @@ def test_grpo_and_alpha_override(tmp_path):
     assert yaml.safe_load(open(v.actor_rollout_ref.rollout.agent.agent_loop_config_path))[0]["retry"] is False
     assert v.trainer.use_v1 is False and v.data.max_response_length == 1024
     assert v.actor_rollout_ref.rollout.n == 6 and v.trainer.total_epochs == 8
-    cfg = _cfg(tmp_path, "rl.alpha=0.15", "rl.request='Check again, please.'")
-    rl_launch.verl_overrides(cfg, tmp_path / "run")
+    assert "self_check_alpha" not in v.algorithm  # no estimator of medsage's, no α
+    _, v, _ = _verl(tmp_path, "rl.alpha=0.15", "rl.request='Check again, please.'")
     loop_cfg = yaml.safe_load(open(tmp_path / "run" / "agent_loop.yaml"))
-    assert loop_cfg[0]["alpha"] == 0.15 and loop_cfg[0]["request"] == "Check again, please."
+    assert v.algorithm.self_check_alpha == 0.15 and "alpha" not in loop_cfg[0]
+    assert loop_cfg[0]["request"] == "Check again, please."
+
+
+def test_paper_exact_response_budget(tmp_path):
+    """B.1: max sequence 2,048, max generation 1,024. per_turn gives a retried response up to 2,176 tokens;
+    whole keeps τ1, the request and the retry inside one 1,024-token response."""
+    _, per_turn, _ = _verl(tmp_path)
+    assert per_turn.data.max_prompt_length + per_turn.data.max_response_length == 3200
+    _, whole, _ = _verl(tmp_path, "rl.response_budget=whole")
+    assert (whole.data.max_prompt_length, whole.data.max_response_length) == (1024, 1024)
+    assert whole.actor_rollout_ref.rollout.response_length == 1024
+    loop = yaml.safe_load(open(whole.actor_rollout_ref.rollout.agent.agent_loop_config_path))[0]
+    assert (loop["tau1_max_tokens"], loop["tau2_max_tokens"]) == (1024, 1024)  # the loop caps the retry by what is left
+    with pytest.raises(rl_launch.ConfigError, match="response_budget"):
+        _cfg(tmp_path, "rl.response_budget=both")
+
+
+def test_alpha_has_one_default():
+    """α is written once, in rl/rgrpo.yaml: grpo inherits it, the pipeline reads it, the loop has none."""
+    import inspect
+    import re
+
+    from medsage.plugins.self_check.loop import SelfCheckAgentLoop
+    from medsage.recipes import compose, recipes_dir
+
+    written = sorted(str(p.relative_to(recipes_dir())) for p in recipes_dir().rglob("*.yaml")
+                     if re.search(r"^\s*alpha:\s*[-+]?[\d.]+\s*(#|$)", p.read_text(), re.M))  # a sweep is no default
+    assert written == ["rl/rgrpo.yaml"]
+    assert compose("pipeline", ["+experiment=demo"]).alpha == compose("rl").rl.alpha
+    assert "alpha" not in inspect.signature(SelfCheckAgentLoop.__init__).parameters
+
+
+def test_the_agent_loop_file_names_the_rewards_accuracy_rule(tmp_path):
+    """The retry's trigger and r_sc judge with the reward recipe's accuracy rule, written in the loop's file."""
+    def loop_accuracy(*extra):
+        cfg = _cfg(tmp_path, *extra)
+        rl_launch.verl_overrides(cfg, tmp_path / "run")
+        return yaml.safe_load(open(tmp_path / "run" / "agent_loop.yaml"))[0]["accuracy"]
+
+    assert loop_accuracy("reward.params.components.accuracy.open_match=exact") == {"open_match": "exact"}
+    judge = {"base_url": "http://127.0.0.1:8000/v1", "model": "judge"}
+    got = loop_accuracy("reward=accuracy", "reward.params.open_match=llm", "+reward.params.judge.base_url=" + judge["base_url"],
+                        "+reward.params.judge.model=judge", "reward.params.threshold=0.9")
+    assert got["open_match"] == "llm" and got["judge"] == judge and got["threshold"] == 0.9
+    assert loop_accuracy("reward=format") == {}  # no accuracy term in the reward: the default rule
 
 
 def test_verl_rejects_a_bad_key_and_inconsistent_batches(tmp_path):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("verl")
 
 from medsage.plugins.self_check.advantage import (  # noqa: E402
-    RETRIED_KEY, SC_ADVANTAGE_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
+    RETRIED_KEY, SC_REWARD_KEY, SPAN_CHECK, SPAN_NONE, SPAN_TAU1, SPAN_TAU2, SPANS_KEY,
 )
 from medsage.scaffold import split_retry  # noqa: E402
 
@@ -67,7 +68,7 @@ class TinyServer:
         return TokenOutput(token_ids=out[0, start:].tolist())
 
 
-def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, alpha=0.2, content=None):
+def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, content=None, row=None, **loop_kwargs):
     from omegaconf import OmegaConf
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -81,11 +82,11 @@ def run_loop(tiny, server, ground_truth, question_type, max_tokens=6, alpha=0.2,
     async def go():
         loop = SelfCheckAgentLoop(trainer_config=DictConfigWrap(cfg), server_manager=server, tokenizer=tokenizer,
                                   processor=processor, dataset_cls=RLHFDataset, data_config=DictConfigWrap(cfg.data),
-                                  hf_model_type="qwen2_5_vl", alpha=alpha)
+                                  hf_model_type="qwen2_5_vl", **loop_kwargs)
         return await loop.run({"temperature": 0, "max_tokens": max_tokens},
                               raw_prompt=[{"role": "user", "content": content or "Is there a lesion in the liver?"}],
                               reward_model={"ground_truth": ground_truth},
-                              extra_info={"question_type": question_type, "options": None, "id": "t0"})
+                              extra_info={"question_type": question_type, "options": None, "id": "t0"}, **(row or {}))
 
     return asyncio.run(go())
 
@@ -120,7 +121,7 @@ def test_first_answer_right_keeps_tau1(tiny):
     assert out.extra_fields[RETRIED_KEY] is False and out.extra_fields["medsage_first_correct"] is True
     spans = check_layout(out)
     assert spans == [SPAN_TAU1] * len(out.response_ids)
-    assert out.extra_fields[SC_ADVANTAGE_KEY] == 0.0
+    assert out.extra_fields[SC_REWARD_KEY] == 0.0
 
 
 def _retry_script(tokenizer, free_check=5, free_tau2=2):
@@ -156,7 +157,7 @@ def test_wrong_first_answer_retries_with_exact_spans(tiny):
     assert check_text.endswith("</CHECK>") and check_text.count("</CHECK>") == 1
     whole = tokenizer.decode(ids, skip_special_tokens=True)
     assert split_retry(whole)[2] == tau2_text  # what the reward will read as τ2
-    assert out.extra_fields[SC_REWARD_KEY] == 0.0 and out.extra_fields[SC_ADVANTAGE_KEY] == 0.0
+    assert out.extra_fields[SC_REWARD_KEY] == 0.0
 
 
 def test_successful_correction_earns_the_self_check_reward(tiny):
@@ -168,10 +169,9 @@ def test_successful_correction_earns_the_self_check_reward(tiny):
                             skip_special_tokens=True).strip()
     assert tau2 and "<" not in tau2
     # Same greedy rollout; now the reference is what τ2 says (and τ1 said something else).
-    out = run_loop(tiny, TinyServer(model, _retry_script(tokenizer)), tau2, "open", alpha=0.2)
+    out = run_loop(tiny, TinyServer(model, _retry_script(tokenizer)), tau2, "open")
     assert out.extra_fields[RETRIED_KEY] is True
-    assert out.extra_fields[SC_REWARD_KEY] == 1.0
-    assert out.extra_fields[SC_ADVANTAGE_KEY] == pytest.approx(0.2)
+    assert out.extra_fields[SC_REWARD_KEY] == 1.0  # r_sc; α is the estimator's (test_advantage.py)
     assert out.response_ids == first.response_ids
 
 
@@ -250,3 +250,91 @@ def test_loop_time_counts_neither_the_server_nor_verls_helpers(tiny, monkeypatch
     assert out.extra_fields[RETRIED_KEY] is True
     assert out.extra_fields[LOOP_VERL_SECONDS_KEY] >= 0.3
     assert 0 < out.extra_fields[LOOP_SECONDS_KEY] < 0.3  # neither 2 × 0.3 s of server nor 0.3 s of helper
+
+
+# --- one accuracy rule: the trigger (a1 != y) and r_sc judge as the outcome reward does --------------------------
+
+
+def _say(tokenizer, *texts):
+    """Force each call's whole output: call k writes ``texts[k]`` and ends its turn."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return {k: dict(enumerate(tokens(tokenizer, t) + [end])) for k, t in enumerate(texts)}
+
+
+TAU1 = "<ANSWER>nodule in the left lung</ANSWER>"  # semantically the reference, not exactly it
+REFERENCE = "left lung nodule"
+
+
+def test_trigger_follows_the_exact_match_rule(tiny):
+    from medsage.plugins.rewards import RewardInput
+    from medsage.plugins.rewards.accuracy import AccuracyReward
+
+    tokenizer, _, model = tiny
+    assert AccuracyReward(open_match="exact")(RewardInput(TAU1, REFERENCE, "open")) == 0.0  # the reward: wrong
+    default = TinyServer(model, _say(tokenizer, TAU1))
+    out = run_loop(tiny, default, REFERENCE, "open", max_tokens=40)
+    assert out.extra_fields[RETRIED_KEY] is False and len(default.calls) == 1  # the default rule: right
+    exact = TinyServer(model, _say(tokenizer, TAU1, "misread</CHECK>" + TAU1))
+    out = run_loop(tiny, exact, REFERENCE, "open", max_tokens=40, accuracy={"open_match": "exact"})
+    assert out.extra_fields["medsage_first_correct"] is False and out.extra_fields[RETRIED_KEY] is True
+    assert len(exact.calls) == 2
+
+
+def test_self_check_reward_follows_the_exact_match_rule(tiny):
+    # τ1 wrong, τ2 semantically right but not exactly: r_sc is paid only when the reward's rule says τ2 is right
+    tokenizer, _, model = tiny
+    script = ("<ANSWER>liver</ANSWER>", "misread</CHECK>" + TAU1)
+    semantic = run_loop(tiny, TinyServer(model, _say(tokenizer, *script)), REFERENCE, "open", max_tokens=40)
+    exact = run_loop(tiny, TinyServer(model, _say(tokenizer, *script)), REFERENCE, "open", max_tokens=40,
+                     accuracy={"open_match": "exact"})
+    assert semantic.extra_fields[RETRIED_KEY] and exact.extra_fields[RETRIED_KEY]
+    assert semantic.extra_fields[SC_REWARD_KEY] == 1.0 and exact.extra_fields[SC_REWARD_KEY] == 0.0
+
+
+def test_trigger_asks_the_llm_judge_of_the_reward(tiny, monkeypatch):
+    """An open τ1 the rule rejects but the reward's LLM judge accepts is kept, not retried (the judge is a
+    scripted loopback server: a real judge model cannot be run here)."""
+    from synth_server import LoopbackServer, completion, sequence, user_text
+
+    tokenizer, _, model = tiny
+    monkeypatch.setenv("MEDSAGE_TEST_JUDGE_KEY", "")
+    tau1 = "<ANSWER>pulmonary mass</ANSWER>"
+    rule_only = run_loop(tiny, TinyServer(model, _say(tokenizer, tau1, "x</CHECK>" + tau1)), REFERENCE, "open",
+                         max_tokens=40)
+    assert rule_only.extra_fields[RETRIED_KEY] is True  # the rule alone: wrong
+    with LoopbackServer(sequence((200, completion("Yes"), 0.0))) as judge:
+        server = TinyServer(model, _say(tokenizer, tau1))
+        accuracy = {"open_match": "llm", "judge": {"base_url": judge.base_url, "model": "judge",
+                                                   "api_key_env": "MEDSAGE_TEST_JUDGE_KEY"}}
+        out = run_loop(tiny, server, REFERENCE, "open", max_tokens=40, accuracy=accuracy)
+        asked = [user_text(b) for b in judge.requests]
+    assert out.extra_fields[RETRIED_KEY] is False and out.extra_fields["medsage_first_correct"] is True
+    assert len(server.calls) == 1 and len(asked) == 1
+    assert "Candidate answer: pulmonary mass" in asked[0] and f"Reference answer: {REFERENCE}" in asked[0]
+
+
+def test_validation_answers_once_without_the_answer_key(tiny):
+    """A validation row (verl's validate flag, copied into the row by medsage's agent-loop worker) is answered
+    as at deployment: a wrong τ1 is not retried, since the trigger would be the answer key."""
+    from verl import DataProto
+
+    from medsage.plugins.self_check.advantage import FINAL_CORRECT_KEY, VALIDATE_KEY
+    from medsage.plugins.self_check.manager import mark_validation
+
+    tokenizer, _, model = tiny
+    batch = DataProto.from_dict(non_tensors={"raw_prompt": np.array([[], []], dtype=object)},
+                                meta_info={"validate": True})
+    mark_validation(batch)
+    row = {k: v[0] for k, v in batch.non_tensor_batch.items() if k != "raw_prompt"}
+    assert row == {VALIDATE_KEY: True}
+    training = DataProto.from_dict(non_tensors={"raw_prompt": np.array([[]], dtype=object)}, meta_info={})
+    mark_validation(training)
+    assert VALIDATE_KEY not in training.non_tensor_batch
+
+    server = TinyServer(model, _retry_script(tokenizer))
+    out = run_loop(tiny, server, "yes", "closed", row=row)
+    assert len(server.calls) == 1 and out.extra_fields[RETRIED_KEY] is False
+    assert out.extra_fields["medsage_first_correct"] is False and out.extra_fields[FINAL_CORRECT_KEY] is False
+    assert check_layout(out) == [SPAN_TAU1] * len(out.response_ids)
+    trained = run_loop(tiny, TinyServer(model, _retry_script(tokenizer)), "yes", "closed")
+    assert trained.extra_fields[RETRIED_KEY] is True  # the same row in training is retried

@@ -28,9 +28,12 @@ def _equal_length_batch():
 
 def test_equal_length_vlm_batches_pack_with_ragged_positions():
     # verl packs the batch, pickles it to a worker, forces _ragged_idx=2 there and reads the positions back.
-    import medsage.plugins.self_check.verl_plugin  # noqa: F401  (what verl loads through its entry point)
     from verl.trainer.ppo import ray_trainer
     from verl.utils import tensordict_utils as tu
+
+    from medsage.plugins.self_check.verl_plugin import install_trainer_hooks
+
+    install_trainer_hooks()  # as medsage's agent-loop manager does in a medsage run
 
     data, pos = _equal_length_batch()
     packed = pickle.loads(pickle.dumps(ray_trainer.left_right_2_no_padding(data)))

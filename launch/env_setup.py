@@ -106,7 +106,13 @@ def set_cluster_envs(text: str, envs: dict[str, str], where: str = "the cluster 
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"envs:\s*(#.*)?$", line)), None)
     if start is None:
-        raise EnvSetupError(f"{where}: no block-style `envs:` mapping to write into; add one (see cluster/a100_4x.yaml)")
+        if re.search(r"^envs\s*:", text, flags=re.M):  # a flow-style or otherwise unusual `envs:` of its own
+            raise EnvSetupError(f"{where}: its `envs:` is not a block mapping this edit can write into; set by hand: "
+                                f"{envs}")
+        # a recipe derived through Hydra defaults (a100_8x from a100_1x): its own envs block overrides the base's
+        lines = [*lines, *([] if not lines or lines[-1].endswith("\n") else ["\n"]),
+                 "envs:                         # Python environment per stage (medsage env setup)\n"]
+        start = len(lines) - 1
     end = start + 1
     while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t" or lines[end].lstrip().startswith("#")):
         end += 1

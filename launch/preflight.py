@@ -257,8 +257,10 @@ def eval_needs(cluster: Any, backend: Mapping[str, Any], *, attention: str) -> N
     if cluster.accelerator != "gpu":
         return needs
     if name == "vllm":
-        needs.gpus = int(backend.get("tensor_parallel_size", 1))
-        needs.gpus_key = "eval.backend.tensor_parallel_size"
+        if backend.get("tensor_parallel_size"):
+            needs.gpus, needs.gpus_key = int(backend["tensor_parallel_size"]), "eval.backend.tensor_parallel_size"
+        else:  # null: the backend splits the model over as many of the node's GPUs as its attention heads allow
+            needs.gpus, needs.gpus_key = int(backend.get("node_gpus") or 1), "cluster.gpus_per_node"
         needs.gpus_why = f"the vllm eval backend asks for {needs.gpus} GPU(s) ({needs.gpus_key})"
         needs.packages["vllm"] = "the eval backend is vllm (eval/backend=vllm)"
     elif name == "hf" and str(backend.get("device", AUTO)) != "cpu":

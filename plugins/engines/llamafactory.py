@@ -74,12 +74,14 @@ def lf_args(cfg: Any, output_dir: str | Path) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
     model, sft, cluster, data = c["model"], c["sft"], c["cluster"], c["data"]
     on_gpu = cluster["accelerator"] == "gpu"
+    from medsage.model_folder import model_folder_problem
+
     model_path = str(model["path"])
+    if problem := model_folder_problem(model_path):  # named here, not as a tokenizer traceback minutes in
+        raise LlamaFactoryArgError(problem)
     local = Path(model_path).expanduser()
     if local.exists():
         model_path = str(local.resolve())  # the trainer may run from another working directory
-    elif model_path.startswith(("/", "./", "../", "~")):
-        raise LlamaFactoryArgError(f"model.path={model_path!r}: no such folder")
     # anything else is a Hugging Face hub id, fetched by LLaMA-Factory on the training node
     from medsage.launch.preflight import stage_attention
 

@@ -39,6 +39,10 @@ def test_envs_are_set_in_place_keeping_comments_and_every_other_line(recipe):
     before = recipe.read_text()
     after = env_setup.set_cluster_envs(before, ENVS)
     old, new = before.splitlines(), after.splitlines()
+    if "envs" not in yaml.safe_load(before):  # derived through Hydra defaults: its own block, appended
+        assert new[:len(old)] == old and yaml.safe_load(after)["envs"] == ENVS
+        assert yaml.safe_load(before)["defaults"][-1] == "_self_"  # so the recipe's own envs win over its base's
+        return
     assert len(old) == len(new)
     changed = [(a, b) for a, b in zip(old, new) if a != b]
     assert len(changed) == len(ENVS)
@@ -60,9 +64,11 @@ def test_a_path_that_needs_quotes_and_a_stage_the_block_lacks():
     assert "# LLaMA-Factory" in out and out.endswith("  rl: /opt/rl\nnnodes: 1\n")
 
 
-def test_a_recipe_without_an_envs_block_is_refused():
-    with pytest.raises(env_setup.EnvSetupError, match="no block-style `envs:`"):
+def test_a_flow_style_envs_is_refused_and_a_recipe_without_envs_gets_a_block():
+    with pytest.raises(env_setup.EnvSetupError, match="not a block mapping this edit can write into"):
         env_setup.set_cluster_envs("name: x\nenvs: {sft: null}\n", ENVS)
+    out = env_setup.set_cluster_envs("defaults:\n  - a100_1x\n  - _self_\nname: y", {"rl": "/opt/envs/rl"})
+    assert yaml.safe_load(out) == {"defaults": ["a100_1x", "_self_"], "name": "y", "envs": {"rl": "/opt/envs/rl"}}
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_sft_on_a_gpu_recipe_launches_nothing_and_says_why(tiny_sft_overrides, s
     assert message.startswith("not launched: the SFT environment cannot run this recipe")
     assert "problem: sft: deepspeed is not installed, and the SFT recipe trains with DeepSpeed" in message
     assert "problem: sft: no CUDA device is visible to torch" in message
-    assert "fix:     medsage env setup --stage sft --prefix envs/sft" in message
+    assert "fix:     medsage env setup --stage sft --prefix envs, then set cluster.envs.sft=envs/sft" in message
     assert not list((tmp_path / "runs").glob("run_*"))  # no run folder, no manifest: nothing was started
 
 

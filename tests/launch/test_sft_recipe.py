@@ -158,8 +158,23 @@ def test_the_torchrun_launch_reads_its_node_from_the_environment():
 def test_stage_environment_and_local_model_must_exist(tiny_sft_overrides, tmp_path, sft_schema_cache):
     with pytest.raises(SftError, match=r"stage environment .*no_env' has no .*no_env/bin/python"):
         run_sft(tiny_sft_overrides(f"cluster.envs.sft={tmp_path / 'no_env'}"), dry_run=True, quiet=True)
-    with pytest.raises(SftError, match=rf"model.path='{tmp_path}/no_model': no such folder"):
+    with pytest.raises(SftError, match=rf"model.path={tmp_path}/no_model: no such folder"):
         run_sft([*tiny_sft_overrides(), f"model.path={tmp_path}/no_model"], dry_run=True, quiet=True)
+
+
+def test_a_model_folder_without_a_tokenizer_or_a_verl_checkpoint_is_named(tiny_sft_overrides, tiny_model_dir, tmp_path,
+                                                                          sft_schema_cache):
+    # It was LLaMA-Factory's "need sentencepiece or tiktoken" traceback, or a verl folder trained from wrong files.
+    import shutil
+
+    bare = shutil.copytree(tiny_model_dir, tmp_path / "bare")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json"):
+        (bare / name).unlink(missing_ok=True)
+    with pytest.raises(SftError, match=r"not a model folder: missing a tokenizer"):
+        run_sft([*tiny_sft_overrides(), f"model.path={bare}"], dry_run=True, quiet=True)
+    shutil.copytree(tiny_model_dir, tmp_path / "ckpt" / "actor" / "huggingface")
+    with pytest.raises(SftError, match=r"a verl checkpoint folder; its Hugging Face model is .*actor/huggingface"):
+        run_sft([*tiny_sft_overrides(), f"model.path={tmp_path / 'ckpt'}"], dry_run=True, quiet=True)
 
 
 def test_data_errors_name_the_file(tiny_sft_overrides, sft_dataset, tmp_path, sft_schema_cache):

@@ -316,6 +316,15 @@ def easyr1_config(cfg) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+def needs_local_preflight(cfg) -> bool:
+    """Whether this machine's RL environment must hold what the run needs: on a gpu recipe run here. The CPU route
+    (medsage.plugins.engines.verl_cpu) needs no GPU facts; with a cluster address verl's driver runs as a job there,
+    on GPUs this machine may not have (the pipeline's cluster check looks at every node)."""
+    from medsage.plugins.engines.verl import ray_address
+
+    return cfg.cluster.accelerator == "gpu" and not ray_address(cfg)
+
+
 def preflight_report(cfg, verl_cfg):
     """The RL environment against what this run needs (launch/preflight.py), read off verl's composed config:
     its rollout engine, the actor's attention and remove-padding, extra_overrides included."""
@@ -384,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.dry_run:
         print(f"not launched: dry_run=true\ncommand:\n  {printable}")
         return 0
-    if cfg.cluster.accelerator == "gpu" and not engine.ray_address(cfg):
-        # the CPU route (medsage.plugins.engines.verl_cpu) needs no GPU facts; on a cluster address verl's driver
-        # runs as a job there, where the pipeline's cluster check has looked at every node
+    if needs_local_preflight(cfg):
         report = preflight_report(cfg, verl_cfg)
         if not report.ok:
             # launched nothing: a failure, so a pipeline marks the stage failed and its rerun runs it again

@@ -74,10 +74,14 @@ def test_flash_attention_where_the_rl_environment_has_flash_attn(tmp_path):
 
 
 @pytest.mark.skipif(__import__("shutil").which("nvidia-smi") is not None, reason="a GPU machine would launch verl")
-def test_a_gpu_recipe_without_a_gpu_launches_nothing_and_fails_with_the_fix(tmp_path, capsys):
+def test_a_gpu_recipe_without_a_gpu_launches_nothing_and_fails_with_the_fix(tmp_path, tiny_model_dir, capsys):
     # The real preflight of this interpreter (the RL environment here): torch sees no CUDA device, no vLLM.
-    rc = rl_launch.main(["model=tiny", f"model.path={tmp_path / 'model'}", "cluster=a100_4x",
-                         f"train_files={tmp_path / 't.parquet'}", f"output_dir={tmp_path / 'run'}"])
+    from rl_run import write_rl_parquet
+
+    for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        assert var not in __import__("os").environ
+    rc = rl_launch.main(["model=tiny", f"model.path={tiny_model_dir}", "cluster=a100_4x",
+                         f"train_files={write_rl_parquet(tmp_path)}", f"output_dir={tmp_path / 'run'}"])
     captured = capsys.readouterr()
     assert rc == 1, captured.out
     assert "medsage rl: not launched: the RL environment cannot run this recipe" in captured.err
@@ -257,7 +261,8 @@ def test_standalone_rl_with_a_cluster_address_submits_verls_driver_as_a_job(addr
     assert command[1:5] == ["-m", "medsage.launch.pipeline.submit", "--address", address]
     assert command[command.index("--") + 1:] == ["python", "-m", "verl.trainer.main_ppo", "x=1"]
     assert "RAY_OVERRIDE_JOB_RUNTIME_ENV=1" in command and "MEDSAGE_FREEZE_VISION_TOWER=1" in command
-    assert rl_launch._no_launch_reason(cfg) is None
+    assert rl_launch.needs_local_preflight(cfg) is False
+    assert rl_launch.needs_local_preflight(_cfg(tmp_path)) is True  # the same gpu recipe run here: checked here
 
 
 def test_rl_over_several_nodes_needs_a_cluster(tmp_path, monkeypatch, capsys):

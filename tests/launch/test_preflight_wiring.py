@@ -41,14 +41,16 @@ def test_eval_run_on_a_gpu_recipe_launches_nothing_and_says_why(tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_a_pipeline_stage_that_launched_nothing_failed_and_runs_again(tmp_path):
+def test_a_pipeline_stage_that_launched_nothing_failed_and_runs_again(tmp_path, tiny_model_dir):
     # A real embedded Ray cluster runs the RL stage as a job, as `medsage pipeline` does.
+    from rl_run import write_rl_parquet
+
     from medsage.launch import layout
     from medsage.launch.pipeline.dag import plan_stages, run_stages
     from medsage.launch.pipeline.ray_jobs import ClusterStart
 
-    spec = {"rl": {"argv": ["rl", "model=tiny", f"model.path={tmp_path / 'model'}", "cluster=a100_4x",
-                            f"train_files={tmp_path / 't.parquet'}", "output_dir={out}"]}}
+    spec = {"rl": {"argv": ["rl", "model=tiny", f"model.path={tiny_model_dir}", "cluster=a100_4x",
+                            f"train_files={write_rl_parquet(tmp_path)}", "output_dir={out}"]}}
     cluster = ClusterStart(num_cpus=1)
     try:
         for attempt in (1, 2):

@@ -13,13 +13,14 @@ node 2 does not, as a folder on one machine's local disk is to another machine. 
 allowed, ``Nodes.hidden`` is None and the tests that need it skip.
 
 Everything Ray started belongs to the helper process (its children and their reapers); closing its stdin
-shuts the cluster down, and ``close`` waits for that.
+shuts the cluster down, and ``close`` waits for that and removes the temp folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class Nodes:
     hidden: Path | None   # a folder node 2 sees as empty (None: no mount namespace here)
 
     def close(self) -> None:
+        """Shut the cluster down (its processes are the helper's), then remove its temp folder."""
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
@@ -76,6 +78,7 @@ class Nodes:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def start(hidden: Path | None = None, timeout_s: float = 240.0) -> Nodes:

@@ -143,19 +143,15 @@ def launch(nodes: int, gpus_per_node: int, command: list[str], env: dict[str, st
     return status
 
 
-def _pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--env {text!r}: expected NAME=VALUE")
-    return key, value
-
-
 def main(argv: list[str] | None = None) -> int:
+    from medsage.launch.pipeline.submit import env_pair
+
     parser = argparse.ArgumentParser(prog="python -m medsage.launch.pipeline.per_node",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1, help="how many nodes (one command each)")
     parser.add_argument("--gpus-per-node", type=int, default=0, help="GPUs each node's command holds")
-    parser.add_argument("--env", action="append", type=_pair, default=[], help="NAME=VALUE for every node (repeatable)")
+    parser.add_argument("--env", action="append", type=env_pair, default=[],
+                        help="NAME=VALUE for every node (repeatable)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the shim a task runs it under
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)

@@ -47,7 +47,8 @@ async def _follow(client, sid: str) -> None:
         sys.stdout.flush()
 
 
-def _pair(text: str) -> tuple[str, str]:
+def env_pair(text: str) -> tuple[str, str]:
+    """``--env NAME=VALUE`` (of this command and of per_node.py); an empty value is one (CUDA_VISIBLE_DEVICES=)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--env {text!r}: expected NAME=VALUE")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--address", required=True, help="ray://head:10001 | http://head:8265 | head:6379")
     parser.add_argument("--python", help="the interpreter of the job's Ray workers (runtime_env py_executable)")
-    parser.add_argument("--env", action="append", type=_pair, default=[], help="NAME=VALUE for the job (repeatable)")
+    parser.add_argument("--env", action="append", type=env_pair, default=[], help="NAME=VALUE for the job (repeatable)")
     parser.add_argument("--resources", type=json.loads, default=None, help='what the job holds, e.g. \'{"GPU": 8}\'')
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = parser.parse_args(argv)

@@ -26,11 +26,14 @@ class Part:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One user turn (images and text in order) and an optional system prompt."""
+    """One user turn (images and text in order) and an optional system prompt; for a second attempt
+    (``medsage.eval.retry``) the turns after it, ``(role, text)``, and the start of the reply the model continues."""
 
     id: str
     parts: tuple[Part, ...]
     system: str | None = None
+    turns: tuple[tuple[str, str], ...] = ()
+    reply_prefix: str = ""
 
     @property
     def images(self) -> list[str]:

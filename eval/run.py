@@ -18,6 +18,7 @@ from typing import Any
 from medsage.eval import layout
 from medsage.eval.backends.base import Backend, GenerationConfig, make_backend
 from medsage.eval.prompting import PromptConfig, build_request
+from medsage.eval.retry import TRIGGERS
 from medsage.eval.scoring import item_fields, read_predictions, score_predictions
 from medsage.io import append_jsonl, atomic_write_json
 from medsage.records import Sample
@@ -40,12 +41,16 @@ class EvalConfig:
     limit: int | None = None
     tags: dict[str, Any] = field(default_factory=dict)
     blind: bool = False                # every image blank: the blind baseline (medsage.eval.blind)
+    retry: str = "none"                # answer_key: a second attempt for wrong answers (medsage.eval.retry)
+    retry_request: str | None = None   # its self-check request; null: medsage.prompts.SELF_CHECK_REQUEST, RL's default
 
     def __post_init__(self) -> None:
         from medsage.config import ConfigError
 
         if self.batch_size < 1:
             raise ConfigError(f"recipes/eval.yaml: eval.batch_size={self.batch_size}: must be 1 or more")
+        if self.retry not in TRIGGERS:
+            raise ConfigError(f"recipes/eval.yaml: eval.retry={self.retry!r}: must be one of {', '.join(TRIGGERS)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"recipes/eval.yaml: eval.limit={self.limit}: must be 1 or more, or null for every item")
 
@@ -130,6 +135,23 @@ def _generate(backend: Backend, requests, batch: list[Sample]):
     return [(s, out, None) for s, out in zip(batch, outputs)]
 
 
+def second_attempts(samples: list[Sample], backend: Backend, prompt: PromptConfig, predictions: Path,
+                    verdicts_path: Path, ev: EvalConfig, benchmark: str, fingerprint: dict) -> dict:
+    """``eval.retry=answer_key``: a second attempt for the wrong first answers, scored (``medsage.eval.retry``)."""
+    from medsage.eval.retry import RETRY, generate_retries, score_retries
+    from medsage.eval.scoring import read_predictions
+    from medsage.prompts import SELF_CHECK_REQUEST
+
+    request = ev.retry_request if ev.retry_request is not None else SELF_CHECK_REQUEST
+    _check_same_setup(layout.beside(predictions, RETRY), {**fingerprint, "retry_request": request})
+    ids = {s.id for s in samples}
+    rows = {str(r["id"]): r for r in read_predictions(predictions) if str(r.get("id")) in ids}
+    first = read_predictions(verdicts_path)
+    generate_retries(first, rows, {s.id: build_request(s, prompt) for s in samples}, backend, predictions, request,
+                     ev.batch_size, benchmark)
+    return score_retries(predictions, first, rows)
+
+
 def _check_same_setup(predictions: Path, fingerprint: dict | None) -> None:
     """Resuming is only sound with the same model, prompt and decoding; otherwise refuse, loudly."""
     if fingerprint is None:
@@ -186,6 +208,11 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
     with folder_lock(out_dir, "evaluation"):
         if backend is None:
             backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
+        if ev.retry != "none" and not getattr(backend, "continues_replies", False):
+            from medsage.config import ConfigError
+
+            raise ConfigError(f"eval.retry={ev.retry}: the {backend.name} backend cannot continue a reply's start "
+                              "(the retry's opened <CHECK>); use the hf or vllm backend, or eval.retry=none")
         summaries = {}
         for name, (samples, group_by) in loaded.items():
             predictions = layout.predictions_file(out_dir, name, blind=ev.blind)
@@ -194,8 +221,13 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
                            "benchmark": {**_benchmark_options(benchmarks[name]), "path": benchmarks[name]["path"]}}
             generate_predictions(samples, backend, prompt, predictions, name, ev.batch_size, group_by,
                                  model=str(cfg.model.name), fingerprint=fingerprint)
-            _, _, summary = score_predictions(predictions, ids={s.id for s in samples})
+            verdicts_path, summary_path, summary = score_predictions(predictions, ids={s.id for s in samples})
             summaries[name] = {**summary.get(name, {"benchmark": name, "n": 0}), "data": data_files[name]}
+            if ev.retry == "answer_key" and not ev.blind:
+                summaries[name]["self_correction"] = second_attempts(
+                    samples, backend, prompt, predictions, verdicts_path, ev, name, fingerprint)
+                atomic_write_json(summary_path, {**summary, name: {**summary.get(name, {}),
+                                                                   "self_correction": summaries[name]["self_correction"]}})
         # A blind run and a sighted run of one model into the same folder keep each other's summaries.
         before = json.loads((out_dir / layout.RUN).read_text()) if (out_dir / layout.RUN).exists() else {}
         before = before if before.get("model_path") == str(cfg.model.path) else {}

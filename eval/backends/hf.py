@@ -11,6 +11,7 @@ def chat_messages(request: ChatRequest, image_key: str = "image") -> list[dict]:
     """Messages in the processor's chat-template form; images as placeholders in place."""
     content = [{"type": "image"} if p.kind == "image" else {"type": "text", "text": p.value} for p in request.parts]
     messages = [{"role": "user", "content": content}]
+    messages += [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in request.turns]
     if request.system:
         messages.insert(0, {"role": "system", "content": [{"type": "text", "text": request.system}]})
     return messages
@@ -18,6 +19,7 @@ def chat_messages(request: ChatRequest, image_key: str = "image") -> list[dict]:
 
 class HFBackend:
     name = "hf"
+    continues_replies = True  # a request's reply_prefix is written after the generation prompt and continued
 
     @classmethod
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "HFBackend":
@@ -50,7 +52,7 @@ class HFBackend:
         from PIL import Image
 
         texts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True, tokenize=False)
-                 for r in requests]
+                 + r.reply_prefix for r in requests]
         images = [Image.open(p).convert("RGB") for r in requests for p in r.images]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
         greedy = self.generation.temperature <= 0

@@ -27,8 +27,11 @@ def openai_messages(request: ChatRequest) -> list[dict]:
     content = [{"type": "image_url", "image_url": {"url": image_data_url(p.value)}} if p.kind == "image"
                else {"type": "text", "text": p.value} for p in request.parts]
     messages = [{"role": "user", "content": content}]
+    messages += [{"role": role, "content": text} for role, text in request.turns]
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
+    if request.reply_prefix:  # the reply's start, continued (vLLM's chat(continue_final_message=True))
+        messages.append({"role": "assistant", "content": request.reply_prefix})
     return messages
 
 
@@ -36,6 +39,8 @@ class OpenAIBackend:
     """Generation through ``medsage.chat``: the retry policy, timeout and redaction of synthesis and the judge."""
 
     name = "openai"
+    # The Chat Completions API has no standard way to continue a reply's start (the retry's opened <CHECK>)
+    continues_replies = False
 
     @classmethod
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "OpenAIBackend":

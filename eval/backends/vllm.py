@@ -33,6 +33,7 @@ def tensor_parallel_size(model_path: str, gpus: int) -> int:
 
 class VLLMBackend:
     name = "vllm"
+    continues_replies = True  # a reply_prefix is the last assistant message, continued
 
     @classmethod
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> VLLMBackend:
@@ -50,5 +51,9 @@ class VLLMBackend:
                                      top_p=generation.top_p, seed=generation.seed)
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
-        outputs = self.llm.chat([openai_messages(r) for r in requests], self.params, use_tqdm=False)
+        prefixed = [bool(r.reply_prefix) for r in requests]
+        if any(prefixed) and not all(prefixed):
+            raise ValueError("a vLLM batch either continues every reply's start or none (the runner batches them apart)")
+        outputs = self.llm.chat([openai_messages(r) for r in requests], self.params, use_tqdm=False,
+                                add_generation_prompt=not any(prefixed), continue_final_message=any(prefixed))
         return [o.outputs[0].text for o in outputs]

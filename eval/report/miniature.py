@@ -6,7 +6,8 @@ Table 5's rows (SFT, SFT + RL, SFT + RL + Self), ``{task: miniature, table: tabl
 α sweep. One row per run and benchmark, with the columns the issue's targets are stated in: accuracy per question
 kind (``by_kind`` of the summary: presence yes/no, quadrant, density, count), overall accuracy, mean ``<LOC>`` IoU,
 strict LVKC format rate, the RL training's self-check and correction rates (its ``metrics.jsonl``, tag
-``train_metrics``: evaluation never retries) and, when the run has a blind pass (``eval.blind``), yes/no accuracy
+``train_metrics``), the evaluation's second attempt with the answer-key trigger (``self_correction``: Acc@t1,
+Acc@t2, Δ(i→c), Δ(c→i); ``medsage.eval.retry``) and, when the run has a blind pass (``eval.blind``), yes/no accuracy
 with every image blank. Markdown, CSV and one PNG, like the paper tables.
 """
 
@@ -19,6 +20,8 @@ TASK = "miniature"
 KIND_COLUMNS = {"presence": "presence yes/no", "quadrant": "quadrant", "choice": "density", "count": "count"}
 # What a uniform guess scores per kind (%), said under the table so a number can be read against it.
 CHANCE = {"presence": 50.0, "quadrant": 25.0, "choice": 50.0, "count": 25.0}
+# The second attempt with the answer-key trigger (eval.retry=answer_key, medsage.eval.retry): SCoRe's metrics, in %.
+SELF_CORRECTION = {"Acc@t1": "acc_t1", "Acc@t2": "acc_t2", "Δ(i→c)": "delta_i_to_c", "Δ(c→i)": "delta_c_to_i"}
 TRAIN_METRICS = {"self-check % (RL training)": "medsage/self_check_rate",
                  "correction % (RL training)": "medsage/correction_rate"}
 
@@ -45,8 +48,10 @@ def _values(run: dict, bench: str, s: dict, kinds: list[str]) -> list:
     from medsage.eval.report.tables import training_mean
 
     by_kind = s.get("by_kind") or {}
+    second = s.get("self_correction") or {}
     return [*[(by_kind.get(k) or {}).get("accuracy") for k in kinds], s.get("accuracy"), s.get("loc_iou"),
-            s.get("strict_format"), *[training_mean(run, m) for m in TRAIN_METRICS.values()], _blind_yes_no(run, bench)]
+            s.get("strict_format"), *[second.get(k) for k in SELF_CORRECTION.values()],
+            *[training_mean(run, m) for m in TRAIN_METRICS.values()], _blind_yes_no(run, bench)]
 
 
 def _rows(runs: list[dict], table: str) -> list[tuple[str, dict]]:
@@ -69,8 +74,8 @@ def miniature_tables(runs: list[dict]):
 
     kinds = _kinds([r for r in runs if is_miniature(r)])
     columns = [*[KIND_COLUMNS.get(k, k) for k in kinds], "overall", "<LOC> IoU", "strict format %",
-               *TRAIN_METRICS, "blind yes/no"]
-    digits = [1] * len(kinds) + [1, 3, 1, 1, 1, 1]
+               *SELF_CORRECTION, *TRAIN_METRICS, "blind yes/no"]
+    digits = [1] * len(kinds) + [1, 3, 1] + [1] * len(SELF_CORRECTION) + [1, 1, 1]
     titles = {"miniature_table5": ("table5", "Table 5 rows"), "miniature_alpha": ("table4", "α sweep (Table 4 / Figure 5)")}
     out = {}
     for key, (table, what) in titles.items():
@@ -92,7 +97,11 @@ def miniature_notes(runs: list[dict]) -> list[str]:
              "not comparable with any paper number."),
             f"Accuracies in %; a uniform guess scores {chance}." if chance else "Accuracies in %.",
             "<LOC> IoU: mean IoU (0-1) of the first <LOC> box against the truth box, over items that have one.",
-            ("Self-check and correction rates: means over the RL training steps (evaluation never retries); "
+            ("Overall and per kind: the first answer, no trigger (as deployed). Acc@t1, Acc@t2, Δ(i→c), Δ(c→i): the "
+             "evaluation's second attempt with the answer-key trigger, as in RL training (eval.retry=answer_key: a "
+             "wrong first answer gets the self-check request; an oracle, so not a deployable score); empty where "
+             "the run had no trigger."),
+            ("Self-check and correction rates (RL training): means over the training steps; "
              "blind yes/no: the same model with every image blank (chance is 50 %).")]
 
 

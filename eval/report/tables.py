@@ -177,8 +177,9 @@ SELF_CHECK_METRIC = "medsage/self_check_rate"  # logged by the RL trainer per st
 
 
 def training_self_check_rate(run: dict) -> float | None:
-    """Figure 5's self-check rate (%): the mean over training steps of ``medsage/self_check_rate``. Evaluation
-    never retries, so its own self-check rate would be 0 by construction."""
+    """Figure 5's self-check rate (%): the mean over training steps of ``medsage/self_check_rate``. A first answer
+    at evaluation never retries (its trigger, the answer key, is an oracle); ``eval.retry=answer_key``'s second
+    attempt is reported on its own (``self_correction``), never as this rate."""
     return training_mean(run, SELF_CHECK_METRIC)
 
 

@@ -59,9 +59,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  RL model        {rl_dir / launch_layout.RL_FINAL_MODEL}   (R-GRPO on CPU; rollouts: "
           f"medsage view {rl_dir / 'rollouts'})")
     print(f"  evaluation      {job['eval']['out_dir']}   ({_scores(summary, args.experiment)})")
+    if "eval_sft" in job:  # the SFT model on the same items: what RL changed, even when it is nothing
+        sft_summary = json.loads((Path(job["eval_sft"]["out_dir"]) / eval_layout.RUN).read_text())["summaries"]
+        print(f"  SFT, same items {job['eval_sft']['out_dir']}   ({_scores(sft_summary, args.experiment)})")
+        print(f"  RL changed      {_changes(sft_summary, summary)}")
     print(f"  report          {out / args.experiment / launch_layout.REPORT_DIR / 'report.md'} (+ CSV and PNG)")
     print(f"  viewer          {view_dir / 'index.html'}")
     return 0
+
+
+def _accuracies(summary: dict) -> dict[str, float]:
+    """The miniature's accuracies by report column (per kind, then overall), in %."""
+    from medsage.eval.report.miniature import KIND_COLUMNS
+
+    s = summary.get("records", {})
+    kinds = s.get("by_kind") or {}
+    out = {KIND_COLUMNS[k]: kinds[k]["accuracy"] for k in KIND_COLUMNS if (kinds.get(k) or {}).get("accuracy") is not None}
+    return {**out, "overall": s["accuracy"]} if s.get("accuracy") is not None else out
+
+
+def _changes(sft: dict, rl: dict) -> str:
+    """RL's accuracy minus SFT's, in points, per kind and overall; said plainly when nothing moved."""
+    before, after = _accuracies(sft), _accuracies(rl)
+    deltas = {k: after[k] - before[k] for k in after if k in before}
+    if not deltas:
+        return "nothing to compare"
+    text = ", ".join(f"{k} {d:+.1f}" for k, d in deltas.items()) + " points"
+    return text + (" (nothing measurable: the same answers)" if all(abs(d) < 1e-9 for d in deltas.values()) else "")
 
 
 def _scores(summary: dict, experiment: str) -> str:

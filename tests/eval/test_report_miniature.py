@@ -43,8 +43,10 @@ def _items(presence_right: int, quadrant_right: int, blank: bool = False) -> lis
     return items
 
 
-def _run(folder, label, tags, presence_right, quadrant_right, blind=None, metrics=None):
+def _run(folder, label, tags, presence_right, quadrant_right, blind=None, metrics=None, second=None):
     summaries = summarize([score_item(i) for i in _items(presence_right, quadrant_right)])
+    if second is not None:  # what eval.retry=answer_key adds (medsage.eval.retry.score_retries)
+        summaries["lesions"]["self_correction"] = second
     run = {"label": label, "model": "m", "backend": "hf", "tags": {"task": "miniature", **tags}, "summaries": summaries}
     if blind is not None:
         run["blind_summaries"] = summarize([score_item(i) for i in _items(blind, 1, blank=True)])
@@ -66,27 +68,31 @@ def test_miniature_tables_rows_columns_and_title(tmp_path):
     runs = tmp_path / "runs"
     _run(runs, "mini-sft-rl", {"table": "table5", "row": "SFT + RL"}, 9, 3, metrics=[(0.0, 0.0), (0.5, 0.2)])
     _run(runs, "mini-sft", {"table": "table5", "row": "SFT"}, 8, 2, blind=5)
-    _run(runs, "mini-self", {"table": "table5", "row": "SFT + RL + Self"}, 10, 4, metrics=[(0.4, 0.5), (0.2, 0.5)])
+    _run(runs, "mini-self", {"table": "table5", "row": "SFT + RL + Self"}, 10, 4, metrics=[(0.4, 0.5), (0.2, 0.5)],
+         second={"trigger": "answer_key", "acc_t1": 71.43, "acc_t2": 85.71, "delta_i_to_c": 14.29, "delta_c_to_i": 0.0})
     _run(runs, "mini-a0.2", {"table": "table4", "alpha": 0.2}, 10, 4)
     _run(runs, "mini-a0", {"table": "table4", "alpha": 0.0}, 9, 4)
     written = write_report([runs], tmp_path / "out")
 
     rows = _rows(written["miniature_table5.csv"])
     assert rows[0] == ["section", "method", "presence yes/no", "quadrant", "overall", "<LOC> IoU", "strict format %",
+                       "Acc@t1", "Acc@t2", "Δ(i→c)", "Δ(c→i)",
                        "self-check % (RL training)", "correction % (RL training)", "blind yes/no"]
     assert [r[1] for r in rows[1:]] == ["SFT [mini-sft]", "SFT + RL [mini-sft-rl]", "SFT + RL + Self [mini-self]"]
     sft, rl, self_ = rows[1:]
     # SFT: 8/10 presence, 2/4 quadrant, 10/14 overall; IoU over the 9 items with a box: all exact -> 1;
     # 13 of 14 outputs strict; no RL metrics; blind pass: 5/10 yes/no
-    assert sft[2:] == ["80.0", "50.0", "71.43", "1.0", "92.86", "", "", "50.0"]
-    assert rl[7:9] == ["25.0", "10.0"] and self_[7:9] == ["30.0", "50.0"]  # means over the training steps, in %
-    assert rl[9] == "" and self_[4] == "100.0"
+    assert sft[2:] == ["80.0", "50.0", "71.43", "1.0", "92.86", "", "", "", "", "", "", "50.0"]
+    assert rl[11:13] == ["25.0", "10.0"] and self_[11:13] == ["30.0", "50.0"]  # means over the training steps, in %
+    assert rl[13] == "" and self_[4] == "100.0"
+    assert self_[7:11] == ["71.43", "85.71", "14.29", "0.0"] and rl[7:11] == ["", "", "", ""]  # no trigger: empty
     alpha = _rows(written["miniature_alpha.csv"])
     assert [r[1] for r in alpha[1:]] == ["α = 0 [mini-a0]", "α = 0.2 [mini-a0.2]"]  # ascending α
 
     md = written["miniature_table5.md"].read_text()
     assert md.startswith("### Miniature, a synthetic lesion task (not the paper's benchmarks): Table 5 rows")
-    assert "| SFT [mini-sft] | 80.0 | 50.0 | 71.4 | 1.000 | 92.9 | — | — | 50.0 |" in md
+    assert "| SFT [mini-sft] | 80.0 | 50.0 | 71.4 | 1.000 | 92.9 | — | — | — | — | — | — | 50.0 |" in md
+    assert "answer-key trigger" in md
     assert "uniform guess scores presence yes/no 50 %, quadrant 25 %" in md
     report = written["report.md"].read_text()
     assert "synthetic lesion task" in report and "![Miniature](miniature.png)" in report

@@ -44,6 +44,10 @@ def test_miniature_pipeline_learns_to_read_the_image(tmp_path):
     assert sighted["strict_format"] is not None
     assert sighted["loc_iou_n"] > 0 and sighted["loc_iou"] is not None
     assert run["tags"]["task"] == "miniature"
+    second = sighted["self_correction"]  # the answer-key retry: every wrong first answer gets its second attempt
+    assert second["trigger"] == "answer_key" and second["n"] == sighted["n"] and second["acc_t1"] == sighted["accuracy"]
+    assert second["retried"] + second["wrong_not_retried"] == sighted["n"] - sighted["correct"]
+    assert second["delta_c_to_i"] == 0 and second["acc_t2"] >= second["acc_t1"]
     presence, blind_presence = sighted["by_kind"]["presence"], blind["by_kind"]["presence"]
     assert presence["accuracy"] >= 75, sighted["by_kind"]  # chance is 50: the model reads the image
     assert blind_presence["accuracy"] <= 65, blind["by_kind"]  # and without it, it guesses

@@ -6,6 +6,7 @@ the pipeline find an evaluation run through these names.
     <benchmark>/predictions.blind.jsonl    the same with every image blank (eval.blind=true), scored beside it
     <benchmark>/predictions.setup.json     the setup a resumed run must match
     <benchmark>/predictions.verdicts.jsonl, .summary.json, .judge.jsonl   scoring and judging beside it
+    <benchmark>/predictions.retry.jsonl, .retry_verdicts.jsonl   the answer-key retry's second attempts (eval/retry.py)
     judge.json                             LLM-judge means per benchmark (Table 2), beside run.json
 """
 

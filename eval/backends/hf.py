@@ -24,10 +24,11 @@ class HFBackend:
     @classmethod
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> "HFBackend":
         return cls(model_path, generation, device=cfg.get("device", "auto"), dtype=cfg.get("dtype", "auto"),
-                   attn_implementation=cfg.get("attn_implementation", AUTO))
+                   attn_implementation=cfg.get("attn_implementation", AUTO), min_pixels=cfg.get("image_min_pixels"),
+                   max_pixels=cfg.get("image_max_pixels"))
 
     def __init__(self, model_path: str, generation: GenerationConfig, device: str = "auto", dtype: str = "auto",
-                 attn_implementation: str = AUTO):
+                 attn_implementation: str = AUTO, min_pixels: int | None = None, max_pixels: int | None = None):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -36,7 +37,10 @@ class HFBackend:
         torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         self.attn_implementation = self.attention(attn_implementation, self.device)
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        # The model recipe's pixel bounds, as SFT and RL resize to them: an image the model was trained to see as
+        # 1,280 vision tokens is not shown to it as 16,000 (the processor's own default bound) at evaluation.
+        pixels = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        self.processor = AutoProcessor.from_pretrained(model_path, **pixels)
         self.processor.tokenizer.padding_side = "left"  # decoder-only batching pads on the left
         self.model = AutoModelForImageTextToText.from_pretrained(
             model_path, dtype=torch_dtype, attn_implementation=self.attn_implementation).to(self.device).eval()

@@ -39,14 +39,19 @@ class VLLMBackend:
     def from_recipe(cls, cfg, model_path: str, generation: GenerationConfig) -> VLLMBackend:
         tp = cfg.tensor_parallel_size or tensor_parallel_size(model_path, int(cfg.node_gpus))
         return cls(model_path, generation, tensor_parallel_size=int(tp), max_model_len=int(cfg.max_model_len),
-                   limit_images=int(cfg.limit_images))
+                   limit_images=int(cfg.limit_images), min_pixels=cfg.get("image_min_pixels"),
+                   max_pixels=cfg.get("image_max_pixels"))
 
     def __init__(self, model_path: str, generation: GenerationConfig, tensor_parallel_size: int = 1,
-                 max_model_len: int = 8192, limit_images: int = 8):
+                 max_model_len: int = 8192, limit_images: int = 8, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
         from vllm import LLM, SamplingParams
 
+        # the model recipe's pixel bounds, as SFT and RL resize to them (the HF processor's keywords)
+        pixels = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
         self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                       limit_mm_per_prompt={"image": limit_images}, seed=generation.seed)
+                       limit_mm_per_prompt={"image": limit_images}, seed=generation.seed,
+                       mm_processor_kwargs=pixels or None)
         self.params = SamplingParams(max_tokens=generation.max_new_tokens, temperature=generation.temperature,
                                      top_p=generation.top_p, seed=generation.seed)
 

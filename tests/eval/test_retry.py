@@ -102,3 +102,19 @@ def test_answer_key_retry_runs_resumes_and_reports(tiny_model_dir, layouts, tmp_
     assert retry_file.read_text().splitlines() == lines and again == block  # a rerun generates nothing again
     summary = json.loads((out / "vqa_rad" / "predictions.summary.json").read_text())
     assert summary["vqa_rad"]["self_correction"] == block
+
+
+def test_the_hf_backend_sees_images_within_the_model_recipes_pixel_bounds(tiny_model_dir, tmp_path):
+    """SFT (LLaMA-Factory's image_max_pixels) and RL (the parquet's max_pixels) resize images to the model recipe's
+    bounds; evaluation must show the model the same number of vision tokens, not the processor's own default."""
+    from PIL import Image
+
+    from medsage.eval.backends.base import GenerationConfig, make_backend
+
+    image = tmp_path / "big.png"
+    Image.new("RGB", (448, 448), (90, 90, 90)).save(image)
+    cfg = compose("eval", ["model=tiny", f"model.path={tiny_model_dir}", "eval.data_root=x", "model.image_max_pixels=12544"])
+    assert cfg.eval.backend.image_max_pixels == 12544 and cfg.eval.backend.image_min_pixels == cfg.model.image_min_pixels
+    backend = make_backend(cfg.eval.backend, str(tiny_model_dir), GenerationConfig(max_new_tokens=1))
+    grid = backend.processor.image_processor(images=[Image.open(image)], return_tensors="pt")["image_grid_thw"]
+    assert int(grid.prod()) == 12544 // (14 * 14)  # 112 x 112 pixels: 64 patches (16 merged tokens), not 448 x 448's 1,024

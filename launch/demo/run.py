@@ -85,7 +85,7 @@ def _changes(sft: dict, rl: dict) -> str:
     if not deltas:
         return "nothing to compare"
     text = ", ".join(f"{k} {d:+.1f}" for k, d in deltas.items()) + " points"
-    return text + (" (nothing measurable: the same answers)" if all(abs(d) < 1e-9 for d in deltas.values()) else "")
+    return text + (" (no accuracy moved)" if all(abs(d) < 1e-9 for d in deltas.values()) else "")
 
 
 def _scores(summary: dict, experiment: str) -> str:

@@ -38,4 +38,4 @@ def test_the_demo_says_what_rl_changed():
 
     assert _changes(summary(90.0, 70.0), summary(95.0, 71.5)) == "presence yes/no +5.0, overall +1.5 points"
     same = _changes(summary(90.0, 70.0), summary(90.0, 70.0))
-    assert same.endswith("(nothing measurable: the same answers)")
+    assert same.endswith("(no accuracy moved)")

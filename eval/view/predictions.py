@@ -99,6 +99,9 @@ def predictions_file(path: Path, benchmarks: dict) -> list[ViewItem]:
         for _, obj, _, _ in json_lines(verdicts_path):
             if obj is not None:
                 verdicts[(str(obj.get("benchmark", "custom")), str(obj.get("id", "")))] = obj
+    # eval.retry=answer_key's second attempts beside (medsage.eval.retry): by id, with their verdicts
+    second = _by_id(eval_layout.beside(path, "retry.jsonl"))
+    second_verdicts = _by_id(eval_layout.beside(path, "retry_verdicts.jsonl"))
     judged: dict[tuple[str, str], dict] = {}  # `medsage eval judge` writes <stem>.judge.jsonl beside
     judge_path = path.with_name(f"{path.stem}.judge.jsonl")
     if judge_path.is_file():
@@ -116,6 +119,8 @@ def predictions_file(path: Path, benchmarks: dict) -> list[ViewItem]:
             continue
         key = (str(obj.get("benchmark", "custom")), str(obj.get("id", "")))
         item = _prediction_item(obj, verdicts.get(key), where, path.parent, benchmarks)
+        if key[1] in second:
+            _add_second_attempt(item, obj, second[key[1]], second_verdicts.get(key[1]))
         if key in judged:
             j = judged[key]
             item.judge = {str(k): v for k, v in (j.get("scores") or {}).items()}
@@ -124,6 +129,23 @@ def predictions_file(path: Path, benchmarks: dict) -> list[ViewItem]:
             item.details["judge reply"] = j.get("reply")
         items.append(item)
     return items
+
+
+def _by_id(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    return {str(obj["id"]): obj for _, obj, _, _ in json_lines(path) if obj is not None and "id" in obj}
+
+
+def _add_second_attempt(item: ViewItem, row: dict, attempt: dict, verdict: dict | None) -> None:
+    """The answer-key retry's τ1 / check / τ2 in place of the lone first answer; the item's verdict stays τ1's."""
+    from medsage.eval.retry import CHECK_OPEN
+
+    item.traces, item.check, problems = traces_from_response(str(row.get("prediction") or "") + CHECK_OPEN
+                                                             + str(attempt.get("retry") or ""))
+    item.problems += problems
+    said = "not scored" if verdict is None else ("correct" if verdict.get("correct") else "wrong")
+    item.details["second attempt (answer-key trigger)"] = f"{said}: {(verdict or {}).get('reason', '')}".rstrip(": ")
 
 
 def verdicts_file(path: Path, benchmarks: dict) -> tuple[list[ViewItem], list[str]]:

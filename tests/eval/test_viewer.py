@@ -419,3 +419,17 @@ def test_cli_verb_is_wired():
     from medsage.launch.cli import COMMANDS
 
     assert COMMANDS["view"][0] == "medsage.eval.view.build"
+
+
+def test_the_answer_key_retry_shows_both_attempts(tmp_path):
+    run = make_eval_run(tmp_path / "eval")  # q2 is wrong: its second attempt is beside, as eval.retry=answer_key writes
+    folder = run / "vqa_rad"
+    (folder / "predictions.retry.jsonl").write_text(json.dumps({"id": "q2", "retry": "I misread it.</CHECK>" + lvkc(answer="no")}) + "\n")
+    (folder / "predictions.retry_verdicts.jsonl").write_text(
+        json.dumps({"id": "q2", "correct": True, "reason": "matches 'no'", "first_correct": False}) + "\n")
+    items = {it.id: it for it in load(run).items}
+    q2 = items["q2"]
+    assert [t.title for t in q2.traces] == ["τ1 first try", "τ2 after self-check"] and q2.check == "I misread it."
+    assert q2.verdict == "wrong"  # the headline stays the first answer's
+    assert q2.details["second attempt (answer-key trigger)"] == "correct: matches 'no'"
+    assert len(items["q1"].traces) == 1 and "second attempt (answer-key trigger)" not in items["q1"].details

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
-_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
+# What Hydra's override grammar reads unquoted as the same string: ASCII only (a letter such as ü is no token of it).
+_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*", re.ASCII)
+# In a quoted value Hydra reads a backslash as itself except before a quote or at the end, and OmegaConf reads
+# ``${`` as an interpolation: exactly those are escaped.
+_QUOTED_ESCAPES = re.compile(r"(\\*)('|\$\{|\Z)")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -32,7 +36,7 @@ def hydra_value(v: Any) -> str:
     s = str(v)
     if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
         return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + _QUOTED_ESCAPES.sub(lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), s) + "'"
 
 
 def _stage_cluster(cluster) -> str:

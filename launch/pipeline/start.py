@@ -98,7 +98,8 @@ class PipelineStart(Callback):
         except FolderLocked as err:
             _HELD.close()
             raise SystemExit(f"medsage pipeline: {err}") from None
-        except OSError as err:
+        except OSError as err:  # run_root under a file, read-only, full: one line, as every verb says it
+            from medsage.launch.cli import describe_os_error
+
             _HELD.close()
-            raise SystemExit(f"medsage pipeline: cannot write {err.filename or run_root}: {err.strerror or err}; "
-                             "choose another run_root") from None
+            raise SystemExit(f"medsage pipeline: {describe_os_error(err)}") from None

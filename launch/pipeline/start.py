@@ -31,9 +31,9 @@ def inline_key_problem(config: DictConfig) -> str | None:
     """The keys written inline in the composed recipe or on the command line (a sweep's values included)."""
     from medsage.secrets import inline_keys
 
-    typed = [k for o in config.hydra.overrides.task for k in inline_keys(str(o))]
+    given = [k for o in config.hydra.overrides.task for k in inline_keys(str(o))]  # on the command line
     task = {k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"}
-    found = typed + [k for k in inline_keys(task) if k.rpartition(": ")[2] not in typed]  # from a recipe file
+    found = given + [k for k in inline_keys(task) if k.rpartition(": ")[2] not in given]  # or in a recipe file
     if not found:
         return None
     env = OmegaConf.select(config, "synthesis.api_key_env", default=None) or "OPENAI_API_KEY"
@@ -58,7 +58,7 @@ def missing_value_problem(config: DictConfig, swept: set[str] = frozenset()) -> 
             name = found[1] if found else key
             if name in swept:
                 continue
-            return (f"{name} is not set (it is ??? in the recipe, and the pipeline's {key} reads it): set it on the "
+            return (f"{name} is not set (it is ??? in the recipe, and {key} needs it): set it on the "
                     f"command line, e.g. {name}=... (recipes/pipeline.yaml says what it is). Nothing was written.")
     return None
 

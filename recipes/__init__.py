@@ -21,8 +21,9 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def hydra_value(v: Any) -> str:
-    """A Python value in Hydra's override grammar, read back as the same value: None -> null, a string
-    with spaces or brackets quoted (``${hv:...}`` in stage commands, the verl overrides of ``medsage rl``)."""
+    """A Python value in Hydra's override grammar, composed back (Hydra, then OmegaConf) as the same value: None ->
+    null, a string Hydra would not read unquoted as itself (spaces, brackets, ü, quotes) quoted (``${hv:...}`` in
+    stage commands, the stage folders of the pipeline's commands, the verl overrides of ``medsage rl``)."""
     if v is None:
         return "null"
     if isinstance(v, bool):

@@ -31,8 +31,12 @@ def _job(cfg) -> None:
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
     from medsage.launch.pipeline.ray_jobs import ClusterError, existing_cluster
 
+    from medsage.launch.pipeline.start import missing_value_problem
+
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
+    if problem := missing_value_problem(cfg):  # a sweep's job (a single run was checked before Hydra wrote anything)
+        raise SystemExit(f"medsage pipeline: {problem}")
     run_dir = Path(cfg.run_root).resolve() / cfg.name
     try:
         cluster = typed(ClusterConfig, cfg.cluster, f"recipes/cluster/{hc.runtime.choices.get('cluster')}.yaml",

@@ -8,7 +8,8 @@ error of a callback as a warning and goes on):
 
 - a key written inline (``+synthesis.api_key=...``, ``synthesis_overrides=["+client.api_key=..."]``) is
   refused, naming it but never its value (keys come from the environment: ``medsage.secrets``);
-- a ``???`` value the stages read is named (``eval_data_root``), with the way to set it;
+- a ``???`` value the stages read is named (``eval_data_root``), with the way to set it (a sweep's jobs: each
+  job, in ``app._job``, once Hydra has composed it);
 - ``run_root`` (and ``store``, where it lies outside it) is locked for the whole run (``medsage.lock``): a
   second pipeline on it stops at once, naming the holder, instead of running a stage into the folder the
   first is writing.
@@ -42,10 +43,8 @@ def inline_key_problem(config: DictConfig) -> str | None:
             f"synthesis.api_key_env names) and run again. Nothing was written.")
 
 
-def missing_value_problem(config: DictConfig, swept: set[str] = frozenset()) -> str | None:
-    """The first ``???`` value the pipeline reads (its stage commands, cluster and folders), or None.
-
-    ``swept``: keys a multirun sets per job (not in the config this sees)."""
+def missing_value_problem(config: DictConfig) -> str | None:
+    """The first ``???`` value the pipeline reads (its stage commands, cluster and folders), or None."""
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     for key in ("run_root", "name", "store", "ray_num_cpus", "cluster", "stages", "model_dirs", "evaluate", "label"):
@@ -56,10 +55,8 @@ def missing_value_problem(config: DictConfig, swept: set[str] = frozenset()) -> 
         except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
             found = _MISSING.search(str(err))
             name = found[1] if found else key
-            if name in swept:
-                continue
             return (f"{name} is not set (it is ??? in the recipe, and {key} needs it): set it on the "
-                    f"command line, e.g. {name}=... (recipes/pipeline.yaml says what it is). Nothing was written.")
+                    f"command line, e.g. {name}=... (recipes/pipeline.yaml says what it is)")
     return None
 
 
@@ -76,18 +73,19 @@ class PipelineStart(Callback):
     """The checks and the run_root lock above, at the run's start (a sweep's: once, for all its jobs)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start(config, set())
+        if problem := missing_value_problem(config):
+            raise SystemExit(f"medsage pipeline: {problem}. Nothing was written.")
+        self._start(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        # A sweep's jobs get values this config lacks (paper_table3's sweeper sets row_data through a group):
+        # each job checks its own ??? values (app._job), after Hydra has written the job's .hydra folder.
+        self._start(config)
 
-        overrides = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
-        self._start(config, {o.key_or_group for o in overrides if o.is_sweep_override()})
-
-    def _start(self, config: DictConfig, swept: set[str]) -> None:
+    def _start(self, config: DictConfig) -> None:
         from medsage.lock import FolderLocked, folder_lock
 
-        if problem := inline_key_problem(config) or missing_value_problem(config, swept):
+        if problem := inline_key_problem(config):
             raise SystemExit(f"medsage pipeline: {problem}")
         run_root = Path(config.run_root).resolve()
         store = Path(config.store).resolve()

@@ -76,6 +76,12 @@ def test_a_missing_value_is_one_line_naming_the_key_and_leaves_nothing(tmp_path,
     assert rc == 2, err
     assert err.startswith("medsage pipeline: eval_data_root is not set") and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and not root.exists() and not started
+    # A sweep's jobs may get values through the sweep (paper_table3's rows): each job checks its own, after Hydra
+    # wrote its .hydra folder, and says it in one line too.
+    rc = app.main([f"run_root={root}", "-m", "alpha=0.1,0.2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("medsage pipeline: eval_data_root is not set"), err
+    assert "Traceback" not in err and not started
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "2.5", "many"])

@@ -114,7 +114,8 @@ def test_stage_paths_under_a_hostile_run_root_reach_each_stage_as_they_are(tmp_p
     assert recipe.out_dir == out["data"] and recipe.sources[0].root == f"{out['sources']}/DeepLesion"
     assert list(recipe.dedup.eval_dirs) == [out["benchmarks"]]
     synth = stages["synth"].command()  # argparse flags: the folders as they are
-    assert synth[synth.index("--out") + 1] == out["synth"] and synth[synth.index("--records") + 1].startswith(out["data"])
+    assert synth[synth.index("--out") + 1] == out["synth"]
+    assert synth[synth.index("--records") + 1].startswith(out["data"])
     sft = compose("sft", stages["sft"].command()[1:])
     assert sft.output.dir == out["sft"] and sft.model.path == out["model"]
     assert sft.data.dataset_dir.startswith(out["synth"] + "/")

@@ -321,7 +321,8 @@ def launch(tiny_model_dir, demo_samples, tmp_path, monkeypatch):
     records = write_records(tmp_path / "recs" / "records.jsonl", demo_samples[:2])
     yolo = make_roboflow_yolo(tmp_path / "yolo")
     return {
-        "data ingest": lambda out: ["data", "ingest", "--source", "roboflow_yolo", "--root", str(yolo), "--out", str(out)],
+        "data ingest": lambda out: ["data", "ingest", "--source", "roboflow_yolo", "--root", str(yolo),
+                                    "--out", str(out)],
         "data synth run": lambda out: ["data", "synth", "run", "--records", str(records), "--out", str(out),
                                        "synthesizer=template", "verify.mode=none"],
         "eval run": lambda out, model=tiny_model_dir: ["eval", "run", "model=tiny", f"model.path={model}",
@@ -343,7 +344,8 @@ def _refused(capsys, code: int, *named: str) -> str:
     return err
 
 
-LOCKED = {"data ingest": "data run", "data synth run": "synthesis run", "eval run": "evaluation", "pipeline": "pipeline"}
+LOCKED = {"data ingest": "data run", "data synth run": "synthesis run", "eval run": "evaluation",
+          "pipeline": "pipeline"}  # verb -> what its lock says it is
 
 
 @pytest.mark.parametrize("verb", list(LOCKED))

@@ -48,11 +48,11 @@ class EvalConfig:
         from medsage.config import ConfigError
 
         if self.batch_size < 1:
-            raise ConfigError(f"recipes/eval.yaml: eval.batch_size={self.batch_size}: must be 1 or more")
+            raise ConfigError(f"eval.batch_size={self.batch_size}: must be 1 or more")
         if self.retry not in TRIGGERS:
-            raise ConfigError(f"recipes/eval.yaml: eval.retry={self.retry!r}: must be one of {', '.join(TRIGGERS)}")
+            raise ConfigError(f"eval.retry={self.retry!r}: must be one of {', '.join(TRIGGERS)}")
         if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"recipes/eval.yaml: eval.limit={self.limit}: must be 1 or more, or null for every item")
+            raise ConfigError(f"eval.limit={self.limit}: must be 1 or more, or null for every item")
 
     @classmethod
     def from_recipe(cls, cfg) -> tuple["EvalConfig", PromptConfig]:

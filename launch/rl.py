@@ -104,10 +104,11 @@ class RLSection:
                          for k in ("retry_max_tokens", "request_budget") if getattr(self, k) < 1]
         if self.rollout_batch_prompts is not None and self.rollout_batch_prompts < 1:
             problems.append(f"rl.rollout_batch_prompts={self.rollout_batch_prompts}: must be 1 or more, or null")
-        problems += [f"rl.{k}={getattr(self, k)}: must be above 0" for k in ("lr", "temperature")
-                     if not getattr(self, k) > 0]
-        problems += [f"rl.{k}={getattr(self, k)}: must be 0 or more" for k in ("alpha", "kl_coef")
-                     if not getattr(self, k) >= 0]
+        # `not 0 < x < inf` refuses nan too (every comparison with it is false)
+        problems += [f"rl.{k}={getattr(self, k)}: must be above 0 and finite" for k in ("lr", "temperature")
+                     if not 0 < getattr(self, k) < float("inf")]
+        problems += [f"rl.{k}={getattr(self, k)}: must be 0 or more and finite" for k in ("alpha", "kl_coef")
+                     if not 0 <= getattr(self, k) < float("inf")]
         if not 0 < self.gpu_memory_utilization <= 1:
             problems.append(f"rl.gpu_memory_utilization={self.gpu_memory_utilization}: must be in (0, 1]")
         problems += [f"rl.{k}={getattr(self, k)}: must be -1 (never) or 1 or more" for k in ("save_freq", "test_freq")

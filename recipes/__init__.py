@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 
-_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*")
+# What Hydra's override grammar reads unquoted as the same string: ASCII only (a letter such as ü is no token of it).
+_BARE = re.compile(r"[A-Za-z_/.][\w./\-]*", re.ASCII)
+# In a quoted value Hydra reads a backslash as itself except before a quote or at the end, and OmegaConf reads
+# ``${`` as an interpolation: exactly those are escaped.
+_QUOTED_ESCAPES = re.compile(r"(\\*)('|\$\{|\Z)")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def hydra_value(v: Any) -> str:
-    """A Python value in Hydra's override grammar, read back as the same value: None -> null, a string
-    with spaces or brackets quoted (``${hv:...}`` in stage commands, the verl overrides of ``medsage rl``)."""
+    """A Python value in Hydra's override grammar, composed back (Hydra, then OmegaConf) as the same value: None ->
+    null, a string Hydra would not read unquoted as itself (spaces, brackets, ü, quotes) quoted (``${hv:...}`` in
+    stage commands, the stage folders of the pipeline's commands, the verl overrides of ``medsage rl``)."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -32,7 +37,7 @@ def hydra_value(v: Any) -> str:
     s = str(v)
     if _BARE.fullmatch(s) and s.lower() not in ("true", "false", "null", "nan", "inf") and not _NUMBER.fullmatch(s):
         return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + _QUOTED_ESCAPES.sub(lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), s) + "'"
 
 
 def _stage_cluster(cluster) -> str:

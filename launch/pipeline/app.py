@@ -13,6 +13,7 @@ folder -> render the report over every job of the run (a sweep's jobs share ``ru
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from contextlib import ExitStack
@@ -30,8 +31,12 @@ def _job(cfg) -> None:
     from medsage.launch.pipeline.dag import PipelineError, plan_stages, run_stages
     from medsage.launch.pipeline.ray_jobs import ClusterError, existing_cluster
 
+    from medsage.launch.pipeline.start import missing_value_problem
+
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
+    if problem := missing_value_problem(cfg):  # a sweep's job (a single run was checked before Hydra wrote anything)
+        raise SystemExit(f"medsage pipeline: {problem}")
     run_dir = Path(cfg.run_root).resolve() / cfg.name
     try:
         cluster = typed(ClusterConfig, cfg.cluster, f"recipes/cluster/{hc.runtime.choices.get('cluster')}.yaml",
@@ -42,7 +47,7 @@ def _job(cfg) -> None:
         raise SystemExit(f"medsage pipeline: cluster {cluster.name} has {cluster.nnodes} nodes, which only a running "
                          "Ray cluster joins: start one (docs/multinode.md) and set "
                          "cluster.ray_address=ray://head:10001 (or http://head:8265, or RAY_ADDRESS)")
-    if problem := synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
+    if problem := ray_cpus_problem(cfg) or synthesis_endpoint_problem(cfg) or evaluated_model_problem(cfg):
         raise SystemExit(f"medsage pipeline: {problem}")
     spec = OmegaConf.to_container(cfg.stages, resolve=True)
     try:
@@ -93,6 +98,19 @@ def _cluster(address: str | None, num_cpus: int | None, num_gpus: int | None = N
         _CLUSTERS[key] = ClusterStart(address, num_cpus=num_cpus, num_gpus=num_gpus)
         _STACK.callback(_CLUSTERS[key].close)
     return _CLUSTERS[key]
+
+
+def ray_cpus_problem(cfg) -> str | None:
+    """``ray_num_cpus``: null (the machine's count) or a whole number of logical CPUs within Ray's limit; checked
+    before Ray starts (Ray refuses anything else from its start thread, an AssertionError for a string, while the
+    first stage already runs)."""
+    from ray._private.ray_constants import MAX_RESOURCE_QUANTITY  # private: Ray's bound has no public name
+
+    n = cfg.ray_num_cpus
+    if n is None or (type(n) is int and 1 <= n <= MAX_RESOURCE_QUANTITY):
+        return None
+    return (f"ray_num_cpus={n}: the logical CPUs the embedded Ray cluster offers must be a whole number from 1 to "
+            f"{int(MAX_RESOURCE_QUANTITY)} (or null: this machine's {os.cpu_count()})")
 
 
 def synthesis_endpoint_problem(cfg) -> str | None:
@@ -209,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     import hydra
 
     from medsage.launch.cli import parse
+    from medsage.launch.pipeline import start
     from medsage.recipes import recipes_dir, register_resolvers
 
     register_resolvers()
@@ -231,4 +250,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = saved
         _STACK.close()  # the embedded cluster, if a job started one
         _CLUSTERS.clear()
+        start.release()  # the run_root lock (launch/pipeline/start.py), after the cluster has stopped
     return 0

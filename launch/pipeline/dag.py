@@ -49,6 +49,39 @@ def recipe_files(argv: list[str]) -> dict[str, str]:
             if (root / n).is_file()}
 
 
+OVERRIDE = re.compile(r"([+~]*[A-Za-z_][\w.@/-]*=)(.*)", re.DOTALL)  # `key=value`: every stage verb composes it
+_ITEMS = re.compile(r"([\[\],])")  # the separators of a list value, `dedup.eval_dirs=[{benchmarks},/x]`
+
+
+def fill_refs(arg: str, dirs: dict[str, str]) -> str:
+    """``arg`` with each ``{ref}`` replaced by the folder ``dirs[ref]``.
+
+    A plain argument (``{out}``, the value after ``--records``) gets the folder as it is: argparse reads it
+    whole. In a Hydra override (``out_dir={out}``, ``model.path={sft}/run_001``) each item holding a reference
+    becomes one Hydra value (``medsage.recipes.hydra_value``): quoted where the folder has characters Hydra's
+    grammar does not read unquoted (ü, quotes, ``;``), unchanged where it has none.
+    """
+    def sub(text: str) -> str:
+        return STAGE_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), text)
+
+    override = OVERRIDE.fullmatch(arg)
+    if override is None or not STAGE_REF.search(override[2]):
+        return sub(arg)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from medsage.recipes import hydra_value
+
+    def item(text: str) -> str:
+        bare = text.strip()
+        if not STAGE_REF.search(bare):
+            return text
+        if bare[:1] in ("'", '"'):  # quoted in the recipe already: its string, read as Hydra reads it
+            bare = OverridesParser.create().parse_override(f"k={bare}").value()
+        return hydra_value(sub(bare))
+
+    return override[1] + "".join(part if k % 2 else item(part) for k, part in enumerate(_ITEMS.split(override[2])))
+
+
 class PipelineError(ValueError):
     """A stage list that cannot run (unknown reference, a stage that reads a later one)."""
 
@@ -76,7 +109,7 @@ class Stage:
 
     def command(self) -> list[str]:
         dirs = {"out": str(self.out_dir), **{s.name: str(s.out_dir) for s in self.after}}
-        return [STAGE_REF.sub(lambda m: dirs.get(m.group(1), m.group(0)), a) for a in self.argv]
+        return [fill_refs(a, dirs) for a in self.argv]
 
     def manifest(self) -> dict:
         path = self.out_dir / layout.STAGE
@@ -254,17 +287,22 @@ def run_stages(stages: list[Stage], connect, *, resume_hint: str,
             stage.out_dir.mkdir(parents=True, exist_ok=True)
             started = time.time()
             _write_manifest(stage, status="running", started=started)
-            if local:
-                result = run_local(entrypoint(stage), job_envs[stage.env]["env_vars"], stage.out_dir / layout.JOB_LOG,
-                                   tick=lambda stage=stage: submit_next(stage))
-            else:
-                sid, gate = ahead.pop(stage.name, None) or start(stage)
-                if gate:
-                    gate.open()
-                submit_next(stage)
-                result = wait(cluster.client(), sid, stage.out_dir / layout.JOB_LOG)
-                if gate:
-                    gate.close()
+            try:
+                if local:
+                    result = run_local(entrypoint(stage), job_envs[stage.env]["env_vars"],
+                                       stage.out_dir / layout.JOB_LOG, tick=lambda stage=stage: submit_next(stage))
+                else:
+                    sid, gate = ahead.pop(stage.name, None) or start(stage)
+                    if gate:
+                        gate.open()
+                    submit_next(stage)
+                    result = wait(cluster.client(), sid, stage.out_dir / layout.JOB_LOG)
+                    if gate:
+                        gate.close()
+            except BaseException as err:  # the pipeline stopped under the stage (Ray did not start, Ctrl-C, SIGTERM)
+                _write_manifest(stage, status="failed", started=started, ended=time.time(), exit_code=None,
+                                error=f"the pipeline stopped while the stage ran: {type(err).__name__}: {err}"[:500])
+                raise
             ended = time.time()
             status = "finished" if result.ok else "failed"
             _write_manifest(stage, status=status, started=started, ended=ended, exit_code=result.exit_code,

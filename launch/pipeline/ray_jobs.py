@@ -19,6 +19,16 @@ the Jobs and Node modules alone (by default it starts nine module processes: met
 state, ...), no worker is prestarted for the pipeline's own driver, and usage stats are off. On a 2-core
 machine that is most of Ray's start-up time and of its background CPU while stages run.
 
+Why the embedded cluster has a private temp folder: Ray's default, ``/tmp/ray``, is shared by every user of the
+machine and its session folders (logs, the runtime environments, the jobs' working folders, unix sockets) are
+created world-readable (0777/0644). The embedded cluster's is ``ray`` in a fresh ``tempfile.mkdtemp`` folder
+(mode 0700, under ``$TMPDIR``, removed when it stops: Ray opens the folder it is given itself to 0777, so the
+privacy is its parent's); not a folder of ``run_root``, because Ray's unix socket paths under it
+(``<temp>/session_<date>_<pid>/sockets/plasma_store``) must stay within the kernel's ~107 bytes, which a deep
+``run_root`` would pass. A token file Ray writes at this start (``~/.ray/auth_token``, with the umask's 0644) is
+made this user's alone (0600); a token the user already had is left as it is (docs/multinode.md says what a
+shared machine needs for a cluster started with ``ray start``).
+
 ``ClusterStart`` starts the embedded cluster on a background thread, so stages can run meanwhile.
 
 A job's wait has no fixed sleep: its status is polled at an interval that starts at 20 ms and grows
@@ -40,6 +50,7 @@ from typing import Iterator
 from medsage.runtime import stage_python
 
 DEFAULT_LOCAL_DASHBOARD = "http://127.0.0.1:8265"
+DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")  # where Ray keeps the token of a cluster it starts with token auth
 
 
 class ClusterError(RuntimeError):
@@ -204,20 +215,38 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None, num_
         return
 
     _loopback_only()
+    import shutil
+    import tempfile
+
     import ray
     from ray.job_submission import JobSubmissionClient
 
-    with _lean():
-        ctx = ray.init(
-            _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=None,
-            num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(temp_dir) if temp_dir else None, configure_logging=False,
-            log_to_driver=False, namespace="medsage",
-        )
-    client = JobSubmissionClient(f"http://{ctx.dashboard_url}")
+    # Ray makes the temp folder it is given world-writable (0777): it goes inside a folder of mode 0700
+    private = None if temp_dir else Path(tempfile.mkdtemp(prefix="medsage-ray-"))
+    token = DEFAULT_TOKEN_FILE.expanduser()
+    had_token = token.exists() or bool(os.environ.get("RAY_AUTH_TOKEN_PATH") or os.environ.get("RAY_AUTH_TOKEN"))
     try:
-        yield client
+        with _lean():
+            try:
+                ctx = ray.init(
+                    _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
+                    dashboard_port=None, num_cpus=num_cpus, num_gpus=num_gpus,
+                    _temp_dir=str(temp_dir or private / "ray"), configure_logging=False, log_to_driver=False,
+                    namespace="medsage",
+                )
+            except BaseException:
+                ray.shutdown()  # what a refused start left running (its GCS, when Ray refused the raylet's resources)
+                raise
+        if not had_token and token.exists():  # Ray just wrote it with the umask's mode (0644): this user's alone
+            token.chmod(0o600)
+        client = JobSubmissionClient(f"http://{ctx.dashboard_url}")
+        try:
+            yield client
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 class ClusterStart:
@@ -233,6 +262,8 @@ class ClusterStart:
         import threading
 
         self.embedded = existing_cluster(address) is None
+        asked = [f"{k}={v}" for k, v in kwargs.items() if v is not None and k != "temp_dir"]
+        self._asked = ", ".join(asked) or "Ray's defaults"
         self._context = ray_cluster(address, **kwargs)
         self._client, self._error = None, None
         self._up, self._stop = threading.Event(), threading.Event()
@@ -262,6 +293,12 @@ class ClusterStart:
     def client(self):
         """The Jobs API client, once the cluster is up (its start's error, if it failed)."""
         self._up.wait()
+        if isinstance(self._error, Exception) and not isinstance(self._error, ClusterError):
+            # Ray's own failure (an AssertionError or RuntimeError from ray.init) would reach the user as a
+            # traceback from a background thread: one line naming what was asked of it instead
+            reason = str(self._error).strip().splitlines()[0] if str(self._error).strip() else ""
+            raise ClusterError(f"the embedded Ray cluster did not start ({self._asked}): {type(self._error).__name__}"
+                               f"{': ' + reason if reason else ''}") from self._error
         if self._error is not None:
             raise self._error
         return self._client

@@ -110,6 +110,8 @@ RAY: tuple[Reached, ...] = (
     Reached("ray._private.ray_constants:PROCESS_TYPE_DASHBOARD", "reads", "launch/pipeline/ray_jobs.py"),
     Reached("ray._private.services:start_ray_process", "wraps (private function)", "launch/pipeline/ray_jobs.py",
             ("command", "process_type")),
+    Reached("ray._private.ray_constants:MAX_RESOURCE_QUANTITY", "reads: the bound of ray_num_cpus, checked before Ray starts",
+            "launch/pipeline/app.py"),
     Reached("ray._private.worker", "filters its logger; sets RAY_OVERRIDE_JOB_RUNTIME_ENV, which it reads",
             "launch/pipeline/ray_jobs.py, plugins/engines/verl.py", in_source="RAY_OVERRIDE_JOB_RUNTIME_ENV"),
     # verl's own ray.init (ray_kwargs.ray_init), and the CPU rollout's actors

@@ -31,7 +31,9 @@ def test_paper_experiment_without_endpoint_stops_before_the_first_stage(experime
     from medsage.launch.pipeline.app import main
 
     monkeypatch.chdir(tmp_path)
-    rc = main([f"+experiment={experiment}", f"run_root={tmp_path}"])
+    # the ??? values are set: without them the run stops earlier, before Hydra writes anything, naming the key
+    rows = ["+table3_data=rpa", "+table3_train=sft_rl"] if experiment == "paper_table3" else []  # one job of the sweep
+    rc = main([f"+experiment={experiment}", f"run_root={tmp_path}", "eval_data_root=/data/eval", *rows])
     err = capsys.readouterr().err
     assert rc == 2
     for key in ("synthesis.base_url", "synthesis.model", "synthesis.verifier_model"):

@@ -120,3 +120,28 @@ def test_a_killed_stage_resumes_in_the_same_folder(root):
     assert json.loads((killed_in / "stage.json").read_text())["status"] == "finished"
     manifest = json.loads((killed_in / "run_001" / "medsage_manifest.json").read_text())
     assert any(a.get("resumed_from") for a in manifest["attempts"])  # SFT went on from its checkpoint
+
+
+def test_a_run_root_hydra_cannot_read_unquoted_runs_its_stages_and_is_held(tmp_path_factory):
+    # ü, quotes and `;` in run_root: the data stage reads three earlier stages' folders through Hydra overrides.
+    # A second pipeline on the same run_root while the first runs stops at once.
+    from medsage.recipes import hydra_value
+
+    root = tmp_path_factory.mktemp("pipeline") / "ünï 'q\";x"
+    root.mkdir()
+    off = [f"+stages.{s}.enabled=false" for s in ("synth", "rl_data", "sft", "eval")]
+    cmd = [sys.executable, "-m", "medsage.launch.cli", "pipeline", *BASE, f"run_root={hydra_value(str(root))}", *off]
+    first = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    deadline = time.time() + 300
+    while not list((root / "store").glob("*/stage.json")) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    out, _ = first.communicate(timeout=600)
+    assert second.returncode == 2 and "in use by another pipeline" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.returncode == 0, out
+    (data,) = stage_dirs(root, "data")
+    assert json.loads((data / "stage.json").read_text())["status"] == "finished"
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["sources"] and all(s["kept"] for s in summary["sources"].values()), summary

@@ -91,6 +91,8 @@ def test_a_key_in_the_synthesis_config_is_refused(demo_samples, tmp_path, capsys
     assert main(_synth_args(records, tmp_path / "out", "http://127.0.0.1:9/v1", override)) == 2
     err = capsys.readouterr().err
     assert f"${KEY_ENV}" in err and "sk-inline-000000000" not in err
+    name = override.split("=")[0].lstrip("+")
+    assert f"{name} holds an API key, which may not be written" in err and "[REDACTED]" not in err, err  # readable
     assert not (tmp_path / "out" / "report.json").exists()
 
 

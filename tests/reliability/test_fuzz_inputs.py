@@ -297,3 +297,150 @@ def test_hostile_prediction_files_are_scored_or_refused_by_line(tmp_path, seed):
         n = sum(s["n"] for s in summary.values())
         assert n == len(verdicts.read_text().splitlines())
     assert scored + refused == 20 and refused  # the generator does reach the refusals
+
+
+# --------------------------------------------------------------------------------------------
+# Launch-time refusals: a folder in use, bad recipe values, bad model folders, unwritable outputs
+# --------------------------------------------------------------------------------------------
+# Every case is refused before an engine starts (no training, no generation, no Ray): asserted a non-zero exit,
+# one line on stderr naming the cause, no traceback, and nothing written where the refused run would write.
+
+
+@pytest.fixture
+def launch(tiny_model_dir, demo_samples, tmp_path, monkeypatch):
+    """``(verb name) -> argv`` builders of cheap real commands writing into ``out``; the pipeline never reaches Ray."""
+    from medsage.launch.demo.sources import make_roboflow_yolo
+    from medsage.launch.pipeline import app
+    from medsage.records import write_records
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("the pipeline got as far as starting Ray")
+
+    monkeypatch.setattr(app, "_cluster", no_cluster)
+    monkeypatch.chdir(tmp_path)
+    records = write_records(tmp_path / "recs" / "records.jsonl", demo_samples[:2])
+    yolo = make_roboflow_yolo(tmp_path / "yolo")
+    return {
+        "data ingest": lambda out: ["data", "ingest", "--source", "roboflow_yolo", "--root", str(yolo),
+                                    "--out", str(out)],
+        "data synth run": lambda out: ["data", "synth", "run", "--records", str(records), "--out", str(out),
+                                       "synthesizer=template", "verify.mode=none"],
+        "eval run": lambda out, model=tiny_model_dir: ["eval", "run", "model=tiny", f"model.path={model}",
+                                                       "eval/benchmarks=records", f"eval.data_root={records.parent}",
+                                                       f"eval.output_dir={out}"],
+        "rl": lambda out, model=tiny_model_dir: ["rl", "model=tiny", f"model.path={model}", "cluster=local_cpu",
+                                                 f"train_files={tmp_path / 'train.parquet'}", f"output_dir={out}",
+                                                 "dry_run=true"],
+        "view": lambda out: ["view", str(records), "--out", str(out)],
+        "pipeline": lambda out: ["pipeline", "+experiment=demo", f"run_root={out}"],
+    }
+
+
+def _refused(capsys, code: int, *named: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code != 0, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert all(n in err for n in named), (named, err)
+    return err
+
+
+LOCKED = {"data ingest": "data run", "data synth run": "synthesis run", "eval run": "evaluation",
+          "pipeline": "pipeline"}  # verb -> what its lock says it is
+
+
+@pytest.mark.parametrize("verb", list(LOCKED))
+def test_a_second_run_on_a_folder_in_use_is_refused(launch, tmp_path, capsys, verb):
+    from medsage.launch.cli import main
+    from medsage.lock import LOCK_NAME, folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out, LOCKED[verb]):  # a real flock, as the first run holds it
+        code = main(launch[verb](out))
+        _refused(capsys, code, str(out), f"in use by another {LOCKED[verb]}", "pid ")
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+RL_BAD = {  # keys of recipes/rl.yaml and values each refuses
+    "rl.rollout_n": ["0", "1", "-2", "2.5", "x", "null"], "rl.micro_batch_per_device": ["0", "-1", "1.5", "''"],
+    "rl.grad_accum": ["0", "-4", "[1]"], "rl.epochs": ["0", "-1", "nan"], "rl.rollout_batch_prompts": ["0", "-3", "x"],
+    "rl.alpha": ["-0.1", "nan", "inf", "-inf", "x", "{a:1}"], "rl.kl_coef": ["-1", "nan", "true"],
+    "rl.lr": ["0", "-1e-6", "1e999", "nan"], "rl.temperature": ["0", "-1", "inf"], "rl.save_freq": ["0", "-2"],
+    "rl.max_response_length": ["0", "-1"], "rl.gpu_memory_utilization": ["0", "1.5", "-0.5"],
+}
+EVAL_BAD = {"eval.batch_size": ["0", "-1", "2.5", "x", "null"], "eval.limit": ["0", "-1", "nan", "[3]"]}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bad_rl_and_eval_recipe_values_are_refused_before_launch(launch, tmp_path, capsys, seed):
+    from medsage.launch.cli import main
+
+    rng = random.Random(f"recipe:{seed}")
+    for n in range(10):
+        verb, table = rng.choice([("rl", RL_BAD), ("rl", RL_BAD), ("eval run", EVAL_BAD)])
+        keys = rng.sample(sorted(table), rng.choice([1, 1, 2]))
+        bad = [f"{k}={rng.choice(table[k])}" for k in keys]
+        out = tmp_path / f"out{n}"
+        code = main([*launch[verb](out), *bad])
+        err = _refused(capsys, code)
+        assert any(k in err for k in keys), (bad, err)
+        assert not (out / "verl_config.yaml").exists() and not (out / "records").exists(), bad
+
+
+def _broken_model(tiny: Path, dest: Path, rng: random.Random) -> tuple[str, str]:
+    """A copy of the tiny model broken in one or two ways; (model.path, a word the refusal must say)."""
+    import shutil
+
+    kind = rng.choice(["no config", "no tokenizer", "no processor", "no weights", "config not json", "config a list",
+                       "text only", "verl checkpoint", "a file", "missing", "empty"])
+    if kind == "empty":
+        return "", "model.path is empty"
+    if kind == "missing":
+        return str(dest), "no such folder"
+    if kind == "a file":
+        dest.write_text("not a model\n")
+        return str(dest), "a file"
+    folder = dest / "actor" / "huggingface" if kind == "verl checkpoint" else dest
+    shutil.copytree(tiny, folder)
+    drop = {"no config": ["config.json"], "no tokenizer": ["tokenizer.json", "tokenizer_config.json", "vocab.json"],
+            "no processor": ["preprocessor_config.json", "processor_config.json"],
+            "no weights": [p.name for p in folder.glob("*.safetensors")]}.get(kind, [])
+    for name in drop + ([rng.choice(["generation_config.json", "chat_template.jinja"])] if rng.random() < 0.5 else []):
+        (folder / name).unlink(missing_ok=True)
+    config = folder / "config.json"
+    if kind == "config not json":
+        config.write_bytes(config.read_bytes()[: rng.randrange(1, 40)] + b"\xff")
+    elif kind == "config a list":
+        config.write_text("[1, 2]")
+    elif kind == "text only":
+        data = json.loads(config.read_text())
+        data.pop("vision_config", None)
+        config.write_text(json.dumps(data))
+    said = {"verl checkpoint": "actor/huggingface", "config not json": "config.json", "config a list": "text-only",
+            "text only": "text-only"}.get(kind, "missing")
+    return str(dest), said
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_broken_model_folders_are_named_before_any_engine_loads_them(launch, tiny_model_dir, tmp_path, capsys, seed):
+    from medsage.launch.cli import main
+
+    rng = random.Random(f"model:{seed}")
+    for n in range(8):
+        path, said = _broken_model(Path(tiny_model_dir), tmp_path / f"model{n}", rng)
+        out = tmp_path / f"out{n}"
+        code = main(launch["eval run"](out, model=path))
+        _refused(capsys, code, said, path)
+        assert not (out / "records").exists()
+
+
+@pytest.mark.parametrize("verb", ["data ingest", "data synth run", "eval run", "rl", "view", "pipeline"])
+@pytest.mark.parametrize("shape", ["under a file", "is a file"])
+def test_an_output_that_cannot_be_written_is_one_line(launch, tmp_path, capsys, verb, shape):
+    from medsage.launch.cli import main
+
+    blocker = tmp_path / "in_the_way"
+    blocker.write_text("a file where a folder should be\n")
+    out = blocker / "out" if shape == "under a file" else blocker
+    code = main(launch[verb](out))
+    _refused(capsys, code, str(blocker))
+    assert blocker.read_text() == "a file where a folder should be\n"

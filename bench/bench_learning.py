@@ -1,6 +1,6 @@
 """Does RL improve the model? Table 5 and Figure 5 in miniature, over seeds, with 95 % intervals.
 
-    python bench/bench_learning.py --keep DIR [--seeds 0,1,2] [--rows sft,sft_rl,sft_rl_self]
+    python bench/bench_learning.py [--keep DIR] [--seeds 0,1,2] [--rows sft,sft_rl,sft_rl_self]
                                    [--alphas 0,0.1,0.2,0.3] [--experiment miniature_rl] [--report-only] [overrides...]
 
 1. per seed, `medsage pipeline +experiment=<experiment> -m +table5_row=<rows> train_seed=<seed>`: one SFT per seed,
@@ -273,7 +273,8 @@ def target_kind(experiment: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", required=True, help="work in this folder and keep it (the stage store: rerun to resume)")
+    parser.add_argument("--keep", default=str(Path(__file__).resolve().parent / "out" / "learning"),
+                        help="work in this folder and keep it: its stage store makes a rerun resume (default: %(default)s)")
     parser.add_argument("--experiment", default="miniature_rl", help="recipes/experiment/<name>.yaml")
     parser.add_argument("--seeds", default="0,1,2", help="train_seed values (SFT and RL data order)")
     parser.add_argument("--rows", default="sft,sft_rl,sft_rl_self", help="recipes/table5_row options ('' to skip)")

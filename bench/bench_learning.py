@@ -148,6 +148,8 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     groups: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
+        if any(g.seed == r.seed for g in groups[r.group]):
+            continue  # the same model evaluated twice (e.g. the SFT row and the SFT beside an RL row): the first counts
         groups[r.group].append(r)
     sft = {r.seed: r for r in groups.get("SFT", [])}
     order = lambda g: (ROW_ORDER.index(g) if g in ROW_ORDER else len(ROW_ORDER), g)

@@ -10,7 +10,8 @@ raw accuracy: this reward is not normalised). What it proves is the loop: rollou
 the actor updated and its weights synced to the rollout server, so the policy moves towards the reward. That RL
 learns to read the image is bench/bench_learning.py's to show. With questions answered half yes and half no the
 64-wide model did not separate them within 20 steps (measured), so every answer here is yes.
-Measured on 2 cores: about 2.7 minutes in all.
+Measured on 2 cores: ~170 s; first and last 5 steps' reward 0.55 -> 0.80 (SFT seed 42, the recipe's), 0.48 -> 0.90
+and 0.58 -> 0.90 (seeds 1 and 2).
 """
 
 from __future__ import annotations

@@ -1,17 +1,25 @@
-"""Does the method learn? The miniature (issue 18) end to end on CPU: Table 5's rows and the α sweep, with times.
+"""Does RL improve the model? Table 5 and Figure 5 in miniature, over seeds, with 95 % intervals.
 
-    python bench/bench_learning.py [--keep DIR] [--rows sft,sft_rl,sft_rl_self] [--alphas 0,0.2] [overrides...]
+    python bench/bench_learning.py [--keep DIR] [--seeds 0,1,2] [--rows sft,sft_rl,sft_rl_self]
+                                   [--alphas 0,0.1,0.2,0.3] [--experiment miniature_rl] [--report-only] [overrides...]
 
-1. `medsage pipeline +experiment=miniature -m +table5_row=<rows>`: one SFT, shared, then GRPO and R-GRPO;
-2. `medsage pipeline +experiment=miniature -m alpha=<alphas> table=table4` (the α=0.2 RL run is the
-   SFT + RL + Self row's: the stage store shares it);
-3. prints, per run: accuracy per question kind against its chance level, overall accuracy, the <LOC> IoU,
-   the strict-format rate, yes/no accuracy with blank images (the blind check), the RL training's
-   self-check and correction rates, and the time of every stage. The pipeline's own report (Markdown,
-   CSV, PNG) is written under <DIR>/miniature/report.
+1. per seed, `medsage pipeline +experiment=<experiment> -m +table5_row=<rows> train_seed=<seed>`: one SFT per seed,
+   shared by its rows, then GRPO (SFT + RL) and R-GRPO (SFT + RL + Self), each evaluated on the held-out slices;
+2. per seed, `medsage pipeline +experiment=<experiment> -m alpha=<alphas> table=table4 train_seed=<seed>` (the
+   R-GRPO run at the recipe's α is the SFT + RL + Self row's: the stage store shares it);
+3. reads every evaluation in DIR's stage store, item by item, and reports per row and per α: accuracy on the
+   experiment's target kind (its ``target_kind``) and overall, each the mean over seeds with a 95 % bootstrap
+   interval (items and seeds resampled together), the gain over SFT with a paired interval (same seeds, same items),
+   the RL training's accuracy (first answers of its rollouts) over its first and last 10 steps, and its self-check and correction rates (per step,
+   averaged over steps and seeds). Writes DIR/bench_learning.md with two PNGs beside it: the training accuracy per
+   step (from the RL run's metrics.jsonl, every RL run) and Figure 5 in miniature (accuracy and self-check rate
+   against α).
 
-The targets (issue 18): SFT yes/no >= 90 %, quadrant >= 70 %, IoU >= 0.5, strict format >= 95 %, blind yes/no
-<= 60 %, RL not below SFT with non-zero self-check and correction rates. The script reports what it measures.
+Every stage's output lives in DIR/store under a hash of its inputs, so an interrupted bench, or one rerun with more
+seeds, redoes only what is missing; --report-only reads what is there and runs nothing. Cost on 2 CPU cores: an RL run of
+100 steps ~11 min (R-GRPO more: it retries), SFT 3 min, an evaluation ~35 s; the defaults are ~2.5 hours. The target (issue 26):
+SFT + RL beats SFT on the target kind by >= 10 points with non-overlapping intervals over 3 seeds. The report
+says what was measured, with how many seeds.
 """
 
 from __future__ import annotations
@@ -20,97 +28,290 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from medsage.eval import layout as eval_layout
-from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS as KIND_NAMES
-from medsage.eval.report.tables import training_mean
+from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS
 from medsage.launch import layout
+from medsage.launch.rl_metrics import METRICS, read_steps
+
+BENCHMARK = "records"          # the miniature's evaluation benchmark (eval/benchmarks=records)
+# A step's training accuracy: its rollouts' first answers (τ1) right, logged by medsage through verl's metrics for
+# GRPO and R-GRPO alike. Not verl's critic/score/mean: the composite reward is normalised within each batch (B.1),
+# so its batch mean is 1 whenever any rollout scores and says nothing about how many do.
+FIRST_TRY_ERROR = "medsage/first_try_error_rate"
+RATES = {"self-check": "medsage/self_check_rate", "correction": "medsage/correction_rate"}
+ENDS = 10                      # steps averaged at each end of a training curve
+REPS = 4000                    # bootstrap resamples
+ROW_ORDER = ["SFT", "SFT + RL", "SFT + RL + Self"]
 
 
-def pipeline(work: Path, *overrides: str) -> float:
-    cmd = [sys.executable, "-m", "medsage.launch.cli", "pipeline", "+experiment=miniature", f"run_root={work}", *overrides]
+def pipeline(work: Path, experiment: str, *overrides: str) -> float:
+    cmd = [sys.executable, "-m", "medsage.launch.cli", "pipeline", f"+experiment={experiment}", f"run_root={work}",
+           *overrides]
     print("$", " ".join(cmd[2:]), flush=True)
     t = time.perf_counter()
-    if subprocess.run(cmd).returncode:
+    if subprocess.run(cmd, check=False).returncode:
         sys.exit(f"failed: {' '.join(cmd)}")
     return time.perf_counter() - t
 
 
-def _accuracy(summary: dict, kind: str) -> float | None:
-    got = (summary.get("by_kind") or {}).get(kind) or {}
-    return got.get("accuracy")
+@dataclass
+class Run:
+    """One evaluation in the store: its group (a Table 5 row or an α), seed, per-item verdicts, RL metrics."""
+
+    group: str
+    table: str
+    seed: int
+    alpha: float | None
+    correct: dict[str, bool]            # item id -> correct
+    kind: dict[str, str]                # item id -> question kind
+    steps: dict[int, dict] = field(default_factory=dict)   # the RL training's metrics per step (none for SFT)
+    rl_dir: Path | None = None          # the RL stage's folder (one RL run can be evaluated under two tables)
 
 
-def _rl_rates(rl_dir: Path) -> tuple[float | None, float | None]:
-    """The self-check and correction rates (%) of an RL run, averaged over its steps, as the report reads them."""
-    run = {"tags": {"train_metrics": str(rl_dir / "metrics.jsonl")}}
-    return training_mean(run, "medsage/self_check_rate"), training_mean(run, "medsage/correction_rate")
-
-
-def rows(work: Path) -> list[dict]:
-    """One row per evaluated run of the store, with the run.json summaries."""
-    out = []
-    for stage_json in sorted(work.glob(f"store/eval-*/{layout.STAGE}")):
-        run = stage_json.parent / eval_layout.RUN
-        if not run.exists():
-            continue
-        data = json.loads(run.read_text())
+def load_runs(work: Path) -> list[Run]:
+    runs = []
+    for run_json in sorted(work.glob(f"store/eval-*/{eval_layout.RUN}")):
+        data = json.loads(run_json.read_text())
         tags = data.get("tags") or {}
-        sighted = (data.get("summaries") or {}).get("records") or {}
-        blind = (data.get("blind_summaries") or {}).get("records") or {}
+        verdicts = eval_layout.beside(eval_layout.predictions_file(run_json.parent, BENCHMARK), "verdicts.jsonl")
+        if tags.get("task") != "miniature" or "seed" not in tags or not verdicts.is_file():
+            continue
+        items = [json.loads(line) for line in verdicts.read_text().splitlines() if line.strip()]
         model = Path(data.get("model_path", ""))
         rl_dir = model.parent if model.name == layout.RL_FINAL_MODEL else None
-        rate, fixed = _rl_rates(rl_dir) if rl_dir else (None, None)
-        out.append({"row": tags.get("row") or f"alpha={tags.get('alpha')}", "table": tags.get("table"),
-                    "sighted": sighted, "blind": blind, "self_check": rate, "correction": fixed})
+        steps = read_steps(rl_dir / METRICS) if rl_dir else {}
+        table = str(tags.get("table"))
+        alpha = float(tags["alpha"]) if tags.get("alpha") is not None else None
+        group = f"α = {alpha:g}" if table == "table4" else str(tags.get("row"))
+        runs.append(Run(group, table, int(tags["seed"]), alpha, {v["id"]: bool(v["correct"]) for v in items},
+                        {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir))
+    return runs
+
+
+def _matrix(runs: list[Run], kind: str | None, seeds: list[int], items: list[str] | None = None) -> np.ndarray:
+    """seeds x items of 0/1, the items of ``kind`` (all when None) that every run has, in one order."""
+    by_seed = {r.seed: r for r in runs}
+    if items is None:
+        common = set.intersection(*(set(by_seed[s].correct) for s in seeds))
+        items = sorted(i for i in common if kind is None or by_seed[seeds[0]].kind[i] == kind)
+    return np.array([[by_seed[s].correct[i] for i in items] for s in seeds], dtype=float)
+
+
+def bootstrap(m: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Mean (%) of a seeds x items matrix and its 95 % percentile interval, seeds and items resampled together."""
+    s, n = m.shape
+    rs = rng.integers(0, s, size=(REPS, s))
+    ri = rng.integers(0, n, size=(REPS, n))
+    means = np.array([m[rs[b]][:, ri[b]].mean() for b in range(REPS)])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return 100 * m.mean(), 100 * lo, 100 * hi
+
+
+def _fmt(mean_lo_hi) -> str:
+    if mean_lo_hi is None:
+        return "-"
+    mean, lo, hi = mean_lo_hi
+    return f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def _signed(mean_lo_hi) -> str:
+    if mean_lo_hi is None:
+        return "-"
+    mean, lo, hi = mean_lo_hi
+    return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _curve(r: Run) -> list[float]:
+    """Training accuracy of the first answer per step (0-1)."""
+    return [1 - r.steps[k][FIRST_TRY_ERROR] for k in sorted(r.steps) if FIRST_TRY_ERROR in r.steps[k]]
+
+
+def _rate(runs: list[Run], key: str) -> float | None:
+    """A training rate (%) per step, averaged over every step of every seed's run."""
+    vals = [100 * s[key] for r in runs for s in r.steps.values() if key in s]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
+    """One row per group: n seeds, target-kind and overall accuracy with intervals, the gain over SFT (paired over
+    the seeds both have), the training accuracy at both ends and the training rates."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        if any(g.seed == r.seed for g in groups[r.group]):
+            continue  # the same model evaluated twice (e.g. the SFT row and the SFT beside an RL row): the first counts
+        groups[r.group].append(r)
+    sft = {r.seed: r for r in groups.get("SFT", [])}
+    order = lambda g: (ROW_ORDER.index(g) if g in ROW_ORDER else len(ROW_ORDER), g)
+    out = []
+    for g in sorted(groups, key=order):
+        rs = sorted(groups[g], key=lambda r: r.seed)
+        seeds = [r.seed for r in rs]
+        row = {"group": g, "seeds": seeds, "alpha": rs[0].alpha, "table": rs[0].table}
+        for name, kind in (("target", target), ("overall", None)):
+            m = _matrix(rs, kind, seeds)
+            row[name] = bootstrap(m, rng) if m.size else None
+            paired = [s for s in seeds if s in sft]
+            if g != "SFT" and paired:
+                both = [*[r for r in rs if r.seed in paired], *[sft[s] for s in paired]]
+                items = sorted(set.intersection(*(set(r.correct) for r in both)))
+                items = [i for i in items if kind is None or rs[0].kind[i] == kind]
+                diff = _matrix(rs, kind, paired, items) - _matrix(list(sft.values()), kind, paired, items)
+                row[f"{name}_gain"] = bootstrap(diff, rng)
+                row["paired_seeds"] = paired
+        curves = [c for c in (_curve(r) for r in rs) if c]
+        if curves:
+            row["acc_first"] = float(np.mean([np.mean(c[:ENDS]) for c in curves]))
+            row["acc_last"] = float(np.mean([np.mean(c[-ENDS:]) for c in curves]))
+            row["steps"] = [len(c) for c in curves]
+        for label, key in RATES.items():
+            row[label] = _rate(rs, key)
+        out.append(row)
     return out
 
 
-def stage_times(work: Path) -> dict[str, float]:
-    times: dict[str, float] = {}
+def markdown(rows: list[dict], target: str, work: Path) -> str:
+    name = KIND_COLUMNS.get(target, target)
+    head = (f"| run | seeds | {name} % (chance {CHANCE.get(target, float('nan')):g}) | gain over SFT | overall % "
+            "| gain over SFT | training accuracy, first → last 10 steps | self-check % per step | correction % per step |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        trained = (f"{r['acc_first']:.2f} → {r['acc_last']:.2f} ({'/'.join(map(str, r['steps']))} steps)"
+               if "acc_first" in r else "-")
+        lines.append(f"| {r['group']} | {','.join(map(str, r['seeds']))} | {_fmt(r['target'])} | "
+                     f"{_signed(r.get('target_gain'))} | {_fmt(r['overall'])} | {_signed(r.get('overall_gain'))} | "
+                     f"{trained} | {_num(r.get('self-check'))} | {_num(r.get('correction'))} |")
+    return ("Miniature, a synthetic lesion task (not the paper's benchmarks): mean over seeds [95 % bootstrap interval,"
+            " items and seeds resampled together]; gains are paired (same seeds, same items). Rates: the RL training's"
+            f" (evaluation never retries). Store: {work / 'store'}\n\n" + "\n".join(lines) + "\n")
+
+
+def plot_training(runs: list[Run], path: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen: dict[Path, Run] = {}  # one curve per RL run: Table 5's R-GRPO row is the α sweep's run at its α
+    for r in sorted(runs, key=lambda r: (r.table != "table5", r.group, r.seed)):
+        if r.rl_dir and _curve(r):
+            seen.setdefault(r.rl_dir, r)
+    if not seen:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours: dict[str, str] = {}
+    for r in seen.values():
+        c = np.array(_curve(r))
+        first = r.group not in colours
+        colour = colours.setdefault(r.group, f"C{len(colours)}")
+        ax.plot(np.arange(1, len(c) + 1), c, color=colour, alpha=0.25, lw=0.8)
+        k = min(ENDS, len(c))
+        smooth = np.convolve(c, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(c) + 1), smooth, color=colour, lw=2, label=r.group if first else None)
+    ax.set_xlabel("RL step (2 prompts x 4 rollouts)")
+    ax.set_ylabel("training accuracy, first answer (1 - first_try_error_rate)")
+    ax.set_title(f"Miniature (synthetic lesion task): training accuracy per step\n(faint: each step; bold: {ENDS}-step mean;"
+                 " one line per seed)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_alpha(rows: list[dict], target: str, path: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted((r for r in rows if r["table"] == "table4" and r["alpha"] is not None), key=lambda r: r["alpha"])
+    if not pts:
+        return None
+    x = [r["alpha"] for r in pts]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("target", KIND_COLUMNS.get(target, target)), ("overall", "overall")):
+        mean = np.array([r[key][0] for r in pts])
+        err = np.array([[r[key][0] - r[key][1] for r in pts], [r[key][2] - r[key][0] for r in pts]])
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"accuracy, {label} (95 % interval)")
+    ax.set_xlabel("α (self-check bonus)")
+    ax.set_ylabel("held-out accuracy %")
+    rate = ax.twinx()
+    rate.plot(x, [r["self-check"] or 0 for r in pts], "k--s", label="self-check rate % (RL training)")
+    rate.set_ylabel("self-check rate %")
+    rate.set_ylim(0, 100)
+    ax.legend(loc="lower left", fontsize=7)
+    rate.legend(loc="lower right", fontsize=7)
+    ax.set_title("Figure 5 in miniature (synthetic lesion task)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def stage_times(work: Path) -> dict[str, list[float]]:
+    """Seconds of every finished stage in the store, by stage name."""
+    times: dict[str, list[float]] = defaultdict(list)
     for stage_json in work.glob(f"store/*/{layout.STAGE}"):
         s = json.loads(stage_json.read_text())
         if s.get("ended") and s.get("started"):
-            times[s["stage"]] = times.get(s["stage"], 0.0) + s["ended"] - s["started"]
+            times[s["stage"]].append(s["ended"] - s["started"])
     return times
 
 
-def _pct(v) -> str:
-    return "   -" if v is None else f"{v:5.1f}"
+def target_kind(experiment: str) -> str:
+    """The experiment recipe's ``target_kind``: the one place it is set."""
+    from medsage.recipes import compose
+
+    return str(compose("pipeline", [f"+experiment={experiment}"]).target_kind)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
-    parser.add_argument("--rows", default="sft,sft_rl,sft_rl_self", help="recipes/table5_row options to run")
-    parser.add_argument("--alphas", default="0,0.2", help="α values of the sweep ('' to skip it)")
-    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. task.train=400 "
-                        "'sft_overrides=[sft.num_train_epochs=6]'")
+    parser.add_argument("--keep", default=str(Path(__file__).resolve().parent / "out" / "learning"),
+                        help="work in this folder and keep it: its stage store makes a rerun resume (default: %(default)s)")
+    parser.add_argument("--experiment", default="miniature_rl", help="recipes/experiment/<name>.yaml")
+    parser.add_argument("--seeds", default="0,1,2", help="train_seed values (SFT and RL data order)")
+    parser.add_argument("--rows", default="sft,sft_rl,sft_rl_self", help="recipes/table5_row options ('' to skip)")
+    parser.add_argument("--alphas", default="0,0.1,0.2,0.3", help="α values of the sweep ('' to skip it)")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: report what the store holds")
+    parser.add_argument("overrides", nargs="*", help="more pipeline overrides, e.g. rl_steps=200 sft_epochs=2")
     args = parser.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="medsage-learning-"))
-    wall = {"table5 rows": pipeline(work, "-m", f"+table5_row={args.rows}", "table=table5", *args.overrides)}
-    if args.alphas:
-        wall["alpha sweep"] = pipeline(work, "-m", f"alpha={args.alphas}", "table=table4", *args.overrides)
+    work = Path(args.keep).resolve()
+    wall: dict[str, float] = {}
+    if not args.report_only:
+        for seed in args.seeds.split(","):
+            if args.rows:
+                wall[f"rows, seed {seed}"] = pipeline(work, args.experiment, "-m", f"+table5_row={args.rows}",
+                                                      "table=table5", f"train_seed={seed}", *args.overrides)
+            if args.alphas:
+                wall[f"α sweep, seed {seed}"] = pipeline(work, args.experiment, "-m", f"alpha={args.alphas}",
+                                                         "table=table4", f"train_seed={seed}", *args.overrides)
 
-    kinds = list(CHANCE)
-    print(f"\nminiature: a synthetic lesion task (not the paper's benchmarks); {work}")
-    print(f"{'run':<16}" + "".join(f"{KIND_NAMES[k]:>16}" for k in kinds)
-          + f"{'overall':>9}{'LOC IoU':>9}{'strict':>8}{'blind y/n':>10}{'check':>7}{'fixed':>7}")
-    print(f"{'chance':<16}" + "".join(f"{CHANCE[k]:>16.1f}" for k in kinds) + f"{'':>9}{'0':>9}{'':>8}{50.0:>10.1f}")
-    for r in sorted(rows(work), key=lambda r: (str(r["table"]), str(r["row"]))):
-        s = r["sighted"]
-        iou = s.get("loc_iou")
-        print(f"{str(r['row'])[:16]:<16}" + "".join(f"{_pct(_accuracy(s, k)):>16}" for k in kinds)
-              + f"{_pct(s.get('accuracy')):>9}{'-' if iou is None else f'{iou:.2f}':>9}{_pct(s.get('strict_format')):>8}"
-              + f"{_pct(_accuracy(r['blind'], 'presence')) if r['blind'] else '   -':>10}"
-              + f"{_pct(r['self_check']):>7}{_pct(r['correction']):>7}")
-    print("\nseconds per stage (summed over the runs that ran it): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in sorted(stage_times(work).items(), key=lambda kv: -kv[1])))
-    print("wall: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items())
-          + f"; report: {work / 'miniature' / layout.REPORT_DIR / 'report.md'}")
+    target = target_kind(args.experiment)
+    runs = load_runs(work)
+    if not runs:
+        sys.exit(f"no evaluated miniature run with a seed tag in {work / 'store'}")
+    rows = summarise(runs, target)
+    text = markdown(rows, target, work)
+    pngs = [p for p in (plot_training(runs, work / "training_curve.png"),
+                        plot_alpha(rows, target, work / "figure5_alpha.png")) if p]
+    text += "".join(f"\n![{p.stem}]({p.name})\n" for p in pngs)
+    text += "\nseconds per stage run (min-max, runs): " + ", ".join(
+        f"{k} {min(v):.0f}-{max(v):.0f} ({len(v)})" for k, v in sorted(stage_times(work).items(), key=lambda kv: -max(kv[1])))
+    (work / "bench_learning.md").write_text(text + "\n")
+    print(text)
+    if wall:
+        print("wall: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()))
+    print(f"written: {work / 'bench_learning.md'}" + "".join(f", {p}" for p in pngs))
 
 
 if __name__ == "__main__":

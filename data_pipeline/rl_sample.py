@@ -110,6 +110,17 @@ def stratum(sample: Sample, keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def only(pool: list[Sample], key: str, values: set[str]) -> list[Sample]:
+    """The samples whose ``key`` (as ``stratum`` reads it) is one of ``values``: RL on the kinds SFT left a gap on.
+    Raises ValueError naming the values present when none matches."""
+    kept = [s for s in pool if stratum(s, (key,))[0] in values]
+    if pool and not kept:
+        present = sorted({stratum(s, (key,))[0] for s in pool})
+        raise ValueError(f"--only {key}={','.join(sorted(values))}: no question has it; {key} values present: "
+                         f"{', '.join(present)}")
+    return kept
+
+
 def allocate(sizes: dict[tuple, int], target: int, rng: random.Random) -> dict[tuple, int]:
     """Share ``target`` evenly over strata, never more than a stratum has (water filling)."""
     alloc = {k: 0 for k in sizes}

@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     rl.add_argument("--out", required=True, help="output folder for sage_rl.{parquet,easyr1.jsonl,jsonl,summary.json}")
     rl.add_argument("--target", type=int, default=10_000, help="rows to draw (default 10000, as in the paper)")
     rl.add_argument("--by", default="question_type,modality", help="comma-separated stratum keys")
+    rl.add_argument("--only", default=None, metavar="KEY=V1,V2",
+                    help="draw only questions whose KEY (a record field or metadata entry) is one of the values, "
+                         "e.g. question_kind=quadrant (default: every question)")
     rl.add_argument("--seed", type=int, default=0)
     rl.add_argument("--name", default=layout.RL_SAMPLE, help="file name stem")
     rl.add_argument("--prompt", default="lvkc", help="recipes/prompt/<name> (or a YAML path): the human turn, as in "
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(redact(json.dumps(result.report, indent=2)))
             print(summary_line(result.report), flush=True)
             return 0
-        from medsage.data_pipeline.rl_sample import balanced_sample, rl_budget, within_budget, write_rl
+        from medsage.data_pipeline.rl_sample import balanced_sample, only, rl_budget, within_budget, write_rl
         from medsage.records import read_records
 
         from medsage.prompts import PromptConfig
@@ -91,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.kept}: no question fits the prompt budget ({len(rejected)} set aside, e.g. "
                              f"{rejected[0]['id']}: {rejected[0]['detail']}); raise --max-prompt-length or lower the "
                              "model recipe's image_max_pixels")
+        if args.only:
+            key, sep, values = args.only.partition("=")
+            if not sep or not key or not values:
+                raise ValueError(f"--only {args.only!r}: expected KEY=V1,V2, e.g. question_kind=quadrant")
+            pool = only(pool, key, {v for v in values.split(",") if v})
         chosen, summary = balanced_sample(pool, args.target, tuple(k for k in args.by.split(",") if k), args.seed)
         paths = write_rl(chosen, args.out, summary, args.name, args.prompt, budget, rejected,
                          "text and images" if counter else "images")

@@ -127,3 +127,18 @@ def test_rows_carry_the_models_pixel_bounds_and_overlong_questions_are_set_aside
     assert main(["rl", "--kept", str(tmp_path / "kept.jsonl"), "--out", str(tmp_path / "tiny"), "--model", "tiny"]) == 0
     assert len(pq.read_table(tmp_path / "tiny" / "sage_rl.parquet")) == 6
     assert (tmp_path / "tiny" / "sage_rl.rejected.jsonl").read_text() == ""
+
+
+def test_only_draws_the_named_values_and_names_the_ones_present(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    pool = _pool({("closed", "CT"): 4, ("choice", "MRI"): 4}, per_record=1, image_dir=tmp_path)
+    write_records(tmp_path / "kept.jsonl", pool)
+    base = ["rl", "--kept", str(tmp_path / "kept.jsonl"), "--target", "8"]
+    assert main([*base, "--out", str(tmp_path / "rl"), "--only", "question_type=choice"]) == 0
+    table = pq.read_table(tmp_path / "rl" / "sage_rl.parquet").to_pylist()
+    assert len(table) == 4 and {r["extra_info"]["question_type"] for r in table} == {"choice"}
+    assert main([*base, "--out", str(tmp_path / "none"), "--only", "modality=PET"]) == 2
+    assert "modality values present: CT, MRI" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--only", "modality"]) == 2
+    assert "expected KEY=V1,V2" in capsys.readouterr().err

@@ -28,20 +28,20 @@ def write_rl_parquet(tmp_path: Path) -> Path:
     return write_verl_parquet(samples[:8], tmp_path / "rl.parquet")
 
 
-def run_rl(tmp_path: Path, model, data, *overrides, cluster="local_cpu", extra=(), env=None, timeout=1500):
+def run_rl(tmp_path: Path, model, data, *overrides, cluster="local_cpu", extra=(), env=None, timeout=1500, steps=2):
     """Run `medsage rl` from the empty folder ``tmp_path/cwd`` (it must stay empty: verl's Hydra run folder
-    goes into the output folder); returns (output folder, rc, whole log)."""
+    goes into the output folder); returns (output folder, rc, whole log). ``steps``: verl's optimiser steps."""
     out = tmp_path / "run"
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
-    verl_extra = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "data.shuffle=false", *extra]
+    verl_extra = [f"trainer.total_training_steps={steps}", "trainer.val_before_train=false", "data.shuffle=false", *extra]
     cmd = [sys.executable, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", f"cluster={cluster}",
            f"train_files={data}", f"output_dir={out}", *TINY_RL, *overrides,
            "extra_overrides=[" + ",".join(f"'{o}'" for o in verl_extra) + "]"]
     # tests/helpers on the path of verl's Ray workers too (the test-only agent loop lives here)
     env = {**os.environ, **(env or {}),
            "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     return out, proc.returncode, proc.stdout + proc.stderr
 
 

@@ -152,7 +152,7 @@ def verl_overrides(cfg, out_dir: Path) -> list[str]:
     o.update(ray_overrides(cfg, world))
     o["+ray_kwargs.ray_init.runtime_env.env_vars"]["VERL_FILE_LOGGER_PATH"] = str(out_dir / rl_metrics.METRICS)
     if cluster.accelerator == "cpu":
-        o.update(cpu_overrides(out_dir))
+        o.update(cpu_overrides())
     return [f"{k}={_hydra_value(v)}" for k, v in o.items()] + list(cfg.extra_overrides)
 
 
@@ -277,10 +277,9 @@ def ray_overrides(cfg, world: int) -> dict[str, Any]:
     return out
 
 
-def cpu_overrides(out_dir: Path) -> dict[str, Any]:
-    """verl settings for FSDP training and Hugging Face generation on CPU (``router_file`` goes in ``out_dir``)."""
+def cpu_overrides() -> dict[str, Any]:
+    """verl settings for FSDP training and Hugging Face generation on CPU."""
     from medsage.plugins.engines.verl_cpu_env import ROLLOUT_NAME
-    from medsage.plugins.engines.verl_router import router_file
 
     return {
         "trainer.device": "cpu",
@@ -300,6 +299,4 @@ def cpu_overrides(out_dir: Path) -> dict[str, Any]:
         # one agent-loop and one reward process instead of eight each: each imports torch and verl
         "actor_rollout_ref.rollout.agent.num_workers": 1,
         "reward.num_workers": 1,
-        # a router that does not import verl (its own process would, for about 8 s of a core)
-        "actor_rollout_ref.rollout.router_config_path": str(router_file(out_dir)),
     }

@@ -20,16 +20,15 @@ Registered in verl's ``EngineRegistry`` under the vendor key ``(cuda, nvidia)``,
 before its own device-only ``cuda`` entry, in processes whose environment has ``FREEZE_ENV`` (medsage's
 runs; any other verl run keeps verl's engine); the CPU route registers its subclass for ``cpu``. The
 mRoPE fix is installed with medsage's trainer hooks (``verl_plugin.install_trainer_hooks``).
-
-verl's FSDP engine is imported when the engine class is first asked for (``FrozenVisionFSDPEngine``,
-built by the module ``__getattr__``), which ``verl_plugin`` does where verl imports its worker module
-(``after_import``): the other processes of a run never pay for importing verl's engines.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+
+from verl.workers.engine.base import EngineRegistry
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
 FREEZE_ENV = "MEDSAGE_FREEZE_VISION_TOWER"
 # Where Hugging Face vision-language models keep their vision encoder (Qwen2/2.5-VL: model.visual).
@@ -49,27 +48,14 @@ def freeze_vision_tower(module) -> int:
     return len(names)
 
 
-@functools.cache
-def _frozen_vision_engine() -> type:
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
-
-    class FrozenVisionFSDPEngine(FSDPEngineWithLMHead):
-        def _build_module(self):
-            module = super()._build_module()
-            if os.environ.get(FREEZE_ENV) == "1" and not self.engine_config.forward_only:
-                if not freeze_vision_tower(module):
-                    raise ValueError(f"{FREEZE_ENV}=1 but {type(module).__name__} has no vision tower parameters "
-                                     f"under {VISION_PREFIXES}")
-            return module
-
-    FrozenVisionFSDPEngine.__module__ = __name__
-    return FrozenVisionFSDPEngine
-
-
-def __getattr__(name: str):
-    if name == "FrozenVisionFSDPEngine":  # verl's FSDP engine's subclass, imported on first use
-        return _frozen_vision_engine()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class FrozenVisionFSDPEngine(FSDPEngineWithLMHead):
+    def _build_module(self):
+        module = super()._build_module()
+        if os.environ.get(FREEZE_ENV) == "1" and not self.engine_config.forward_only:
+            if not freeze_vision_tower(module):
+                raise ValueError(f"{FREEZE_ENV}=1 but {type(module).__name__} has no vision tower parameters "
+                                 f"under {VISION_PREFIXES}")
+        return module
 
 
 def _ragged_at_2(positions):
@@ -99,9 +85,7 @@ def register() -> None:
     ``FREEZE_ENV`` (1 or 0) in their environment; a verl run without it keeps verl's own engine."""
     if FREEZE_ENV not in os.environ:
         return
-    from verl.workers.engine.base import EngineRegistry
-
     backends = EngineRegistry._engines.get("language_model", {})
     if ("cuda", "nvidia") not in backends.get("fsdp2", {}):
         EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cuda",
-                                vendor="nvidia")(_frozen_vision_engine())
+                                vendor="nvidia")(FrozenVisionFSDPEngine)

@@ -3,8 +3,8 @@
 Declared in pyproject under the entry-point group ``verl.plugins``; ``import verl`` (0.9.1) loads
 every module in that group in every verl process, Ray workers included. At import this module only
 adds names to verl's registries (the agent loop ``medsage_self_check``, the estimator
-``medsage_self_check``, and, once verl imports its worker module, the frozen-tower engine in processes
-whose environment has medsage's ``MEDSAGE_FREEZE_VISION_TOWER``): a verl run that selects none of them runs exactly as without medsage.
+``medsage_self_check``, and the frozen-tower engine in processes whose environment has medsage's
+``MEDSAGE_FREEZE_VISION_TOWER``): a verl run that selects none of them runs exactly as without medsage.
 verl swallows a failing plugin import at debug level, so ``medsage rl`` imports this module itself
 first and reports any error (``check_registered``).
 
@@ -33,14 +33,11 @@ advantage step of the v1 trainer; with it the ``compute_advantage`` hook and the
 from __future__ import annotations
 
 import functools
-import importlib
 
 from medsage.plugins.engines import verl_engine, verl_reward
-from medsage.plugins.engines.after_import import when_imported
 from medsage.plugins.self_check import advantage
 from medsage.plugins.self_check.advantage import SPANS_DUMP_KEY
-
-_VERL_AGENT_LOOP = "verl.experimental.agent_loop.agent_loop"
+from medsage.plugins.self_check.loop import AGENT_NAME, SelfCheckAgentLoop  # noqa: F401  (registers the loop)
 
 
 def install_trainer_hooks() -> None:
@@ -89,7 +86,6 @@ def install_trainer_hooks() -> None:
 
 def check_registered() -> dict[str, str]:
     """What verl now resolves for medsage's names; raises if a registration is missing."""
-    from medsage.plugins.self_check.loop import AGENT_NAME
     from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
@@ -100,10 +96,5 @@ def check_registered() -> dict[str, str]:
             "agent_loop": _agent_loop_registry[AGENT_NAME]["_target_"]}
 
 
-when_imported("verl.trainer.ppo.core_algos", lambda _: advantage.register())  # the estimator, where verl looks it up
-# verl's trainer ranks build their engine in its worker module: registering there spares every other process
-# of the run the import of verl's engines (medsage.plugins.engines.after_import)
-when_imported("verl.workers.engine_workers", lambda _: verl_engine.register())
-# the loop registers itself with verl's agent-loop module, which imports much of transformers (about 6 s of a
-# core): only the processes that import it (the agent-loop workers, the trainer) need the loop
-when_imported(_VERL_AGENT_LOOP, lambda _: importlib.import_module("medsage.plugins.self_check.loop"))
+advantage.register()
+verl_engine.register()

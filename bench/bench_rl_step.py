@@ -1,9 +1,16 @@
 """One R-GRPO run of the tiny model on CPU: start-up, each step, and medsage's share of a step.
 
-    python bench/bench_rl_step.py [--steps 4] [--keep DIR] [--model SFT_DIR]   # run it under the shared CPU lock
+    python bench/bench_rl_step.py [--steps 100] [--keep DIR] [--model SFT_DIR]   # run it under the shared CPU lock
+    python bench/bench_rl_step.py --baseline /path/to/older/checkout/.venv/bin/python   # and the ratio to it
 
-`medsage rl` on cluster=local_cpu (verl's own trainer, the CPU route) for a few steps. Prints:
-- wall time of the start-up (command start to the first step's start) and of each step (verl's timing_s/step);
+`medsage rl` on cluster=local_cpu (verl's own trainer, the CPU route), 2 prompts x 4 rollouts a step. Prints:
+- wall time of the start-up (command start to the first step's start, read off the arrival time of verl's
+  step lines), of the first step (the rollout's warm-up; start-up and first step together are the time to
+  the first update, which does not depend on where verl's processes finish starting), of the later steps (their mean; verl's
+  timing_s/step) and of 100 steps (actual when the run had them, else projected: first step + 99 x mean);
+- with ``--baseline PYTHON``: the same command, model and data run first with another environment's
+  ``medsage`` (e.g. an older checkout's virtualenv) for ``--baseline-steps`` steps, and the ratio of each
+  figure to it (baseline / this one: above 1 is faster);
 - the share of a step spent in medsage's code: the self-check agent loop's own work (medsage/agent_loop_s:
   the server's generations and verl's agent-loop helpers excluded), the reward (medsage's compute_score
   re-run here on that step's dumped rollouts) and the estimator (verl's timing_s/adv, which is
@@ -25,9 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROLLOUTS, PROMPTS = 2, 2
+ROLLOUTS, PROMPTS = 4, 2
+TARGET_STEPS = 100
 
 
 def reward_seconds(rows: list[dict], reward_params: dict) -> float:
@@ -40,44 +49,106 @@ def reward_seconds(rows: list[dict], reward_params: dict) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="training steps (default 4)")
-    parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
-    parser.add_argument("--model", help="a Qwen2.5-VL folder to train (default: build the random tiny model)")
-    args = parser.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="medsage-bench-rl-"))
-    work.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Run:
+    """One ``medsage rl`` run: its wall times (s) and verl's step metrics."""
 
-    from omegaconf import OmegaConf
+    total: float
+    startup: float  # command start to the first step's start
+    steps: dict[int, dict[str, float]]
+    out: Path
 
-    from medsage.data_pipeline.writers import write_verl_parquet
-    from medsage.launch.demo.samples import make_demo_samples
-    from medsage.launch.demo.tiny_model import build_tiny_model
+    @property
+    def step_s(self) -> list[float]:
+        return [self.steps[s]["timing_s/step"] for s in sorted(self.steps)]
+
+    @property
+    def later_mean(self) -> float:
+        later = self.step_s[1:] or self.step_s
+        return sum(later) / len(later)
+
+    def hundred_steps(self) -> tuple[float, str]:
+        if len(self.step_s) >= TARGET_STEPS:
+            return sum(self.step_s[:TARGET_STEPS]), "actual"
+        return self.step_s[0] + (TARGET_STEPS - 1) * self.later_mean, "projected"
+
+
+def run_rl(python: str, model: Path, data: Path, out: Path, steps: int) -> Run:
+    """``medsage rl`` with ``python``'s environment; each output line timed as it arrives."""
     from medsage.plugins.engines.verl import console_step_metrics
 
-    model = Path(args.model).resolve() if args.model else build_tiny_model(work / "model")
-    data = write_verl_parquet(make_demo_samples(work / "demo", n=2 * PROMPTS * args.steps), work / "rl.parquet")
-    out = work / "run"
-    extra = [f"trainer.total_training_steps={args.steps}", "trainer.val_before_train=false"]
-    cmd = [sys.executable, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", "cluster=local_cpu",
+    extra = [f"trainer.total_training_steps={steps}", "trainer.val_before_train=false"]
+    cmd = [python, "-m", "medsage.launch.cli", "rl", "model=tiny", f"model.path={model}", "cluster=local_cpu",
            f"train_files={data}", f"output_dir={out}", "rl.epochs=1", f"rl.rollout_n={ROLLOUTS}",
            f"rl.rollout_batch_prompts={PROMPTS}", "rl.micro_batch_per_device=2", "rl.grad_accum=1",
            "rl.log_prob_micro_batch=4", "rl.max_prompt_length=512", "rl.max_response_length=64",
            "rl.retry_max_tokens=64", "rl.request_budget=48", "rl.request='Check the answer.'", "rl.save_freq=-1",
            "rl.test_freq=-1", "extra_overrides=[" + ",".join(f"'{o}'" for o in extra) + "]"]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines, first_step_line = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if first_step_line is None and "step:1 - " in line:
+            first_step_line = time.perf_counter() - started
+    rc = proc.wait()
     total = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"medsage rl failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
-    steps = console_step_metrics(proc.stdout)
+    log = "".join(lines)
+    if rc != 0:
+        sys.exit(f"medsage rl ({python}) failed ({rc}):\n{log[-4000:]}")
+    steps = console_step_metrics(log)
+    if not steps or first_step_line is None:
+        sys.exit(f"medsage rl ({python}) printed no step metrics:\n{log[-4000:]}")
+    return Run(total=total, startup=first_step_line - steps[min(steps)]["timing_s/step"], steps=steps, out=out)
+
+
+def summary(run: Run, label: str) -> list[str]:
+    hundred, how = run.hundred_steps()
+    return [(f"  {label}: start-up {run.startup:6.1f} s, first step {run.step_s[0]:6.2f} s (to its end "
+             f"{run.startup + run.step_s[0]:6.1f} s), later steps "
+             f"{run.later_mean:5.2f} s each ({len(run.step_s)} steps), {TARGET_STEPS} steps {hundred:6.1f} s ({how}), "
+             f"whole command {run.total:.1f} s")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=TARGET_STEPS, help=f"training steps (default {TARGET_STEPS})")
+    parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--model", help="a Qwen2.5-VL folder to train (default: build the random tiny model)")
+    parser.add_argument("--baseline", metavar="PYTHON",
+                        help="run the same command first with this interpreter's medsage (e.g. an older checkout's "
+                             ".venv/bin/python) and print the ratio to it")
+    parser.add_argument("--baseline-steps", type=int, default=4, help="steps of the baseline run (default 4)")
+    args = parser.parse_args()
+    if args.steps < 2 or args.baseline_steps < 2:
+        sys.exit("--steps and --baseline-steps: 2 or more (the first step is the warm-up)")
+    work = Path(args.keep or tempfile.mkdtemp(prefix="medsage-bench-rl-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from medsage.data_pipeline.writers import write_verl_parquet
+    from medsage.launch.demo.samples import make_demo_samples
+    from medsage.launch.demo.tiny_model import build_tiny_model
+    from omegaconf import OmegaConf
+
+    model = Path(args.model).resolve() if args.model else build_tiny_model(work / "model")
+    prompts = PROMPTS * max(args.steps, args.baseline_steps if args.baseline else 0)
+    data = write_verl_parquet(make_demo_samples(work / "demo", n=prompts), work / "rl.parquet")
+    base = run_rl(args.baseline, model, data, work / "baseline", args.baseline_steps) if args.baseline else None
+    run = run_rl(sys.executable, model, data, work / "run", args.steps)
+    steps, out = run.steps, run.out
     reward_params = OmegaConf.to_container(OmegaConf.load(out / "medsage_rl.yaml").reward.params, resolve=True)
 
-    step_s = [steps[s]["timing_s/step"] for s in sorted(steps)]
-    startup = total - sum(step_s)
-    print(f"R-GRPO on CPU, {'model ' + args.model if args.model else 'random tiny model'}, {PROMPTS} prompts x {ROLLOUTS} rollouts, {len(steps)} steps ({work})")
-    print(f"  start-up (command to first step)   {startup:6.1f} s   (whole command {total:.1f} s)")
+    print(f"R-GRPO on CPU, {'model ' + args.model if args.model else 'random tiny model'}, {PROMPTS} prompts x "
+          f"{ROLLOUTS} rollouts, {len(steps)} steps ({work})")
+    print("\n".join(summary(run, "this checkout") + (summary(base, f"baseline ({args.baseline})") if base else [])))
+    if base:
+        (b100, _), (r100, _) = base.hundred_steps(), run.hundred_steps()
+        print(f"  ratio baseline / this checkout: start-up {base.startup / run.startup:.2f}x, to the end of the first "
+              f"step {(base.startup + base.step_s[0]) / (run.startup + run.step_s[0]):.2f}x, later steps "
+              f"{base.later_mean / run.later_mean:.2f}x, start-up + {TARGET_STEPS} steps "
+              f"{(base.startup + b100) / (run.startup + r100):.2f}x")
+    print(f"  goal: start-up <= 45 s ({run.startup:.1f} s), {TARGET_STEPS} steps <= 600 s "
+          f"({run.hundred_steps()[0]:.1f} s, {run.hundred_steps()[1]})")
     rows = []
     for s in sorted(steps):
         m = steps[s]
@@ -86,14 +157,17 @@ def main() -> None:
                  "estimator": m.get("timing_s/adv", 0.0)}
         share = sum(parts.values()) / m["timing_s/step"]
         rows.append((s, m, parts, share))
-        print(f"  step {s}: {m['timing_s/step']:6.2f} s   medsage {100 * share:5.2f} %  ("
-              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())
-              + f"; verl's loop helpers <= {m.get('medsage/agent_loop_verl_s', 0) * 1000:.0f} ms, generation "
-              f"{m.get('timing_s/gen', 0):.2f} s, actor update {m.get('timing_s/update_actor', 0):.2f} s)")
+        if s <= 4 or s == max(steps):
+            print(f"  step {s}: {m['timing_s/step']:6.2f} s   medsage {100 * share:5.2f} %  ("
+                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())
+                  + f"; verl's loop helpers <= {m.get('medsage/agent_loop_verl_s', 0) * 1000:.0f} ms, generation "
+                  f"{m.get('timing_s/gen', 0):.2f} s, old log-probs {m.get('timing_s/old_log_prob', 0):.2f} s, "
+                  f"reference {m.get('timing_s/ref', 0):.2f} s, actor update {m.get('timing_s/update_actor', 0):.2f} s, "
+                  f"weight sync {m.get('timing_s/update_weights', 0):.2f} s)")
     later = rows[1:] or rows
     mean_share = sum(r[3] for r in later) / len(later)
     print(f"  medsage's share of a step (steps 2+): {100 * mean_share:.2f} %   (goal <= 5 %)")
-    for s, m, _, _ in rows:
+    for s, m, _, _ in rows[:4]:
         err = m.get("medsage/first_try_error_rate", float("nan"))
         print(f"  retry cost, step {s}: first-try error rate {err:.2f}, retried {m.get('medsage/self_check_rate', 0):.2f}; "
               f"extra tokens per prompt {ROLLOUTS * m.get('medsage/retry_tokens_per_rollout', 0):.1f}, "

@@ -163,7 +163,10 @@ class HFReplica(RolloutReplica):
             name=server_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency,
             scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         ).remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
-        await server.stats.remote()  # wait until the model is loaded
+        # not awaited: verl creates the agent-loop workers and the router only after this returns, and each of
+        # those processes, like the server's, spends seconds of a core importing verl; started now, they import
+        # while the server does. Ray queues the first call (verl's sleep_replicas, before training) until the
+        # model is loaded, and a server that failed to load fails that call.
         self.servers = [server]
         self._server_handle = server
         self._server_address = server_name(self.replica_rank)  # a Ray actor, not an HTTP endpoint

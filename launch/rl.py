@@ -418,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
                     env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
+    elif rc == 0:  # said at the end, not found later by the stage that reads the model
+        print(f"medsage rl: trained, but no checkpoint was saved (rl.save_freq={cfg.rl.save_freq}), so there is no "
+              f"{layout.RL_FINAL_MODEL} to evaluate or train further; set rl.save_freq to a step count to keep one",
+              file=sys.stderr)
     return rc
 
 

@@ -107,3 +107,4 @@ def test_plain_grpo_trains_two_steps(tmp_path, tiny_model_dir, rl_parquet):
     assert all(s["medsage/self_check_rate"] == 0 for s in steps.values())
     assert "algorithm.adv_estimator=grpo" in (out / "verl_overrides.txt").read_text()
     assert steps[2]["training/rollout_probs_diff_max"] < 1e-3
+    assert not (out / "final_model").exists() and "no checkpoint was saved (rl.save_freq=-1)" in log  # said, not found later

@@ -72,6 +72,7 @@ class Run:
     kind: dict[str, str]                # item id -> question kind
     steps: dict[int, dict] = field(default_factory=dict)   # the RL training's metrics per step (none for SFT)
     rl_dir: Path | None = None          # the RL stage's folder (one RL run can be evaluated under two tables)
+    second: dict = field(default_factory=dict)  # the answer-key retry's self_correction block (eval.retry), if run
 
 
 def load_runs(work: Path) -> list[Run]:
@@ -89,8 +90,9 @@ def load_runs(work: Path) -> list[Run]:
         table = str(tags.get("table"))
         alpha = float(tags["alpha"]) if tags.get("alpha") is not None else None
         group = f"α = {alpha:g}" if table == "table4" else str(tags.get("row"))
+        second = ((data.get("summaries") or {}).get(BENCHMARK) or {}).get("self_correction") or {}
         runs.append(Run(group, table, int(tags["seed"]), alpha, {v["id"]: bool(v["correct"]) for v in items},
-                        {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir))
+                        {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir, second))
     return runs
 
 
@@ -129,6 +131,14 @@ def _signed(mean_lo_hi) -> str:
 
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+def _score(row: dict) -> str:
+    """SCoRe's numbers of a row (means over seeds), or '-' where its evaluations ran no retry."""
+    if row.get("acc_t1") is None:
+        return "-"
+    return (f"{row['acc_t1']:.1f} → {row['acc_t2']:.1f} ({row['delta_i_to_c']:+.1f}, "
+            f"{-row['delta_c_to_i']:+.1f})")
 
 
 def _curve(r: Run) -> list[float]:
@@ -176,6 +186,9 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
             row["steps"] = [len(c) for c in curves]
         for label, key in RATES.items():
             row[label] = _rate(rs, key)
+        for key in ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i"):  # SCoRe's, the evaluation's answer-key retry
+            vals = [r.second[key] for r in rs if r.second.get(key) is not None]
+            row[key] = float(np.mean(vals)) if vals else None
         out.append(row)
     return out
 
@@ -183,17 +196,20 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
 def markdown(rows: list[dict], target: str, work: Path) -> str:
     name = KIND_COLUMNS.get(target, target)
     head = (f"| run | seeds | {name} % (chance {CHANCE.get(target, float('nan')):g}) | gain over SFT | overall % "
-            "| gain over SFT | training accuracy, first → last 10 steps | self-check % per step | correction % per step |")
-    lines = [head, "|" + "---|" * 9]
+            "| gain over SFT | training accuracy, first → last 10 steps | self-check % per step | correction % per step "
+            "| Acc@t1 → Acc@t2 (Δi→c, Δc→i) |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         trained = (f"{r['acc_first']:.2f} → {r['acc_last']:.2f} ({'/'.join(map(str, r['steps']))} steps)"
                if "acc_first" in r else "-")
         lines.append(f"| {r['group']} | {','.join(map(str, r['seeds']))} | {_fmt(r['target'])} | "
                      f"{_signed(r.get('target_gain'))} | {_fmt(r['overall'])} | {_signed(r.get('overall_gain'))} | "
-                     f"{trained} | {_num(r.get('self-check'))} | {_num(r.get('correction'))} |")
+                     f"{trained} | {_num(r.get('self-check'))} | {_num(r.get('correction'))} | {_score(r)} |")
     return ("Miniature, a synthetic lesion task (not the paper's benchmarks): mean over seeds [95 % bootstrap interval,"
-            " items and seeds resampled together]; gains are paired (same seeds, same items). Rates: the RL training's"
-            f" (evaluation never retries). Store: {work / 'store'}\n\n" + "\n".join(lines) + "\n")
+            " items and seeds resampled together]; gains are paired (same seeds, same items). Rates: the RL training's."
+            " Acc@t1 → Acc@t2: the evaluation's second attempt with the answer-key trigger, as in training"
+            " (eval.retry=answer_key; an oracle, so not a deployable score), means over seeds; '-' where the"
+            f" evaluation had no trigger. Store: {work / 'store'}\n\n" + "\n".join(lines) + "\n")
 
 
 def plot_training(runs: list[Run], path: Path) -> Path | None:

@@ -48,6 +48,7 @@ RATES = {"self-check": "medsage/self_check_rate", "correction": "medsage/correct
 ENDS = 10                      # steps averaged at each end of a training curve
 REPS = 4000                    # bootstrap resamples
 ROW_ORDER = ["SFT", "SFT + RL", "SFT + RL + Self"]
+DEFAULT_LABEL = "miniature"    # the experiments' run label; a run under another label is its own group
 
 
 def pipeline(work: Path, experiment: str, *overrides: str) -> float:
@@ -90,6 +91,8 @@ def load_runs(work: Path) -> list[Run]:
         table = str(tags.get("table"))
         alpha = float(tags["alpha"]) if tags.get("alpha") is not None else None
         group = f"α = {alpha:g}" if table == "table4" else str(tags.get("row"))
+        if data.get("label") not in (None, DEFAULT_LABEL):  # a variant run under its own label (e.g. label=lr2e-5)
+            group = f"{group} [{data['label']}]"
         second = ((data.get("summaries") or {}).get(BENCHMARK) or {}).get("self_correction") or {}
         runs.append(Run(group, table, int(tags["seed"]), alpha, {v["id"]: bool(v["correct"]) for v in items},
                         {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir, second))
@@ -137,8 +140,7 @@ def _score(row: dict) -> str:
     """SCoRe's numbers of a row (means over seeds), or '-' where its evaluations ran no retry."""
     if row.get("acc_t1") is None:
         return "-"
-    return (f"{row['acc_t1']:.1f} → {row['acc_t2']:.1f} ({row['delta_i_to_c']:+.1f}, "
-            f"{-row['delta_c_to_i']:+.1f})")
+    return f"{row['acc_t1']:.1f} → {row['acc_t2']:.1f} ({row['delta_i_to_c']:.1f}, {row['delta_c_to_i']:.1f})"
 
 
 def _curve(r: Run) -> list[float]:

@@ -64,6 +64,8 @@ def generate_retries(first_verdicts: list[dict], rows: dict[str, dict], requests
             ids = todo[start:start + batch_size]
             began = time.time()
             outs = backend.generate([retry_request(requests[i], rows[i].get("prediction") or "", request) for i in ids])
+            if len(outs) != len(ids):  # as for first answers (medsage.eval.run._generate): none dropped unsaid
+                raise RuntimeError(f"backend {backend.name} returned {len(outs)} outputs for {len(ids)} requests")
             seconds = round((time.time() - began) / len(ids), 3)
             append_jsonl(fh, [{"id": i, "retry": out, "seconds": seconds} for i, out in zip(ids, outs)])
             bar.update(len(ids))

@@ -204,15 +204,19 @@ def evaluate(cfg, backend: Backend | None = None) -> dict:
 
         if problem := model_folder_problem(cfg.model.path):
             raise ConfigError(problem)
+    if ev.retry != "none":  # refused before a model is loaded (minutes for vLLM), not after
+        from medsage.registry import EVAL_BACKENDS
+
+        kind = type(backend) if backend is not None else EVAL_BACKENDS.get(str(ev.backend["name"]))
+        if not getattr(kind, "continues_replies", False):
+            from medsage.config import ConfigError
+
+            raise ConfigError(f"eval.retry={ev.retry}: the {kind.name} backend cannot continue a reply's start "
+                              "(the retry's opened <CHECK>); use the hf or vllm backend, or eval.retry=none")
     # two runs appending to one predictions file would score each item twice
     with folder_lock(out_dir, "evaluation"):
         if backend is None:
             backend = make_backend(OmegaConf.create(ev.backend), str(cfg.model.path), generation)
-        if ev.retry != "none" and not getattr(backend, "continues_replies", False):
-            from medsage.config import ConfigError
-
-            raise ConfigError(f"eval.retry={ev.retry}: the {backend.name} backend cannot continue a reply's start "
-                              "(the retry's opened <CHECK>); use the hf or vllm backend, or eval.retry=none")
         summaries = {}
         for name, (samples, group_by) in loaded.items():
             predictions = layout.predictions_file(out_dir, name, blind=ev.blind)

@@ -31,6 +31,12 @@ class Backend(Protocol):
     def generate(self, requests: list[ChatRequest]) -> list[str]: ...
 
 
+def pixel_bounds(min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+    """The model recipe's image pixel bounds as the HF processor's keywords (what SFT and RL resize images to);
+    the bounds left null are the processor's own."""
+    return {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+
+
 def make_backend(cfg, model_path: str, generation: GenerationConfig) -> Backend:
     """Build the backend a recipe's ``eval.backend`` node names: an entry point of ``medsage.eval_backends``
     (a class with ``from_recipe(cfg, model_path, generation)``); only the chosen backend's module is imported."""

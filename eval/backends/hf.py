@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medsage.eval.backends.base import GenerationConfig
+from medsage.eval.backends.base import GenerationConfig, pixel_bounds
 from medsage.eval.prompting import ChatRequest
 from medsage.launch.preflight import AUTO, flash_attn_imports, resolve_attention
 
@@ -39,7 +39,7 @@ class HFBackend:
         self.attn_implementation = self.attention(attn_implementation, self.device)
         # The model recipe's pixel bounds, as SFT and RL resize to them: an image the model was trained to see as
         # 1,280 vision tokens is not shown to it as 16,000 (the processor's own default bound) at evaluation.
-        pixels = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        pixels = pixel_bounds(min_pixels, max_pixels)
         self.processor = AutoProcessor.from_pretrained(model_path, **pixels)
         self.processor.tokenizer.padding_side = "left"  # decoder-only batching pads on the left
         self.model = AutoModelForImageTextToText.from_pretrained(

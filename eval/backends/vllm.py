@@ -7,7 +7,7 @@ node's GPUs (``cluster.gpus_per_node``) that vLLM can split the model over (``te
 
 from __future__ import annotations
 
-from medsage.eval.backends.base import GenerationConfig
+from medsage.eval.backends.base import GenerationConfig, pixel_bounds
 from medsage.eval.backends.openai import openai_messages
 from medsage.eval.prompting import ChatRequest
 
@@ -48,7 +48,7 @@ class VLLMBackend:
         from vllm import LLM, SamplingParams
 
         # the model recipe's pixel bounds, as SFT and RL resize to them (the HF processor's keywords)
-        pixels = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        pixels = pixel_bounds(min_pixels, max_pixels)
         self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
                        limit_mm_per_prompt={"image": limit_images}, seed=generation.seed,
                        mm_processor_kwargs=pixels or None)

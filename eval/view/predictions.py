@@ -100,8 +100,10 @@ def predictions_file(path: Path, benchmarks: dict) -> list[ViewItem]:
             if obj is not None:
                 verdicts[(str(obj.get("benchmark", "custom")), str(obj.get("id", "")))] = obj
     # eval.retry=answer_key's second attempts beside (medsage.eval.retry): by id, with their verdicts
-    second = _by_id(eval_layout.beside(path, "retry.jsonl"))
-    second_verdicts = _by_id(eval_layout.beside(path, "retry_verdicts.jsonl"))
+    from medsage.eval.retry import RETRY, RETRY_VERDICTS
+
+    second = _by_id(eval_layout.beside(path, RETRY))
+    second_verdicts = _by_id(eval_layout.beside(path, RETRY_VERDICTS))
     judged: dict[tuple[str, str], dict] = {}  # `medsage eval judge` writes <stem>.judge.jsonl beside
     judge_path = path.with_name(f"{path.stem}.judge.jsonl")
     if judge_path.is_file():

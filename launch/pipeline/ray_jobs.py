@@ -40,6 +40,7 @@ to ``poll_s``, so a short stage is seen to end within milliseconds and a long on
 from __future__ import annotations
 
 import os
+import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ from typing import Iterator
 from medsage.runtime import stage_python
 
 DEFAULT_LOCAL_DASHBOARD = "http://127.0.0.1:8265"
+CLIENT_INIT_ATTEMPTS = 3  # connections to a ray:// address whose per-connection server failed to start (jobs_client)
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")  # where Ray keeps the token of a cluster it starts with token auth
 
 
@@ -195,7 +197,20 @@ def jobs_client(address: str) -> "JobSubmissionClient":  # noqa: F821
 
     hidden = {k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if k in os.environ}
     try:
-        return JobSubmissionClient(address)
+        for attempt in range(1, CLIENT_INIT_ATTEMPTS + 1):
+            try:
+                return JobSubmissionClient(address)
+            except ConnectionAbortedError as err:
+                # A ray:// address reaches the head's Ray Client proxy, which starts one server process per
+                # connection and gives it 30 s to answer; on a busy head that start can miss the deadline and the
+                # proxy answers "Initialization failure from server". The cluster is up: a new connection gets
+                # a new server. Anything else (refused, unknown host, wrong port) fails at once.
+                if attempt == CLIENT_INIT_ATTEMPTS:
+                    raise
+                print(f"medsage: the Ray Client server at {address} did not start for this connection "
+                      f"({str(err).splitlines()[0]}); connecting again ({attempt + 1}/{CLIENT_INIT_ATTEMPTS})",
+                      file=sys.stderr, flush=True)
+                time.sleep(2.0 * attempt)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError, grpc errors
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason}. Check that it is running (`ray "

@@ -18,15 +18,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("verl")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
+def make_server(model_dir, seed=42, replica_rank=0):
     from transformers import AutoConfig
 
     from medsage.plugins.engines.verl_cpu.rollout import HFGenerationServer
 
-    return HFGenerationServer(types.SimpleNamespace(prompt_length=512, response_length=24),
-                              types.SimpleNamespace(hf_config=AutoConfig.from_pretrained(tiny_model_dir),
-                                                    local_path=tiny_model_dir))
+    return HFGenerationServer(types.SimpleNamespace(prompt_length=512, response_length=24, seed=seed),
+                              types.SimpleNamespace(hf_config=AutoConfig.from_pretrained(model_dir),
+                                                    local_path=model_dir), replica_rank=replica_rank)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    return make_server(tiny_model_dir)
 
 
 def _actor_logits(server, full_ids, enc):
@@ -59,3 +63,16 @@ def test_image_rollout_log_probs_are_the_actors_of_the_banned_distribution(serve
     logits[:, list(banned)] -= 100.0  # the distribution the rollout drew from
     actor = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
     assert torch.allclose(torch.tensor(out.log_probs), actor, atol=1e-4), (torch.tensor(out.log_probs) - actor).abs().max()
+
+
+def test_the_rollout_samples_from_the_seed_it_is_configured_with(tiny_model_dir):
+    """As vLLM's rollout does (engine seed = rollout.seed + replica rank): a server started again samples the same
+    tokens, and another seed or replica samples others."""
+    def sample(**kw):
+        server = make_server(tiny_model_dir, **kw)
+        ids = server.tokenizer("Where is the lesion?")["input_ids"]
+        return [server._generate(ids, {"temperature": 1.0, "max_tokens": 24}, None).token_ids for _ in range(2)]
+
+    first = sample(seed=42)
+    assert first == sample(seed=42)
+    assert first != sample(seed=7) and first != sample(seed=42, replica_rank=1)

@@ -61,6 +61,9 @@ class HFGenerationServer:
         from verl.utils.model import get_hf_auto_model_class
 
         self.config = config
+        # vLLM's rollout seeds its engine with the same number (verl's vllm_async_server), so a run samples the same
+        # way on CPU whatever else this process drew; requests still reach the server in the order they arrive
+        torch.manual_seed(replica_rank + int(config.seed))
         mc = _model_config(model_config)
         self.model = get_hf_auto_model_class(mc.hf_config).from_pretrained(
             mc.local_path, torch_dtype=torch.float32, attn_implementation="sdpa").eval()

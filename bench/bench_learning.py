@@ -17,7 +17,7 @@
 
 Every stage's output lives in DIR/store under a hash of its inputs, so an interrupted bench, or one rerun with more
 seeds, redoes only what is missing; --report-only reads what is there and runs nothing. Cost on 2 CPU cores: an RL run of
-100 steps ~11 min (R-GRPO more: it retries), SFT 3 min, an evaluation ~35 s; the defaults are ~2.5 hours. The target (issue 26):
+100 steps ~11 min (R-GRPO more: it retries), SFT 3 min, an evaluation ~35 s; the defaults are ~2.5 hours. The target:
 SFT + RL beats SFT on the target kind by >= 10 points with non-overlapping intervals over 3 seeds. The report
 says what was measured, with how many seeds.
 """

@@ -7,7 +7,7 @@ loopback server of tests/helpers (no model: it answers each stage; its verifier 
 verifications, each one independently, chosen by a hash). Each record has 6 RoIs x 4 templates = 24 candidate
 units, the cap keeps 8 per image. Prints drafted units, kept trajectories, drafts and API calls per kept
 trajectory, and the drafts per kept that drafting all 24 candidates before capping would cost.
-Goal (issue 14 item 3): <= 1.3 drafts per kept trajectory with the verifier.
+Goal: <= 1.3 drafts per kept trajectory with the verifier.
 """
 
 from __future__ import annotations

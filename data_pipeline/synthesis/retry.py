@@ -1,4 +1,4 @@
-"""SFT retry rows (issue 18; a departure from the paper, whose SAGE-sft has none): teach the retry format.
+"""SFT retry rows (a departure from the paper, whose SAGE-sft has none): teach the retry format.
 
 A small model cannot follow a self-check request it has never seen, so RL would find no check span to credit.
 ``rpa.retry_share`` (default 0, the paper) adds that share of the SFT rows as retry examples built from kept

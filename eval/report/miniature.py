@@ -1,4 +1,4 @@
-"""The miniature's tables in ``medsage report`` (issue 18): the method on the generated lesion task, a synthetic
+"""The miniature's tables in ``medsage report``: the method on the generated lesion task, a synthetic
 task and NOT the paper's benchmarks, so its runs are kept out of the paper tables.
 
 A run joins through its tags (``eval.tags``): ``{task: miniature, table: table5, row: "SFT + RL"}`` is one of

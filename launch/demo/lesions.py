@@ -1,4 +1,4 @@
-"""The generated lesion task of the miniature (issue 18): CT-like slices whose answers depend only on the image.
+"""The generated lesion task of the miniature: CT-like slices whose answers depend only on the image.
 
 Each image is a soft-tissue body (a rounded outline of random extent and grey, strong smooth shading, blobs of
 any tissue grey) with a fixed anatomy: one organ per quadrant, each its own grey (``ORGANS``), as every abdomen

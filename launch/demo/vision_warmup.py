@@ -1,4 +1,4 @@
-"""A short supervised warm-up of a random Qwen2.5-VL vision tower on a data run's boxes (issue 18).
+"""A short supervised warm-up of a random Qwen2.5-VL vision tower on a data run's boxes.
 
 The paper's vision tower is pretrained and frozen; the miniature's is random, and SFT's answer tokens are too few
 a signal to teach a random tower to see a small lesion (measured: chance after 1,000 steps). This stands in for

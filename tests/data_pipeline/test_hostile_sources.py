@@ -1,4 +1,4 @@
-"""Hostile and careless source data (issue 16 items 1, 3-7): every bad input becomes a rejection naming its
+"""Hostile and careless source data: every bad input becomes a rejection naming its
 file, row or line and the reason, or a whole unreadable file an error naming it; nothing is read outside a
 source root nor written outside out_dir."""
 

@@ -1,5 +1,5 @@
 """Resume notices changed inputs, a rerun keeps the dataset's total cost, one run per output folder, and
-files honour the umask (issue 16 items 11 (shard half), 12, 13, 14)."""
+files honour the umask."""
 
 from __future__ import annotations
 

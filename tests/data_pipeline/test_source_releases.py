@@ -1,4 +1,4 @@
-"""Source adapters on exports shaped as their publishers ship them (issue 15)."""
+"""Source adapters on exports shaped as their publishers ship them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SFT retry rows (rpa.retry_share, issue 18): their share, their four turns, and their tokens against the RL loop.
+"""SFT retry rows (rpa.retry_share): their share, their four turns, and their tokens against the RL loop.
 
 - the share and the report, the rows' content (a wrong τ1 whose conclusion follows it, the request the RL loop
   sends, a check span written from the measurements, the kept trajectory as τ2), and the default of none;

@@ -1,4 +1,4 @@
-"""Benchmarks in the layouts their publishers ship: split rules, answer types, repeats (issue 15)."""
+"""Benchmarks in the layouts their publishers ship: split rules, answer types, repeats."""
 
 from __future__ import annotations
 

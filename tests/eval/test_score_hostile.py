@@ -1,4 +1,4 @@
-"""`medsage eval score` on careless or hostile predictions files (issue 16 item 8): every bad line is an
+"""`medsage eval score` on careless or hostile predictions files: every bad line is an
 error naming its own line (blank lines counted), a torn last line is reported, never a traceback."""
 
 from __future__ import annotations

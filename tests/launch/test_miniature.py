@@ -1,4 +1,4 @@
-"""The miniature (issue 18) through the real pipeline at a small budget: generated lesion task -> data ->
+"""The miniature through the real pipeline at a small budget: generated lesion task -> data ->
 template synthesis with retry rows -> the small model, its vision tower warmed up -> LLaMA-Factory SFT ->
 evaluation with and without the image. RL is left out here (tests/plugins/test_rl_cpu_train.py trains it);
 bench/bench_learning.py runs the full budget, RL included, and prints the table.

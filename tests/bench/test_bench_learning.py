@@ -1,0 +1,60 @@
+"""bench/bench_learning.py's statistics: the paired gain and the plain verdicts it prints under its table."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def runs_of(bench, group, right_by_seed, n=60):
+    """One run per seed with the first ``right`` of ``n`` quadrant items correct (and one count item, always right)."""
+    out = []
+    for seed, right in right_by_seed.items():
+        correct = {f"q{i}": i < right for i in range(n)} | {"c0": True}
+        kind = {f"q{i}": "quadrant" for i in range(n)} | {"c0": "count"}
+        out.append(bench.Run(group=group, table="table5", seed=seed, alpha=None, correct=correct, kind=kind))
+    return out
+
+
+def test_the_bar_is_met_only_with_the_gain_apart_intervals_and_three_seeds(bench):
+    sft = runs_of(bench, "SFT", {0: 28, 1: 28, 2: 28})
+    rl = runs_of(bench, "SFT + RL", {0: 52, 1: 54, 2: 51})
+    rows = bench.summarise(sft + rl, "quadrant")
+    gain = next(r for r in rows if r["group"] == "SFT + RL")["target_gain"]
+    assert gain[0] == pytest.approx(100 * (52 + 54 + 51 - 3 * 28) / 180) and gain[1] > 0
+    said = bench.verdicts(rows, sft + rl, "quadrant")
+    assert "do not overlap" in said[0] and "is met" in said[0]
+    assert "R-GRPO" in said[1] and "not measured" in said[1]
+
+    two = [r for r in sft + rl if r.seed < 2]  # the same gain on two seeds falls short of the bar
+    said = bench.verdicts(bench.summarise(two, "quadrant"), two, "quadrant")
+    assert "NOT met" in said[0]
+
+    small = sft + runs_of(bench, "SFT + RL", {0: 31, 1: 30, 2: 32})  # +5 points: the intervals overlap
+    said = bench.verdicts(bench.summarise(small, "quadrant"), small, "quadrant")
+    assert "overlap;" not in said[0] and "intervals overlap" in said[0] and "NOT met" in said[0]
+
+
+def test_r_grpo_against_grpo_is_said_plainly_either_way(bench):
+    sft = runs_of(bench, "SFT", {0: 28, 1: 28, 2: 28})
+    rl = runs_of(bench, "SFT + RL", {0: 50, 1: 50, 2: 50})
+    for self_right, word in ((58, "beats"), (50, "does not separate from"), (30, "is worse than")):
+        runs = sft + rl + runs_of(bench, "SFT + RL + Self", {0: self_right, 1: self_right, 2: self_right})
+        said = bench.verdicts(bench.summarise(runs, "quadrant"), runs, "quadrant")
+        assert said[1].startswith(f"SFT + RL + Self (R-GRPO) {word} SFT + RL (GRPO) on quadrant"), said

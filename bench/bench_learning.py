@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
+
 from medsage.eval import layout as eval_layout
 from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS
 from medsage.launch import layout
@@ -74,6 +76,8 @@ class Run:
     steps: dict[int, dict] = field(default_factory=dict)   # the RL training's metrics per step (none for SFT)
     rl_dir: Path | None = None          # the RL stage's folder (one RL run can be evaluated under two tables)
     second: dict = field(default_factory=dict)  # the answer-key retry's self_correction block (eval.retry), if run
+    model: str = ""                     # the evaluated model's folder
+    start: str | None = None            # an RL run's starting model (its SFT), whose evaluation is its SFT baseline
 
 
 def load_runs(work: Path) -> list[Run]:
@@ -89,6 +93,9 @@ def load_runs(work: Path) -> list[Run]:
         model = Path(data.get("model_path", ""))
         rl_dir = model.parent if model.name == layout.RL_FINAL_MODEL else None
         steps = read_steps(rl_dir / METRICS) if rl_dir else {}
+        start = None
+        if rl_dir and (rl_dir / layout.RL_CONFIG).is_file():
+            start = str(OmegaConf.load(rl_dir / layout.RL_CONFIG).model.path)
         table = str(tags.get("table"))
         alpha = float(tags["alpha"]) if tags.get("alpha") is not None else None
         group = f"α = {alpha:g}" if table == "table4" else str(tags.get("row"))
@@ -96,7 +103,7 @@ def load_runs(work: Path) -> list[Run]:
             group = f"{group} [{data['label']}]"
         second = ((data.get("summaries") or {}).get(BENCHMARK) or {}).get("self_correction") or {}
         runs.append(Run(group, table, int(tags["seed"]), alpha, {v["id"]: bool(v["correct"]) for v in items},
-                        {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir, second))
+                        {v["id"]: v.get("question_kind") for v in items}, steps, rl_dir, second, str(model), start))
     return runs
 
 
@@ -159,10 +166,10 @@ def paired_gain(runs: list[Run], base: list[Run], kind: str | None, rng: np.rand
     """(gain in points with its 95 % interval, the seeds used) of ``runs`` over ``base``: per seed both have, item by
     item on the items both have; None when they share no seed."""
     by_seed = {r.seed: r for r in base}
-    paired = [r.seed for r in runs if r.seed in by_seed]
-    if not paired:
-        return None, []
     ours = [r for r in runs if r.seed in by_seed]
+    if not ours:
+        return None, []
+    paired = [r.seed for r in ours]
     theirs = [by_seed[s] for s in paired]
     items = sorted(set.intersection(*(set(r.correct) for r in (*ours, *theirs))))
     items = [i for i in items if kind is None or ours[0].kind[i] == kind]
@@ -180,9 +187,23 @@ def groups_of(runs: list[Run]) -> dict[str, list[Run]]:
     return {g: sorted(rs, key=lambda r: r.seed) for g, rs in groups.items()}
 
 
+def sft_baselines(rs: list[Run], runs: list[Run], sft: list[Run]) -> list[Run]:
+    """Per seed of ``rs``, the SFT evaluation to pair with: that of the model its RL run started from when the store
+    has it (an SFT re-trained under another key is not the model RL moved from), else the seed's SFT row."""
+    by_model = {r.model: r for r in runs if r.group.startswith("SFT") and not r.rl_dir}
+    by_seed = {r.seed: r for r in sft}
+    out = []
+    for r in rs:
+        base = (by_model.get(r.start) if r.start else None) or by_seed.get(r.seed)
+        if base is not None:
+            out.append(base)
+    return out
+
+
 def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
     """One row per group: n seeds, target-kind and overall accuracy with intervals, the gain over SFT (paired over
-    the seeds both have), the training accuracy at both ends and the training rates."""
+    the seeds both have, against the SFT each RL run started from), the training accuracy at both ends and the
+    training rates."""
     rng = np.random.default_rng(seed)
     groups = groups_of(runs)
     sft = groups.get("SFT", [])
@@ -195,7 +216,7 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
         for name, kind in (("target", target), ("overall", None)):
             m = _matrix(rs, kind, seeds)
             row[name] = bootstrap(m, rng) if m.size else None
-            gain, paired = paired_gain(rs, sft, kind, rng) if g != "SFT" else (None, [])
+            gain, paired = paired_gain(rs, sft_baselines(rs, runs, sft), kind, rng) if g != "SFT" else (None, [])
             if gain is not None:
                 row[f"{name}_gain"] = gain
                 row["paired_seeds"] = paired

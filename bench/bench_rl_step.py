@@ -127,6 +127,7 @@ def main() -> None:
 
     from medsage.data_pipeline.writers import write_verl_parquet
     from medsage.launch.demo.samples import make_demo_samples
+    from medsage.launch import layout
     from medsage.launch.demo.tiny_model import build_tiny_model
     from omegaconf import OmegaConf
 
@@ -136,7 +137,7 @@ def main() -> None:
     base = run_rl(args.baseline, model, data, work / "baseline", args.baseline_steps) if args.baseline else None
     run = run_rl(sys.executable, model, data, work / "run", args.steps)
     steps, out = run.steps, run.out
-    reward_params = OmegaConf.to_container(OmegaConf.load(out / "medsage_rl.yaml").reward.params, resolve=True)
+    reward_params = OmegaConf.to_container(OmegaConf.load(out / layout.RL_CONFIG).reward.params, resolve=True)
 
     print(f"R-GRPO on CPU, {'model ' + args.model if args.model else 'random tiny model'}, {PROMPTS} prompts x "
           f"{ROLLOUTS} rollouts, {len(steps)} steps ({work})")

@@ -33,6 +33,7 @@ SFT_FIRST_RUN = "run_001"
 RL_FINAL_MODEL = "final_model"
 RL_LOG = "verl.log"
 RL_VERL_CONFIG = "verl_config.yaml"
+RL_CONFIG = "medsage_rl.yaml"  # the composed medsage rl recipe the run trained with (model.path: where it started)
 # verl main_ppo's Hydra run folder (its log and .hydra/), inside the RL output folder, never the cwd.
 RL_HYDRA_DIR = "hydra"
 PIPELINE = "pipeline.json"

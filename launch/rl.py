@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose_recipe(argv)
         out_dir = Path(cfg.output_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "medsage_rl.yaml", OmegaConf.to_yaml(cfg))
+        atomic_write_text(out_dir / layout.RL_CONFIG, OmegaConf.to_yaml(cfg))
 
         if cfg.backend == "easyr1":
             path = atomic_write_text(out_dir / "easyr1_config.yaml", OmegaConf.to_yaml(OmegaConf.create(easyr1_config(cfg))))

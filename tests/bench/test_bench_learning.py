@@ -58,3 +58,15 @@ def test_r_grpo_against_grpo_is_said_plainly_either_way(bench):
         runs = sft + rl + runs_of(bench, "SFT + RL + Self", {0: self_right, 1: self_right, 2: self_right})
         said = bench.verdicts(bench.summarise(runs, "quadrant"), runs, "quadrant")
         assert said[1].startswith(f"SFT + RL + Self (R-GRPO) {word} SFT + RL (GRPO) on quadrant"), said
+
+
+def test_an_rl_row_is_paired_with_the_sft_it_started_from(bench, tmp_path):
+    """Two SFT models for one seed (one re-trained under another store key): the gain is over the one RL moved from."""
+    first, second = runs_of(bench, "SFT", {0: 20}) + runs_of(bench, "SFT", {0: 40})
+    first.model, second.model = "store/sft-a/run_001", "store/sft-b/run_001"
+    (rl,) = runs_of(bench, "SFT + RL", {0: 50})
+    rl.rl_dir, rl.start = tmp_path, "store/sft-b/run_001"
+    rows = bench.summarise([first, second, rl], "quadrant")
+    assert next(r for r in rows if r["group"] == "SFT")["target"][0] == pytest.approx(100 * 20 / 60)  # the row: first
+    gain = next(r for r in rows if r["group"] == "SFT + RL")["target_gain"]
+    assert gain[0] == pytest.approx(100 * (50 - 40) / 60)

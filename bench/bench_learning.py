@@ -187,14 +187,13 @@ def groups_of(runs: list[Run]) -> dict[str, list[Run]]:
     return {g: sorted(rs, key=lambda r: r.seed) for g, rs in groups.items()}
 
 
-def sft_baselines(rs: list[Run], runs: list[Run], sft: list[Run]) -> list[Run]:
+def sft_baselines(rs: list[Run], sft_by_model: dict[str, Run], sft: list[Run]) -> list[Run]:
     """Per seed of ``rs``, the SFT evaluation to pair with: that of the model its RL run started from when the store
     has it (an SFT re-trained under another key is not the model RL moved from), else the seed's SFT row."""
-    by_model = {r.model: r for r in runs if r.group.startswith("SFT") and not r.rl_dir}
     by_seed = {r.seed: r for r in sft}
     out = []
     for r in rs:
-        base = (by_model.get(r.start) if r.start else None) or by_seed.get(r.seed)
+        base = (sft_by_model.get(r.start) if r.start else None) or by_seed.get(r.seed)
         if base is not None:
             out.append(base)
     return out
@@ -207,6 +206,7 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     groups = groups_of(runs)
     sft = groups.get("SFT", [])
+    sft_by_model = {r.model: r for r in runs if r.group.startswith("SFT") and not r.rl_dir}
     order = lambda g: (ROW_ORDER.index(g) if g in ROW_ORDER else len(ROW_ORDER), g)
     out = []
     for g in sorted(groups, key=order):
@@ -216,7 +216,7 @@ def summarise(runs: list[Run], target: str, seed: int = 0) -> list[dict]:
         for name, kind in (("target", target), ("overall", None)):
             m = _matrix(rs, kind, seeds)
             row[name] = bootstrap(m, rng) if m.size else None
-            gain, paired = paired_gain(rs, sft_baselines(rs, runs, sft), kind, rng) if g != "SFT" else (None, [])
+            gain, paired = paired_gain(rs, sft_baselines(rs, sft_by_model, sft), kind, rng) if g != "SFT" else (None, [])
             if gain is not None:
                 row[f"{name}_gain"] = gain
                 row["paired_seeds"] = paired

@@ -48,7 +48,7 @@ def test_the_bar_is_met_only_with_the_gain_apart_intervals_and_three_seeds(bench
 
     small = sft + runs_of(bench, "SFT + RL", {0: 31, 1: 30, 2: 32})  # +5 points: the intervals overlap
     said = bench.verdicts(bench.summarise(small, "quadrant"), small, "quadrant")
-    assert "overlap;" not in said[0] and "intervals overlap" in said[0] and "NOT met" in said[0]
+    assert "do not overlap" not in said[0] and "intervals overlap" in said[0] and "NOT met" in said[0]
 
 
 def test_r_grpo_against_grpo_is_said_plainly_either_way(bench):

@@ -8,6 +8,9 @@
   step lines), of the first step (the rollout's warm-up; start-up and first step together are the time to
   the first update, which does not depend on where verl's processes finish starting), of the later steps (their mean; verl's
   timing_s/step) and of 100 steps (actual when the run had them, else projected: first step + 99 x mean);
+- where the start-up's CPU went: each process of the run's tree (``medsage rl``, verl's driver, every Ray actor)
+  with its CPU seconds up to the first step line, their sum, and the shortest start-up that sum allows on this
+  machine's cores, however well the processes overlap;
 - with ``--baseline PYTHON``: the same command, model and data run first with another environment's
   ``medsage`` (e.g. an older checkout's virtualenv) for ``--baseline-steps`` steps, and the ratio of each
   figure to it (baseline / this one: above 1 is faster);
@@ -28,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROLLOUTS, PROMPTS = 4, 2
@@ -57,6 +62,7 @@ class Run:
     startup: float  # command start to the first step's start
     steps: dict[int, dict[str, float]]
     out: Path
+    startup_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, up to the first step line
 
     @property
     def step_s(self) -> list[float]:
@@ -73,6 +79,78 @@ class Run:
         return self.step_s[0] + (TARGET_STEPS - 1) * self.later_mean, "projected"
 
 
+class ProcessCPU:
+    """CPU seconds (user + system) of a command's whole process tree, sampled every half second until ``stop``.
+
+    Ray's actors are descendants of verl's driver (its ``ray.init`` starts the local cluster), so the tree holds
+    every process the run starts. A process is labelled by its Ray title (``ray::TaskRunner``) or its module or
+    script; its CPU is the last sample, so a process that ended between samples loses up to half a second.
+    """
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        import psutil
+
+        self._root, self._every = psutil.Process(pid), every
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def label(cmdline: list[str]) -> str:
+        if cmdline and cmdline[0].startswith("ray::"):
+            return cmdline[0].split()[0].split(".")[0]
+        if "-m" in cmdline[:-1]:
+            module = cmdline[cmdline.index("-m") + 1]
+            return f"{module} {cmdline[cmdline.index('-m') + 2]}" if module == "medsage.launch.cli" else module
+        return Path(next((a for a in cmdline[1:] if not a.startswith("-")), cmdline[0] if cmdline else "?")).name
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._done.is_set():
+            try:
+                procs = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:
+                return
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        times = p.cpu_times()
+                        self._seen[p.pid] = (self.label(p.cmdline()), times.user + times.system)
+                except psutil.Error:
+                    continue
+            self._done.wait(self._every)
+
+    def stop(self) -> None:
+        if not self._done.is_set():
+            self._done.set()
+            self._thread.join()
+
+    def by_process(self) -> dict[str, float]:
+        """Label -> CPU seconds, one entry per process (a second process of a label gets ``#2``)."""
+        out: dict[str, float] = {}
+        for label, seconds in sorted(self._seen.values(), key=lambda kv: -kv[1]):
+            key, n = label, 1
+            while key in out:
+                n += 1
+                key = f"{label} #{n}"
+            out[key] = seconds
+        return out
+
+
+def startup_cpu_lines(run: Run) -> list[str]:
+    """Where the start-up's CPU went: the processes that took a second or more, their sum, and what that sum
+    allows on this machine's cores however well the start-up overlaps."""
+    cores = os.cpu_count() or 1
+    big = {k: v for k, v in run.startup_cpu.items() if v >= 1.0}
+    total = sum(run.startup_cpu.values())
+    return [f"  start-up CPU (to the first step line), {len(big)} processes with >= 1 s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in big.items()),
+            f"  start-up CPU in all {total:.0f} s on {cores} cores: no start-up can be shorter than {total / cores:.0f} s "
+            f"here, however its processes overlap (start-up measured: {run.startup:.1f} s)"]
+
+
 def run_rl(python: str, model: Path, data: Path, out: Path, steps: int) -> Run:
     """``medsage rl`` with ``python``'s environment; each output line timed as it arrives."""
     from medsage.plugins.engines.verl import console_step_metrics
@@ -86,11 +164,14 @@ def run_rl(python: str, model: Path, data: Path, out: Path, steps: int) -> Run:
            "rl.test_freq=-1", "extra_overrides=[" + ",".join(f"'{o}'" for o in extra) + "]"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    cpu = ProcessCPU(proc.pid)
     lines, first_step_line = [], None
     for line in proc.stdout:
         lines.append(line)
         if first_step_line is None and "step:1 - " in line:
             first_step_line = time.perf_counter() - started
+            cpu.stop()
+    cpu.stop()
     rc = proc.wait()
     total = time.perf_counter() - started
     log = "".join(lines)
@@ -99,7 +180,8 @@ def run_rl(python: str, model: Path, data: Path, out: Path, steps: int) -> Run:
     steps = console_step_metrics(log)
     if not steps or first_step_line is None:
         sys.exit(f"medsage rl ({python}) printed no step metrics:\n{log[-4000:]}")
-    return Run(total=total, startup=first_step_line - steps[min(steps)]["timing_s/step"], steps=steps, out=out)
+    return Run(total=total, startup=first_step_line - steps[min(steps)]["timing_s/step"], steps=steps, out=out,
+               startup_cpu=cpu.by_process())
 
 
 def summary(run: Run, label: str) -> list[str]:
@@ -148,6 +230,7 @@ def main() -> None:
               f"step {(base.startup + base.step_s[0]) / (run.startup + run.step_s[0]):.2f}x, later steps "
               f"{base.later_mean / run.later_mean:.2f}x, start-up + {TARGET_STEPS} steps "
               f"{(base.startup + b100) / (run.startup + r100):.2f}x")
+    print("\n".join(startup_cpu_lines(run)))
     print(f"  goal: start-up <= 45 s ({run.startup:.1f} s), {TARGET_STEPS} steps <= 600 s "
           f"({run.hundred_steps()[0]:.1f} s, {run.hundred_steps()[1]})")
     rows = []

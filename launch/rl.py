@@ -233,10 +233,11 @@ def validate_verl_config(config, *, check_model: bool = False) -> dict[str, str]
 
 
 def check_rl_data(config, *, dry_run: bool = False) -> None:
-    """Refuse a dataset verl would shrink without a word: every row of ``data.train_files`` and
-    ``data.val_files`` must fit ``data.max_prompt_length`` as verl counts it (``verl_data``). A dry run
-    checks only what is there to check (files present, a model folder that loads)."""
-    from medsage.plugins.engines.verl_data import overlong_report, prompt_lengths
+    """Refuse a dataset verl would shrink or stop short on without a word: every row of ``data.train_files`` and
+    ``data.val_files`` must fit ``data.max_prompt_length`` as verl counts it (``verl_data``), and the train rows
+    must last ``trainer.total_training_steps`` in ``trainer.total_epochs``. A dry run checks only what is there to
+    check (files present, a model folder that loads)."""
+    from medsage.plugins.engines.verl_data import overlong_report, prompt_lengths, steps_report
 
     files = []
     for key in ("train_files", "val_files"):
@@ -256,6 +257,9 @@ def check_rl_data(config, *, dry_run: bool = False) -> None:
         if dry_run:
             return
         raise RLConfigError(f"model.path={model}: cannot load its processor to count prompt lengths ({err})") from err
+    train = config.data.train_files
+    train = [str(train)] if isinstance(train, str) else [str(f) for f in train]
+    train_rows = 0
     for path in files:
         try:
             lengths = prompt_lengths(path, processor)
@@ -263,6 +267,11 @@ def check_rl_data(config, *, dry_run: bool = False) -> None:
             raise RLConfigError(f"{path}: cannot read its rows as verl would ({type(err).__name__}: {err})") from err
         if (report := overlong_report(path, lengths, int(config.data.max_prompt_length))) is not None:
             raise RLConfigError(report)
+        train_rows += len(lengths) * train.count(path)
+    planned = config.trainer.get("total_training_steps")
+    if (report := steps_report(train, train_rows, int(config.data.train_batch_size), int(config.trainer.total_epochs),
+                               None if planned is None else int(planned))) is not None:
+        raise RLConfigError(report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -418,8 +427,17 @@ def main(argv: list[str] | None = None) -> int:
                     env={**os.environ, **engine.driver_env(cfg)})
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
-    elif rc == 0:  # said at the end, not found later by the stage that reads the model
-        print(f"medsage rl: trained, but no checkpoint was saved (rl.save_freq={cfg.rl.save_freq}), so there is no "
+    elif rc == 0 and (save_freq := verl_cfg.trainer.save_freq) > 0:
+        # verl saves at its last step whenever save_freq > 0: it stopped short, or saved no Hugging Face folder
+        step = checkpointed_step(out_dir)
+        why = (f"its last checkpoint (step {step}) has no actor/huggingface folder (hf_model is not in "
+               f"actor_rollout_ref.actor.checkpoint.save_contents)" if step is not None and step == planned else
+               f"verl stopped before {'its last step' if planned is None else f'step {planned}'} (latest "
+               f"checkpoint: {step}, save_freq={save_freq}): its log says where ({out_dir / layout.RL_LOG})")
+        print(f"medsage rl: verl exited 0 but there is no {layout.RL_FINAL_MODEL}: {why}", file=sys.stderr)
+        return 1
+    elif rc == 0:  # asked for (save_freq -1); said at the end, not found later by the stage that reads the model
+        print(f"medsage rl: trained, but no checkpoint was saved (rl.save_freq={save_freq}), so there is no "
               f"{layout.RL_FINAL_MODEL} to evaluate or train further; set rl.save_freq to a step count to keep one",
               file=sys.stderr)
     return rc

@@ -113,3 +113,24 @@ def overlong_report(path: str | Path, lengths: list[PromptLength], limit: int, s
             + f"\nRebuild the rows with pixel bounds that fit (medsage data synth rl --model <name> sets the model "
               f"recipe's image_max_pixels and sets over-long rows aside with their reason), or raise "
               f"rl.max_prompt_length to {longest}.")
+
+
+def steps_report(paths: list[str], rows: int, batch: int, epochs: int, planned: int | None) -> str | None:
+    """None when verl's train loader gives ``planned`` steps (``trainer.total_training_steps``; None: whatever
+    the epochs give); else what stops the run short.
+
+    verl 0.9.1's train loader drops the last partial batch, and its trainer's loop ends with the epochs even when
+    ``total_training_steps`` asks for more: it exits 0 at step ``rows // batch * epochs``, without the checkpoint
+    of the last step, which is saved only at ``total_training_steps`` or a multiple of ``save_freq``.
+    """
+    per_epoch = rows // batch
+    files = ", ".join(map(str, paths))
+    if per_epoch == 0:
+        return (f"{files}: {rows} rows, fewer than one step's {batch} prompts (rl.rollout_batch_prompts): verl's "
+                f"loader drops a partial batch and would have nothing to train on")
+    if planned is None or planned <= per_epoch * epochs:
+        return None
+    return (f"trainer.total_training_steps={planned}, but {files} has {rows} rows: {per_epoch} step{'s' * (per_epoch != 1)} of {batch} "
+            f"prompts an epoch, {per_epoch * epochs} in rl.epochs={epochs}. verl would stop there and exit 0, "
+            f"without the checkpoint of its last step. Set rl.epochs={-(-planned // per_epoch)} (or more), or "
+            f"lower trainer.total_training_steps to {per_epoch * epochs}.")

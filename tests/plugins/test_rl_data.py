@@ -117,6 +117,32 @@ def test_medsage_rl_refuses_a_dataset_verl_would_shrink(qwen7b_bounds_model, rl_
     assert rl_launch.main(args + ["rl.max_prompt_length=1604"]) == 0  # the longest row fits: composed and validated
 
 
+def test_steps_report_is_verls_loader_arithmetic():
+    from medsage.plugins.engines.verl_data import steps_report
+
+    assert steps_report(["a.parquet"], 28, 2, 1000, 100) is None       # 14 steps an epoch, 14,000 in all
+    assert steps_report(["a.parquet"], 29, 2, 7, 98) is None           # the odd row is dropped: 14 x 7 = 98
+    short = steps_report(["a.parquet"], 29, 2, 7, 99)
+    assert "14 steps of 2 prompts an epoch, 98 in rl.epochs=7" in short and "rl.epochs=8" in short
+    assert steps_report(["a.parquet"], 28, 2, 2, None) is None         # no step count asked for: the epochs decide
+    assert "fewer than one step's 4 prompts" in steps_report(["a.parquet", "b.parquet"], 3, 4, 5, None)
+
+
+def test_medsage_rl_refuses_a_step_count_the_rows_cannot_last(qwen7b_bounds_model, rl_rows, tmp_path, capsys):
+    """verl would end with the epochs at step 1, exit 0 and save no checkpoint of step 2: refused before launch."""
+    from medsage.launch import rl as rl_launch
+
+    args = ["model=tiny", f"model.path={qwen7b_bounds_model}", "cluster=local_cpu", "dry_run=true",
+            f"train_files={rl_rows}", f"output_dir={tmp_path / 'run'}", "rl.max_prompt_length=1604",
+            "rl.rollout_batch_prompts=2", "rl.rollout_n=4", "rl.micro_batch_per_device=4", "rl.grad_accum=1"]
+    two_steps = "extra_overrides=['trainer.total_training_steps=2']"
+    assert rl_launch.main(args + ["rl.epochs=1", two_steps]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.total_training_steps=2" in err and "3 rows: 1 step of 2 prompts an epoch" in err, err
+    assert "Set rl.epochs=2" in err and str(rl_rows) in err
+    assert rl_launch.main(args + ["rl.epochs=2", two_steps]) == 0
+
+
 def test_the_rl_data_stage_counts_the_whole_prompt_with_the_models_processor(qwen7b_bounds_model, tmp_path):
     """An 896x896 image takes exactly 1,024 tokens: alone it fits the 1,024-token prompt, with the question it
     does not. With the model's processor the data stage counts both, as verl will, and sets the row aside."""

@@ -456,13 +456,14 @@ def link_final_model(out_dir: Path) -> Path | None:
     """Point ``<out_dir>/final_model`` at the latest checkpoint's Hugging Face folder; None if there is none.
 
     verl records the latest step in ``checkpoints/latest_checkpointed_iteration.txt`` and, with
-    ``hf_model`` in save_contents, writes ``global_step_<N>/actor/huggingface``.
+    ``hf_model`` in save_contents, writes the weights into ``global_step_<N>/actor/huggingface``.
     """
     step = checkpointed_step(out_dir)
     if step is None:
         return None
     hf = out_dir / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"
-    if not (hf / "config.json").exists():
+    # verl writes config.json and the tokenizer there on every save; the weights only with hf_model
+    if not (hf / "config.json").exists() or not any(hf.glob("*.safetensors")):
         return None
     link = layout.rl_model(out_dir)
     tmp = out_dir / f".{link.name}.tmp"

@@ -96,11 +96,15 @@ def test_final_model_points_at_the_latest_hf_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert rl_launch.link_final_model(out) is None
     ckpt = out / "checkpoints"
-    for step in (100, 200):
+    for step in (100, 200, 300):
         (ckpt / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)
         (ckpt / f"global_step_{step}" / "actor" / "huggingface" / "config.json").write_text(str(step))
+        if step != 300:  # step 300 saved without hf_model: verl still writes config.json there, but no weights
+            (ckpt / f"global_step_{step}" / "actor" / "huggingface" / "model.safetensors").write_bytes(b"")
     (ckpt / "latest_checkpointed_iteration.txt").write_text("100")
     assert (rl_launch.link_final_model(out) / "config.json").read_text() == "100"
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("300")
+    assert rl_launch.link_final_model(out) is None
     (ckpt / "latest_checkpointed_iteration.txt").write_text("200\n")
     assert (rl_launch.link_final_model(out) / "config.json").read_text() == "200"
     assert (out / "final_model").is_symlink() and not (out / ".final_model.tmp").exists()

@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     elif rc == 0 and (save_freq := verl_cfg.trainer.save_freq) > 0:
         # verl saves at its last step whenever save_freq > 0: it stopped short, or saved no Hugging Face folder
         step = checkpointed_step(out_dir)
-        why = (f"its last checkpoint (step {step}) has no actor/huggingface folder (hf_model is not in "
+        why = (f"its last checkpoint (step {step}) has no weights in actor/huggingface (hf_model is not in "
                f"actor_rollout_ref.actor.checkpoint.save_contents)" if step is not None and step == planned else
                f"verl stopped before {'its last step' if planned is None else f'step {planned}'} (latest "
                f"checkpoint: {step}, save_freq={save_freq}): its log says where ({out_dir / layout.RL_LOG})")

@@ -44,6 +44,7 @@ def test_a_run_checkpointed_at_its_last_step_is_linked_not_trained_again(tmp_pat
     hf = out / "checkpoints" / "global_step_2" / "actor" / "huggingface"
     hf.mkdir(parents=True)
     (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"")
     (out / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")  # killed before the final link
     rc = rl_launch.main(["model=tiny", f"model.path={tiny_model_dir}", "cluster=local_cpu",
                          f"train_files={write_rl_parquet(tmp_path)}", f"output_dir={out}", *TINY_RL,

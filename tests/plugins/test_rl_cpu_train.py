@@ -83,7 +83,7 @@ def test_closed_checks_get_the_self_check_credit(tmp_path, tiny_model_dir, rl_pa
                                  "trainer.val_before_train=true", f"trainer.validation_data_dir={val_dir}",
                                  "actor_rollout_ref.actor.checkpoint.save_contents=[model,extra]"])
     assert rc == 1 and (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2", log[-8000:]
-    assert "there is no final_model: its last checkpoint (step 2) has no actor/huggingface folder" in log, log[-3000:]
+    assert "there is no final_model: its last checkpoint (step 2) has no weights in actor/huggingface" in log, log[-3000:]
     steps = console_step_metrics(log)
     assert any(k.startswith("val-core/") for k in steps.pop(0)), log[-4000:]  # the validation before training
     assert any(s["actor/pg_loss"] != 0 for s in steps.values()), steps

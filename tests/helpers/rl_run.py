@@ -19,13 +19,20 @@ TINY_RL = ["rl.epochs=1", "rl.rollout_n=2", "rl.rollout_batch_prompts=2", "rl.mi
            "rl.retry_max_tokens=24", "rl.request_budget=48", "rl.request='Check the answer.'", "rl.test_freq=-1"]
 
 
-def write_rl_parquet(tmp_path: Path) -> Path:
-    """Closed and choice questions alternating (two prompt lengths in every batch of two), in order."""
+def write_rl_parquet(tmp_path: Path, repeat: int = 1) -> Path:
+    """Closed and choice questions alternating (two prompt lengths in every batch of two), in order: 8 rows,
+    ``repeat`` times (a GPU cluster recipe's step is 12 prompts, and ``medsage rl`` refuses fewer rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from medsage.data_pipeline.writers import write_verl_parquet
     from medsage.launch.demo.samples import make_demo_samples
 
     samples = [s for s in make_demo_samples(tmp_path / "demo", n=12) if s.question_type in ("closed", "choice")]
-    return write_verl_parquet(samples[:8], tmp_path / "rl.parquet")
+    path = write_verl_parquet(samples[:8], tmp_path / "rl.parquet")
+    if repeat > 1:
+        pq.write_table(pa.concat_tables([pq.read_table(path)] * repeat), path)
+    return path
 
 
 def run_rl(tmp_path: Path, model, data, *overrides, cluster="local_cpu", extra=(), env=None, timeout=1500, steps=2):

@@ -191,7 +191,7 @@ def test_rl_environment_from_its_lock_validates_the_gpu_recipe(tmp_path, tiny_mo
     cwd.mkdir()
     start = time.perf_counter()
     log = _in_env(env, [str(env / "bin" / "medsage"), "rl", "model=qwen2_5_vl_7b", f"model.path={tiny_model_dir}",
-                        "cluster=a100_4x", f"train_files={write_rl_parquet(tmp_path)}", f"output_dir={tmp_path / 'run'}",
+                        "cluster=a100_4x", f"train_files={write_rl_parquet(tmp_path, repeat=2)}", f"output_dir={tmp_path / 'run'}",
                         "dry_run=true"], cwd)
     print(f"[rehearsal] rl: `medsage rl ... dry_run=true` in the RL environment: {time.perf_counter() - start:.1f} s")
     assert "[validate_config] All configuration checks passed successfully!" in log  # verl's own check

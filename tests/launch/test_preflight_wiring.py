@@ -50,7 +50,7 @@ def test_a_pipeline_stage_that_launched_nothing_failed_and_runs_again(tmp_path, 
     from medsage.launch.pipeline.ray_jobs import ClusterStart
 
     spec = {"rl": {"argv": ["rl", "model=tiny", f"model.path={tiny_model_dir}", "cluster=a100_4x",
-                            f"train_files={write_rl_parquet(tmp_path)}", "output_dir={out}"]}}
+                            f"train_files={write_rl_parquet(tmp_path, repeat=2)}", "output_dir={out}"]}}
     cluster = ClusterStart(num_cpus=1)
     try:
         for attempt in (1, 2):

@@ -80,13 +80,8 @@ def test_a_gpu_recipe_without_a_gpu_launches_nothing_and_fails_with_the_fix(tmp_
 
     for var in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
         assert var not in __import__("os").environ
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = write_rl_parquet(tmp_path)
-    pq.write_table(pa.concat_tables([pq.read_table(data)] * 2), data)  # 16 rows: one step of a100_4x's 12 prompts
     rc = rl_launch.main(["model=tiny", f"model.path={tiny_model_dir}", "cluster=a100_4x",
-                         f"train_files={data}", f"output_dir={tmp_path / 'run'}"])
+                         f"train_files={write_rl_parquet(tmp_path, repeat=2)}", f"output_dir={tmp_path / 'run'}"])
     captured = capsys.readouterr()
     assert rc == 1, captured.out + captured.err
     assert "medsage rl: not launched: the RL environment cannot run this recipe" in captured.err

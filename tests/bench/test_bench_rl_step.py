@@ -3,26 +3,12 @@ of ``ps`` would name it, and its CPU counted."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("psutil")
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_rl_step.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_rl_step", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_processes_are_labelled_by_ray_title_module_or_script(bench):
     label = bench.ProcessCPU.label

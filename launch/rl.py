@@ -425,9 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     # verl's driver imports the CPU route too (VERL_USE_EXTERNAL_MODULES), and binds its Ray to loopback
     rc = run_logged(engine.driver_command(cfg, command), out_dir / layout.RL_LOG,
                     env={**os.environ, **engine.driver_env(cfg)})
+    save_freq = verl_cfg.trainer.save_freq
     if rc == 0 and (final := link_final_model(out_dir)) is not None:
         print(f"final model: {final}")
-    elif rc == 0 and (save_freq := verl_cfg.trainer.save_freq) > 0:
+    elif rc == 0 and save_freq > 0:
         # verl saves at its last step whenever save_freq > 0: it stopped short, or saved no Hugging Face folder
         step = checkpointed_step(out_dir)
         why = (f"its last checkpoint (step {step}) has no weights in actor/huggingface (hf_model is not in "

@@ -130,7 +130,8 @@ def steps_report(paths: list[str], rows: int, batch: int, epochs: int, planned: 
                 f"loader drops a partial batch and would have nothing to train on")
     if planned is None or planned <= per_epoch * epochs:
         return None
-    return (f"trainer.total_training_steps={planned}, but {files} has {rows} rows: {per_epoch} step{'s' * (per_epoch != 1)} of {batch} "
-            f"prompts an epoch, {per_epoch * epochs} in rl.epochs={epochs}. verl would stop there and exit 0, "
+    steps = f"{per_epoch} step{'s' * (per_epoch != 1)}"
+    return (f"trainer.total_training_steps={planned}, but {files} has {rows} rows: {steps} of {batch} prompts an epoch, "
+            f"{per_epoch * epochs} in rl.epochs={epochs}. verl would stop there and exit 0, "
             f"without the checkpoint of its last step. Set rl.epochs={-(-planned // per_epoch)} (or more), or "
             f"lower trainer.total_training_steps to {per_epoch * epochs}.")

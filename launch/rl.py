@@ -459,14 +459,14 @@ def link_final_model(out_dir: Path) -> Path | None:
     verl records the latest step in ``checkpoints/latest_checkpointed_iteration.txt`` and, with
     ``hf_model`` in save_contents, writes the weights into ``global_step_<N>/actor/huggingface``.
     """
+    link = layout.rl_model(out_dir)
     step = checkpointed_step(out_dir)
-    if step is None:
-        return None
     hf = out_dir / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"
     # verl writes config.json and the tokenizer there on every save; the weights only with hf_model
-    if not (hf / "config.json").exists() or not any(hf.glob("*.safetensors")):
+    if step is None or not (hf / "config.json").exists() or not any(hf.glob("*.safetensors")):
+        # a link from an earlier attempt would name an older step as the final model
+        link.unlink(missing_ok=True)
         return None
-    link = layout.rl_model(out_dir)
     tmp = out_dir / f".{link.name}.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(hf.relative_to(out_dir))

@@ -105,6 +105,7 @@ def test_final_model_points_at_the_latest_hf_checkpoint(tmp_path):
     assert (rl_launch.link_final_model(out) / "config.json").read_text() == "100"
     (ckpt / "latest_checkpointed_iteration.txt").write_text("300")
     assert rl_launch.link_final_model(out) is None
+    assert not (out / "final_model").is_symlink()  # not left naming step 100 as the final model
     (ckpt / "latest_checkpointed_iteration.txt").write_text("200\n")
     assert (rl_launch.link_final_model(out) / "config.json").read_text() == "200"
     assert (out / "final_model").is_symlink() and not (out / ".final_model.tmp").exists()

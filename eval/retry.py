@@ -18,7 +18,6 @@ trigger), all in % of the items.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,28 +47,21 @@ def generate_retries(first_verdicts: list[dict], rows: dict[str, dict], requests
                      predictions: Path, request: str, batch_size: int, benchmark: str) -> int:
     """Append a second attempt for every item whose first verdict is wrong and that has none yet; return how many
     were generated. ``rows``: the predictions lines by id; ``requests``: each item's first request by id."""
-    from tqdm import tqdm
-
-    from medsage.eval.run import UNREADABLE
+    from medsage.eval.run import UNREADABLE, append_batches
     from medsage.eval.scoring import read_predictions
-    from medsage.io import append_jsonl
 
     path = layout.beside(predictions, RETRY)
     done = {str(r.get("id")) for r in read_predictions(path, repair=True)} if path.exists() else set()
     wrong = [v["id"] for v in first_verdicts if not v["correct"] and UNREADABLE not in rows[v["id"]]]
     todo = [i for i in wrong if i not in done]
-    bar = tqdm(total=len(wrong), initial=len(wrong) - len(todo), desc=f"{benchmark} retry", unit="item")
-    with path.open("a", encoding="utf-8") as fh:  # a batch on disk survives a kill before the next one
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start:start + batch_size]
-            began = time.time()
-            outs = backend.generate([retry_request(requests[i], rows[i].get("prediction") or "", request) for i in ids])
-            if len(outs) != len(ids):  # as for first answers (medsage.eval.run._generate): none dropped unsaid
-                raise RuntimeError(f"backend {backend.name} returned {len(outs)} outputs for {len(ids)} requests")
-            seconds = round((time.time() - began) / len(ids), 3)
-            append_jsonl(fh, [{"id": i, "retry": out, "seconds": seconds} for i, out in zip(ids, outs)])
-            bar.update(len(ids))
-    bar.close()
+
+    def lines_of(ids: list[str]) -> list[dict]:
+        outs = backend.generate([retry_request(requests[i], rows[i].get("prediction") or "", request) for i in ids])
+        if len(outs) != len(ids):  # as for first answers (medsage.eval.run._generate): none dropped unsaid
+            raise RuntimeError(f"backend {backend.name} returned {len(outs)} outputs for {len(ids)} requests")
+        return [{"id": i, "retry": out} for i, out in zip(ids, outs)]
+
+    append_batches(path, todo, batch_size, lines_of, desc=f"{benchmark} retry", total=len(wrong))
     return len(todo)
 
 

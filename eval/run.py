@@ -71,8 +71,6 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
                          benchmark: str, batch_size: int, group_by: str | None = None,
                          model: str | None = None, fingerprint: dict | None = None) -> int:
     """Append predictions for the samples not yet in ``predictions``; return how many were generated."""
-    from tqdm import tqdm
-
     _check_same_setup(predictions, fingerprint)
     rows = read_predictions(predictions, repair=True)
     if any(UNREADABLE in r for r in rows):  # an image that failed before is tried again (it may have been fixed)
@@ -83,20 +81,34 @@ def generate_predictions(samples: list[Sample], backend: Backend, prompt: Prompt
     done = {str(r.get("id")) for r in rows}
     todo = [s for s in samples if s.id not in done]
     predictions.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{benchmark}", unit="item")
-    with predictions.open("a", encoding="utf-8") as fh:  # a batch on disk survives a kill before the next one
+
+    def lines_of(batch: list[Sample]) -> list[dict]:
+        lines = []
+        for s, out, problem in _generate(backend, [build_request(s, prompt) for s in batch], batch):
+            line = {**item_fields(s, benchmark, group_by), "prediction": out, "model": model}
+            lines.append({**line, UNREADABLE: problem} if problem else line)
+        return lines
+
+    append_batches(predictions, todo, batch_size, lines_of, desc=benchmark, total=len(samples))
+    return len(todo)
+
+
+def append_batches(path: Path, todo: list, batch_size: int, lines_of, *, desc: str, total: int) -> None:
+    """Generate ``todo`` batch by batch (``lines_of(batch)`` returns the batch's lines), each batch appended to
+    ``path`` with its seconds per item before the next starts, behind a progress bar over ``total`` items of which
+    all but ``todo`` were done before. A batch on disk survives a kill before the next one."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="item")
+    with path.open("a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             began = time.time()
-            lines = []
-            for s, out, problem in _generate(backend, [build_request(s, prompt) for s in batch], batch):
-                line = {**item_fields(s, benchmark, group_by), "prediction": out, "model": model}
-                lines.append({**line, UNREADABLE: problem} if problem else line)
+            lines = lines_of(batch)
             seconds = round((time.time() - began) / len(batch), 3)
             append_jsonl(fh, [{**line, "seconds": seconds} for line in lines])
             bar.update(len(batch))
     bar.close()
-    return len(todo)
 
 
 # A predictions line whose item's image could not be read: no answer, scored wrong with this reason, and asked again

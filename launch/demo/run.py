@@ -69,22 +69,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _accuracies(summary: dict) -> dict[str, float]:
-    """The miniature's accuracies by report column (per kind, then overall), in %."""
+    """The miniature's accuracies in %, by question kind in the report's order, then ``overall``."""
     from medsage.eval.report.miniature import KIND_COLUMNS
 
     s = summary.get("records", {})
     kinds = s.get("by_kind") or {}
-    out = {KIND_COLUMNS[k]: kinds[k]["accuracy"] for k in KIND_COLUMNS if (kinds.get(k) or {}).get("accuracy") is not None}
+    out = {k: kinds[k]["accuracy"] for k in KIND_COLUMNS if (kinds.get(k) or {}).get("accuracy") is not None}
     return {**out, "overall": s["accuracy"]} if s.get("accuracy") is not None else out
 
 
 def _changes(sft: dict, rl: dict) -> str:
     """RL's accuracy minus SFT's, in points, per kind and overall; said plainly when nothing moved."""
+    from medsage.eval.report.miniature import KIND_COLUMNS
+
     before, after = _accuracies(sft), _accuracies(rl)
     deltas = {k: after[k] - before[k] for k in after if k in before}
     if not deltas:
         return "nothing to compare"
-    text = ", ".join(f"{k} {d:+.1f}" for k, d in deltas.items()) + " points"
+    text = ", ".join(f"{KIND_COLUMNS.get(k, k)} {d:+.1f}" for k, d in deltas.items()) + " points"
     return text + (" (no accuracy moved)" if all(abs(d) < 1e-9 for d in deltas.values()) else "")
 
 
@@ -94,10 +96,9 @@ def _scores(summary: dict, experiment: str) -> str:
     if experiment != "miniature":
         scores = ", ".join(f"{b} {s['accuracy']:.0f}%" for b, s in summary.items() if s.get("accuracy") is not None)
         return f"{scores}: a random 1 MB model"
+    parts = [f"{KIND_COLUMNS[k]} {a:.0f}% (chance {CHANCE[k]:g}%)" for k, a in _accuracies(summary).items()
+             if k in KIND_COLUMNS]
     s = summary.get("records", {})
-    kinds = s.get("by_kind") or {}
-    parts = [f"{KIND_COLUMNS[k]} {kinds[k]['accuracy']:.0f}% (chance {CHANCE[k]:g}%)" for k in KIND_COLUMNS
-             if (kinds.get(k) or {}).get("accuracy") is not None]  # the report's names and order
     iou, strict = s.get("loc_iou"), s.get("strict_format")
     parts += [f"<LOC> IoU {iou:.2f}" if iou is not None else "<LOC> IoU -",
               f"strict format {strict:.0f}%" if strict is not None else "strict format -"]

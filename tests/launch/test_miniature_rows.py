@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from medsage.launch.demo.run import _changes
+from medsage.launch.demo.run import _changes, _scores
 from medsage.recipes import compose
 
 
@@ -39,3 +39,14 @@ def test_the_demo_says_what_rl_changed():
     assert _changes(summary(90.0, 70.0), summary(95.0, 71.5)) == "presence yes/no +5.0, overall +1.5 points"
     same = _changes(summary(90.0, 70.0), summary(90.0, 70.0))
     assert same.endswith("(no accuracy moved)")
+
+
+def test_the_demo_names_each_kind_beside_its_chance():
+    from medsage.eval.report.miniature import CHANCE, KIND_COLUMNS
+
+    records = {"accuracy": 70.0, "loc_iou": 0.5, "strict_format": 99.0,
+               "by_kind": {"presence": {"accuracy": 90.0}, "quadrant": {"accuracy": 40.0}}}
+    line = _scores({"records": records}, "miniature")
+    assert line.startswith(f"{KIND_COLUMNS['presence']} 90% (chance {CHANCE['presence']:g}%); "
+                           f"{KIND_COLUMNS['quadrant']} 40% (chance {CHANCE['quadrant']:g}%); ")
+    assert line.endswith("<LOC> IoU 0.50; strict format 99%")

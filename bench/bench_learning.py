@@ -238,7 +238,8 @@ TARGET_GAIN, TARGET_SEEDS = 10.0, 3  # the bar RL is held to: >= 10 points over 
 
 
 def verdicts(rows: list[dict], runs: list[Run], target: str, seed: int = 0) -> list[str]:
-    """Plain sentences: does SFT + RL beat SFT on the target kind by the bar, and does R-GRPO beat GRPO."""
+    """Plain sentences: does SFT + RL beat SFT on the target kind by the bar, does R-GRPO beat GRPO, and does each
+    α of the sweep beat α = 0 on the target kind."""
     name = KIND_COLUMNS.get(target, target)
     by = {r["group"]: r for r in rows}
     out = []
@@ -254,19 +255,30 @@ def verdicts(rows: list[dict], runs: list[Run], target: str, seed: int = 0) -> l
                    f"{'do not overlap' if apart else 'overlap'}. The bar (>= {TARGET_GAIN:g} points, intervals apart, "
                    f">= {TARGET_SEEDS} seeds) is {'met' if met else 'NOT met'}.")
     groups = groups_of(runs)
+    rng = np.random.default_rng(seed)
     if "SFT + RL + Self" not in groups or "SFT + RL" not in groups:
         out.append("SFT + RL + Self (R-GRPO) against SFT + RL (GRPO): not measured (no seed has both rows).")
     else:
-        rng = np.random.default_rng(seed)
         for kname, kind in ((name, target), ("overall", None)):
-            gain, paired = paired_gain(groups["SFT + RL + Self"], groups["SFT + RL"], kind, rng)
-            if gain is None:
-                out.append(f"SFT + RL + Self against SFT + RL on {kname}: not measured (no seed has both rows).")
-                continue
-            word = "beats" if gain[1] > 0 else "is worse than" if gain[2] < 0 else "does not separate from"
-            out.append(f"SFT + RL + Self (R-GRPO) {word} SFT + RL (GRPO) on {kname}: {_signed(gain)} points over seeds "
-                       f"{','.join(map(str, paired))}.")
+            out.append(_compared("SFT + RL + Self (R-GRPO)", groups["SFT + RL + Self"], "SFT + RL (GRPO)",
+                                 groups["SFT + RL"], kname, kind, rng))
+    # Figure 5: each α against α = 0 (the retry without credit for the check tokens), paired over seeds and items
+    alphas = sorted((r for r in rows if r["table"] == "table4" and r["alpha"] is not None), key=lambda r: r["alpha"])
+    if alphas and alphas[0]["alpha"] == 0:
+        base = alphas[0]["group"]
+        for row in alphas[1:]:
+            out.append(_compared(row["group"], groups[row["group"]], base, groups[base], name, target, rng))
     return out
+
+
+def _compared(name: str, runs: list[Run], base_name: str, base: list[Run], kname: str, kind: str | None,
+              rng: np.random.Generator) -> str:
+    """One plain sentence: ``runs`` beat, are worse than, or do not separate from ``base`` on one kind (paired)."""
+    gain, paired = paired_gain(runs, base, kind, rng)
+    if gain is None:
+        return f"{name} against {base_name} on {kname}: not measured (no seed has both rows)."
+    word = "beats" if gain[1] > 0 else "is worse than" if gain[2] < 0 else "does not separate from"
+    return f"{name} {word} {base_name} on {kname}: {_signed(gain)} points over seeds {','.join(map(str, paired))}."
 
 
 def markdown(rows: list[dict], target: str, work: Path) -> str:

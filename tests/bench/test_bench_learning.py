@@ -45,6 +45,22 @@ def test_r_grpo_against_grpo_is_said_plainly_either_way(bench):
         assert said[1].startswith(f"SFT + RL + Self (R-GRPO) {word} SFT + RL (GRPO) on quadrant"), said
 
 
+def test_each_alpha_is_compared_with_alpha_zero(bench):
+    def alpha_runs(alpha, right):
+        runs = runs_of(bench, f"α = {alpha:g}", {0: right, 1: right, 2: right})
+        for r in runs:
+            r.table, r.alpha = "table4", alpha
+        return runs
+
+    runs = alpha_runs(0, 40) + alpha_runs(0.1, 40) + alpha_runs(0.2, 55)
+    said = bench.verdicts(bench.summarise(runs, "quadrant"), runs, "quadrant")
+    assert said[-2].startswith("α = 0.1 does not separate from α = 0 on quadrant: +0.0"), said
+    assert said[-1].startswith("α = 0.2 beats α = 0 on quadrant: +25.0"), said
+    without_zero = [r for r in runs if r.alpha != 0]  # nothing to compare against: no sentence about α
+    said = bench.verdicts(bench.summarise(without_zero, "quadrant"), without_zero, "quadrant")
+    assert not any(line.startswith("α") for line in said)
+
+
 def test_an_rl_row_is_paired_with_the_sft_it_started_from(bench, tmp_path):
     """Two SFT models for one seed (one re-trained under another store key): the gain is over the one RL moved from."""
     first, second = runs_of(bench, "SFT", {0: 20}) + runs_of(bench, "SFT", {0: 40})
